@@ -1,0 +1,55 @@
+"""One small generic registry per kind (systems, effects, corpora, metrics).
+
+Names are resolved lazily: a registry knows, for each built-in name, the module that registers it, and imports
+that module only when the name is asked for. So `afx-bench --help` imports neither torch nor mlflow, and a
+third-party package can add a name through the entry-point group ``afx_bench.<kind>`` without touching the
+harness.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any
+
+
+class UnknownName(KeyError):
+    """An unknown registry name; the message lists the valid ones."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; we want the plain message
+        return str(self.args[0])
+
+
+class Registry:
+    def __init__(self, kind: str, builtin: dict[str, str]):
+        self.kind = kind
+        self._modules = dict(builtin)  # name -> module that registers it
+        self._items: dict[str, Any] = {}
+
+    def register(self, name: str) -> Callable[[Any], Any]:
+        def deco(obj: Any) -> Any:
+            self._items[name] = obj
+            return obj
+
+        return deco
+
+    def names(self) -> list[str]:
+        found = set(self._modules) | set(self._items)
+        found |= {ep.name for ep in entry_points(group=f"afx_bench.{self.kind}")}
+        return sorted(found)
+
+    def get(self, name: str) -> Any:
+        if name not in self._items:
+            if name in self._modules:
+                importlib.import_module(self._modules[name])
+            else:
+                for ep in entry_points(group=f"afx_bench.{self.kind}"):
+                    if ep.name == name:
+                        self._items[name] = ep.load()
+        if name not in self._items:
+            raise UnknownName(f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}")
+        return self._items[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.names()
