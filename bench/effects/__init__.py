@@ -195,6 +195,17 @@ class Effect:
         change = np.mean(np.abs(_band_levels(y, sample_rate) - _band_levels(x, sample_rate)))
         return bool(change >= self.min_change_db)
 
+    # --- effects with hidden settings (the `wild` set) override these two -----------------------------------
+    hidden: bool = False  # True: no parameters are exposed; each example draws a hidden recipe instead
+
+    def draw(self, rng: np.random.Generator, sample_rate: int) -> dict:
+        """A hidden, JSON-able recipe (chain, room, settings) for one example of a parameterless effect."""
+        raise NotImplementedError(f"{self.name} has parameters: use sample()")
+
+    def render(self, audio: np.ndarray, sample_rate: int, recipe: dict) -> np.ndarray:
+        """Process one clip with a recipe from :meth:`draw`."""
+        raise NotImplementedError(f"{self.name} has parameters: use process()")
+
     def sample_raw(self, rng: np.random.Generator) -> np.ndarray:
         """The data distribution before rejection: uniform in the normalised space (log-uniform on log scales)."""
         return rng.uniform(0.0, 1.0, self.n_params).astype(np.float32)

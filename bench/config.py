@@ -1,0 +1,292 @@
+"""Typed configuration: presets in bench/presets/{smoke,quick,full}.toml, then CLI overrides.
+
+Every key is known: an unknown key, a wrongly typed value or an unknown system/effect/corpus/metric name fails at
+start with a message that names the key and the allowed values. The fully resolved config is recorded with
+every run (MLflow params and a config.json artifact), so any run can be repeated.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from bench.cache import stable_hash
+
+PRESETS = ("smoke", "quick", "full")
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message names the key and what is allowed."""
+
+
+@dataclass
+class RunConfig:
+    name: str = "afx-bench"  # the MLflow experiment
+    seed: int = 0
+    sample_rate: int = 24000
+    segment_seconds: float = 1.0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    workers: int = 0  # CPU workers for effect rendering and data loading; 0 = all cores
+    progress: bool = True
+    report: bool = True  # build the report at the end of `run`
+
+
+@dataclass
+class DataConfig:
+    seen_corpora: list = field(default_factory=lambda: ["speech"])  # trained on
+    unseen_corpora: list = field(default_factory=lambda: ["music"])  # evaluated only
+    train_corpora: list = field(default_factory=list)  # empty: the seen corpora
+    source_seconds: float = 4.0
+    train_sources: int = 16
+    valid_sources: int = 4
+    test_sources: int = 8
+
+
+@dataclass
+class EffectsConfig:
+    seen: list = field(default_factory=lambda: ["peq4", "peq_comp", "distortion", "delay", "reverb"])
+    unseen: list = field(default_factory=lambda: ["compressor", "chorus", "phaser", "bitcrush", "ladder_filter"])
+    wild: list = field(default_factory=list)  # hidden processing no system controls (room, pedal_chain, lofi)
+    vst3: dict = field(default_factory=dict)  # name -> {path, params: [{name, minimum, maximum, scale}]}
+
+
+@dataclass
+class TasksConfig:
+    n_valid: int = 16  # examples per validation task
+    n_test: int = 16  # examples per test task
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = ""  # empty: sqlite:///<out>/mlflow.db
+    enabled: bool = True
+
+
+@dataclass
+class Config:
+    preset: str = "quick"
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    effects: EffectsConfig = field(default_factory=EffectsConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    # free-form sections, checked by the named system/metric: {"include": [...], "<name>": {...}}
+    systems: dict = field(default_factory=lambda: {"include": ["bypass", "random", "oracle"]})
+    metrics: dict = field(default_factory=lambda: {"include": ["param_mae", "mrstft"]})
+
+    # --- derived ------------------------------------------------------------------------------------------
+    @property
+    def segment_samples(self) -> int:
+        return int(round(self.run.segment_seconds * self.run.sample_rate))
+
+    def system_names(self) -> list[str]:
+        return list(self.systems.get("include", []))
+
+    def system_config(self, name: str) -> dict:
+        return dict(self.systems.get(name, {}))
+
+    def metric_names(self) -> list[str]:
+        return list(self.metrics.get("include", []))
+
+    def metric_config(self, name: str) -> dict:
+        return dict(self.metrics.get(name, {}))
+
+    def corpora(self) -> list[tuple[str, str]]:
+        """(label, corpus_set) for every evaluated corpus."""
+        return [(c, "seen") for c in self.data.seen_corpora] + [(c, "unseen") for c in self.data.unseen_corpora]
+
+    def train_corpora(self) -> list[str]:
+        return list(self.data.train_corpora or self.data.seen_corpora)
+
+    def effect_sets(self) -> list[tuple[str, str]]:
+        """(name, effect_set) for every evaluated effect."""
+        e = self.effects
+        return [(n, "seen") for n in e.seen] + [(n, "unseen") for n in e.unseen] + [(n, "wild") for n in e.wild]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        return stable_hash(self.to_dict())
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _typed(cls, values: dict, where: str):
+    """Build a dataclass from a dict, refusing unknown keys and wrong types by name."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {sorted(fields)}")
+    defaults = cls()
+    kwargs = {}
+    for k, v in values.items():
+        d = getattr(defaults, k)
+        key = f"{where}.{k}" if where else k
+        if dataclasses.is_dataclass(d):
+            if not isinstance(v, dict):
+                raise ConfigError(f"{key}: expected a table, got {v!r}")
+            v = _typed(type(d), v, key)
+        elif isinstance(d, bool):
+            if not isinstance(v, bool):
+                raise ConfigError(f"{key}: expected true or false, got {v!r}")
+        elif isinstance(d, int):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"{key}: expected an integer, got {v!r}")
+        elif isinstance(d, float):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"{key}: expected a number, got {v!r}")
+            v = float(v)
+        elif isinstance(d, str):
+            if not isinstance(v, str):
+                raise ConfigError(f"{key}: expected a string, got {v!r}")
+        elif isinstance(d, list):
+            if not isinstance(v, list):
+                raise ConfigError(f"{key}: expected a list, got {v!r}")
+        elif isinstance(d, dict):
+            if not isinstance(v, dict):
+                raise ConfigError(f"{key}: expected a table, got {v!r}")
+        kwargs[k] = v
+    return cls(**kwargs)
+
+
+def preset_dict(preset: str) -> dict:
+    if preset not in PRESETS:
+        raise ConfigError(f"preset: unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    text = resources.files("bench.presets").joinpath(f"{preset}.toml").read_text()
+    return tomllib.loads(text)
+
+
+def parse_value(text: str):
+    """A --set value: TOML syntax (numbers, booleans, lists, quoted strings), else a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_set(d: dict, assignment: str) -> dict:
+    key, eq, value = assignment.partition("=")
+    if not eq or not key.strip():
+        raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. run.seed=3")
+    parts = key.strip().split(".")
+    node = d
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {p} is not a table")
+    node[parts[-1]] = parse_value(value.strip())
+    return d
+
+
+def load_config(preset: str = "quick", *, file: str | Path | None = None, sets: list[str] | None = None,
+                systems: list[str] | None = None, effects: list[str] | None = None,
+                corpora: list[str] | None = None, device: str | None = None) -> Config:
+    """Preset, then a TOML file, then ``--set`` assignments, then the narrowing options; then validated."""
+    d = preset_dict(preset)
+    if file:
+        path = Path(file)
+        if not path.is_file():
+            raise ConfigError(f"--config: no such file {path}")
+        d = _merge(d, tomllib.loads(path.read_text()))
+    for s in sets or []:
+        d = apply_set(d, s)
+    d["preset"] = preset
+    cfg = _typed(Config, d, "")
+    if systems:
+        cfg.systems["include"] = list(systems)
+    if effects:
+        e = cfg.effects
+        e.seen, e.unseen, e.wild = narrow(effects, [e.seen, e.unseen, e.wild], default=1)
+    if corpora:  # narrows what is evaluated; training keeps the configured seen corpora
+        cfg.data.train_corpora = cfg.data.train_corpora or list(cfg.data.seen_corpora)
+        cfg.data.seen_corpora, cfg.data.unseen_corpora = narrow(
+            corpora, [cfg.data.seen_corpora, cfg.data.unseen_corpora], default=1)
+    if device:
+        cfg.run.device = device
+    validate(cfg)
+    return cfg
+
+
+def narrow(names: list[str], groups: list[list[str]], default: int) -> list[list[str]]:
+    """Split ``names`` over ``groups`` by membership; a name in none goes to ``groups[default]``."""
+    out: list[list[str]] = [[] for _ in groups]
+    for n in names:
+        for i, g in enumerate(groups):
+            if n in g:
+                out[i].append(n)
+                break
+        else:
+            out[default].append(n)
+    return out
+
+
+def validate(cfg: Config) -> None:
+    from bench.corpora import CORPORA
+    from bench.effects import EFFECTS
+    from bench.metrics import METRICS
+    from bench.systems import SYSTEMS
+
+    r = cfg.run
+    if r.sample_rate < 8000 or r.sample_rate > 192000:
+        raise ConfigError(f"run.sample_rate: {r.sample_rate} is outside 8000..192000")
+    if r.segment_seconds <= 0:
+        raise ConfigError(f"run.segment_seconds: must be positive, got {r.segment_seconds}")
+    if r.workers < 0:
+        raise ConfigError(f"run.workers: must be >= 0 (0 = all cores), got {r.workers}")
+    if not (r.device in ("auto", "cpu", "cuda") or r.device.startswith("cuda:")):
+        raise ConfigError(f"run.device: {r.device!r}; valid: auto, cpu, cuda, cuda:N")
+    d = cfg.data
+    for k in ("train_sources", "valid_sources", "test_sources"):
+        if getattr(d, k) < 1:
+            raise ConfigError(f"data.{k}: must be at least 1, got {getattr(d, k)}")
+    if d.source_seconds < 2 * r.segment_seconds:
+        raise ConfigError(f"data.source_seconds: {d.source_seconds} s cannot hold two segments of "
+                          f"run.segment_seconds = {r.segment_seconds} s")
+    for k in ("n_valid", "n_test"):
+        if getattr(cfg.tasks, k) < 1:
+            raise ConfigError(f"tasks.{k}: must be at least 1, got {getattr(cfg.tasks, k)}")
+    for key, names, reg in (
+        ("systems.include", cfg.system_names(), SYSTEMS),
+        ("metrics.include", cfg.metric_names(), METRICS),
+    ):
+        if not names:
+            raise ConfigError(f"{key}: empty; valid: {', '.join(reg.names())}")
+        bad = [n for n in names if n not in reg]
+        if bad:
+            raise ConfigError(f"{key}: unknown {bad}; valid: {', '.join(reg.names())}")
+    for sec in ("systems", "metrics"):
+        for k, v in getattr(cfg, sec).items():
+            if k != "include" and not isinstance(v, dict):
+                raise ConfigError(f"{sec}.{k}: expected a table of settings, got {v!r}")
+    valid_effects = set(EFFECTS.names()) | set(cfg.effects.vst3)
+    names = [n for n, _ in cfg.effect_sets()]
+    bad = [n for n in names if n not in valid_effects]
+    if bad:
+        raise ConfigError(f"effects: unknown {bad}; valid: {', '.join(sorted(valid_effects))}")
+    if not names:
+        raise ConfigError(f"effects: no effect selected; valid: {', '.join(sorted(valid_effects))}")
+    for label in [c for c, _ in cfg.corpora()] + cfg.train_corpora():
+        name, _, arg = label.partition(":")
+        if name not in CORPORA:
+            raise ConfigError(f"corpora: unknown corpus {label!r}; valid: {', '.join(CORPORA.names())} "
+                              "(folder and pairs take a path: folder:PATH)")
+        if name in ("folder", "pairs"):
+            if not arg:
+                raise ConfigError(f"corpora: {name} needs a path, as {name}:PATH")
+            if not Path(arg).is_dir():
+                raise ConfigError(f"corpora: {label}: no such directory {arg}")
+    if not cfg.corpora():
+        raise ConfigError(f"corpora: none selected; valid: {', '.join(CORPORA.names())}")

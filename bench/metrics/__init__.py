@@ -1,0 +1,45 @@
+"""Metrics: each scores an Estimate against an Example and returns a dict of named values.
+
+Keys are the same for every system on a task, so the MLflow UI and the tables compare systems side by side. A
+value that does not apply (parameter error for a system that does not control the effect) is NaN, never 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.registry import Registry
+
+METRICS = Registry(
+    "metrics",
+    {"param_mae": "bench.metrics.params", "mrstft": "bench.metrics.spectral"},
+)
+register_metric = METRICS.register
+
+
+class Metric:
+    name: str = ""
+    higher_is_better: bool = False
+    needs: frozenset = frozenset({"audio"})
+
+    @dataclass
+    class Config:
+        pass
+
+    def __init__(self, config: dict | None = None, *, sample_rate: int = 24000, device: str = "cpu"):
+        from bench.systems import parse_config
+
+        self.cfg = parse_config(self.Config, config or {}, f"metrics.{self.name}")
+        self.sample_rate = int(sample_rate)
+        self.device = device
+
+    def score(self, estimate, example) -> dict[str, float]:
+        raise NotImplementedError
+
+    def score_batch(self, estimates: list, examples: list) -> list[dict[str, float]]:
+        """Scores per example; the default loops over :meth:`score`. Override to batch."""
+        return [self.score(est, ex) for est, ex in zip(estimates, examples, strict=True)]
+
+
+def get_metric(name: str, config: dict | None = None, **kwargs) -> Metric:
+    return METRICS.get(name)(config, **kwargs)

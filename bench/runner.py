@@ -1,0 +1,418 @@
+"""The grid: fit or load each system, evaluate every (system, task) cell, write results as they come.
+
+Per-example scores go to ``<out>/cells/<system>/<task>.parquet`` the moment a cell finishes, and
+``<out>/scores.parquet`` (one row per system x example x metric) and ``<out>/summary.csv`` are rebuilt from the
+finished cells right after. A rerun with the same ``--out`` skips every cell already finished under the same
+settings, so an interrupted run resumes; a cell that fails is recorded with its error and the run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.cache import atomic_write_bytes, stable_hash
+from bench.config import Config
+from bench.corpora import Corpus, get_corpus
+from bench.effects import Effect, default_workers, get_effect
+from bench.metrics import Metric, get_metric
+from bench.systems import Estimate, FitContext, System, SystemError_, get_system
+from bench.tasks import Task
+
+KEYS = ["system", "task", "effect", "effect_set", "corpus", "corpus_set", "split"]
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        if device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise SystemError_(f"run.device = {device!r} but torch sees no CUDA device")
+        return device
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("_")[:80]
+
+
+@dataclass
+class Grid:
+    """The resolved objects of a run: effects, corpora and the train/valid/test tasks."""
+
+    cfg: Config
+    effects: dict[str, Effect] = field(default_factory=dict)
+    corpora: dict[str, Corpus] = field(default_factory=dict)
+    test: list[Task] = field(default_factory=list)
+    train: list[Task] = field(default_factory=list)
+    valid: list[Task] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, cfg: Config) -> Grid:
+        g = cls(cfg)
+        for name, _ in cfg.effect_sets():
+            g.effects[name] = make_effect(cfg, name)
+        d = cfg.data
+        sizes = {"train": d.train_sources, "valid": d.valid_sources, "test": d.test_sources}
+        for label in dict.fromkeys([c for c, _ in cfg.corpora()] + cfg.train_corpora()):
+            g.corpora[label] = get_corpus(label, sample_rate=cfg.run.sample_rate, seed=cfg.run.seed,
+                                          sources=sizes, seconds=d.source_seconds)
+
+        def task(label, name, split, eset, cset):
+            return Task(g.corpora[label], g.effects[name], split, segment_samples=cfg.segment_samples,
+                        seed=cfg.run.seed, effect_set=eset, corpus_set=cset)
+
+        for label, cset in cfg.corpora():
+            for name, eset in cfg.effect_sets():
+                g.test.append(task(label, name, "test", eset, cset))
+        for label in cfg.train_corpora():
+            for name, eset in cfg.effect_sets():
+                if eset == "wild":  # hidden processing is never trained on
+                    continue
+                g.train.append(task(label, name, "train", eset, "seen"))
+                g.valid.append(task(label, name, "valid", eset, "seen"))
+        return g
+
+
+def make_effect(cfg: Config, name: str) -> Effect:
+    if name in cfg.effects.vst3:
+        from bench.effects.vst3 import Vst3Effect
+
+        return Vst3Effect(name=name, **cfg.effects.vst3[name])
+    return get_effect(name)
+
+
+class Results:
+    """The results directory: finished cells, failures, and the tables rebuilt from the cells."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        (self.out / "cells").mkdir(parents=True, exist_ok=True)
+
+    def cell_path(self, system: str, task: Task) -> Path:
+        return self.out / "cells" / _slug(system) / f"{_slug(task.id)}-{stable_hash(task.id)[:6]}.parquet"
+
+    def done(self, system: str, task: Task, key: str) -> bool:
+        p = self.cell_path(system, task)
+        if not p.exists():
+            return False
+        try:
+            meta = pd.read_parquet(p, columns=["cell_key"])
+        except Exception:
+            return False  # a torn file: the cell runs again
+        return bool(len(meta)) and meta["cell_key"].iloc[0] == key
+
+    def write_cell(self, system: str, task: Task, rows: pd.DataFrame) -> None:
+        p = self.cell_path(system, task)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+        rows.to_parquet(tmp, index=False)
+        os.replace(tmp, p)
+        self.clear_failure(system, task)
+
+    # failures: one JSON file per failed cell, removed when the cell later succeeds
+    def _failure_path(self, system: str, task: Task) -> Path:
+        return self.out / "failures" / f"{_slug(system)}__{_slug(task.id)}-{stable_hash(task.id)[:6]}.json"
+
+    def write_failure(self, system: str, task: Task, stage: str, error: BaseException) -> None:
+        rec = {"system": system, **task.tags(), "stage": stage, "error": f"{type(error).__name__}: {error}",
+               "traceback": "".join(traceback.format_exception(error))[-4000:], "time": time.time()}
+        atomic_write_bytes(self._failure_path(system, task), json.dumps(rec, indent=1).encode())
+
+    def clear_failure(self, system: str, task: Task) -> None:
+        self._failure_path(system, task).unlink(missing_ok=True)
+
+    def failures(self) -> list[dict]:
+        d = self.out / "failures"
+        return [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))] if d.exists() else []
+
+    def scores(self) -> pd.DataFrame:
+        parts = []
+        for p in sorted((self.out / "cells").rglob("*.parquet")):
+            try:
+                parts.append(pd.read_parquet(p))
+            except Exception:
+                continue
+        if not parts:
+            return pd.DataFrame(columns=KEYS + ["example", "source_id", "metric", "value"])
+        return pd.concat(parts, ignore_index=True).drop(columns=["cell_key"])
+
+    def rebuild_tables(self) -> pd.DataFrame:
+        scores = self.scores()
+        tmp = self.out / f".scores.parquet.{os.getpid()}.tmp"
+        scores.to_parquet(tmp, index=False)
+        os.replace(tmp, self.out / "scores.parquet")
+        summary = summarise(scores)
+        tmp = self.out / f".summary.csv.{os.getpid()}.tmp"
+        summary.to_csv(tmp, index=False)
+        os.replace(tmp, self.out / "summary.csv")
+        fails = self.failures()
+        pd.DataFrame(fails, columns=["system", "task", "effect", "effect_set", "corpus", "corpus_set", "split",
+                                     "stage", "error"]).to_csv(self.out / "failures.csv", index=False)
+        return summary
+
+
+def summarise(scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per system x task x metric: mean, std and n over examples (NaN = not applicable, not 0)."""
+    cols = ["system", "effect", "effect_set", "corpus", "corpus_set", "split", "metric"]
+    if scores.empty:
+        return pd.DataFrame(columns=cols + ["mean", "std", "n"])
+    g = scores.groupby(cols, sort=True, dropna=False)["value"]
+    out = g.agg(mean="mean", std="std", n="count").reset_index()
+    return out
+
+
+def cell_rows(system: str, task: Task, examples: list, estimates: list[Estimate], metrics: list[Metric],
+              seconds: float, key: str, warn) -> pd.DataFrame:
+    per_example: list[dict[str, float]] = [{} for _ in examples]
+    for m in metrics:
+        try:
+            scored = m.score_batch(estimates, examples)
+        except Exception as e:  # one metric failing must not lose the others
+            warn(f"metric {m.name} failed on {system} / {task.id}: {type(e).__name__}: {e}")
+            continue
+        for d, s in zip(per_example, scored, strict=True):
+            d.update(s)
+    for d, est in zip(per_example, estimates, strict=True):
+        d.setdefault("cost/seconds", est.info.get("seconds", seconds / max(1, len(examples))))
+        for k, v in est.info.items():
+            if k != "seconds" and isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+                d[f"cost/{k}"] = float(v)
+    tags = task.tags()
+    rows = []
+    for ex, d in zip(examples, per_example, strict=True):
+        for metric, value in d.items():
+            rows.append({"system": system, **{k: tags[k] for k in KEYS[1:]}, "example": ex.index,
+                         "source_id": ex.source_id, "metric": metric, "value": float(value), "cell_key": key})
+    return pd.DataFrame(rows)
+
+
+def check_estimates(system: str, estimates: list[Estimate], examples: list, effect: Effect) -> None:
+    if len(estimates) != len(examples):
+        raise SystemError_(f"{system}: returned {len(estimates)} estimates for {len(examples)} examples")
+    for est, ex in zip(estimates, examples, strict=True):
+        out = np.asarray(est.output)
+        if out.shape != ex.input.shape:
+            raise SystemError_(f"{system}: output shape {out.shape} for {ex.example_id}, expected {ex.input.shape}")
+        if not np.all(np.isfinite(out)):
+            raise SystemError_(f"{system}: NaN/Inf in its output audio for {ex.example_id}")
+        if est.params01 is not None:
+            p = np.asarray(est.params01)
+            if p.shape != (effect.n_params,) or not np.all(np.isfinite(p)):
+                raise SystemError_(f"{system}: bad parameter estimate {p.tolist()} for {ex.example_id} "
+                                   f"(expected {effect.n_params} finite values)")
+
+
+class Runner:
+    def __init__(self, cfg: Config, out: Path, *, tracker=None, log=print):
+        self.cfg = cfg
+        self.out = Path(out)
+        self.results = Results(self.out)
+        self.log = log
+        self.device = resolve_device(cfg.run.device)
+        self.workers = cfg.run.workers or default_workers()
+        self.tracker = tracker
+        self.parent = None
+        self.warnings: list[str] = []
+
+    def warn(self, msg: str) -> None:
+        self.warnings.append(msg)
+        self.log(f"warning: {msg}")
+
+    # --- systems ------------------------------------------------------------------------------------------
+    def system_key(self, name: str) -> str:
+        c = self.cfg
+        return stable_hash([name, c.system_config(name), c.run.seed, c.run.sample_rate, c.segment_samples,
+                            c.to_dict()["data"], [e for e, _ in c.effect_sets()]])
+
+    def prepare_system(self, name: str, grid: Grid) -> System:
+        """Construct, then load (a checkpoint, or this run's earlier training) or fit."""
+        conf = self.cfg.system_config(name)
+        checkpoint = conf.pop("checkpoint", None)
+        system = get_system(name, conf, sample_rate=self.cfg.run.sample_rate, device=self.device)
+        if checkpoint:
+            self.log(f"{name}: loading {checkpoint}")
+            system.load(_local_checkpoint(checkpoint))
+            return system
+        if not system.trainable:
+            return system
+        ckpt = self.out / "checkpoints" / _slug(name)
+        key = self.system_key(name)
+        marker = ckpt / "TRAINED"
+        if marker.exists() and marker.read_text().strip() == key:
+            self.log(f"{name}: loading this run's checkpoint {ckpt}")
+            system.load(ckpt)
+            return system
+        run = None
+        if self.tracker is not None:
+            run = self.tracker.start(f"train/{name}", {"system": name, "kind": "train", **self.common_tags()},
+                                     parent=self.parent)
+            run.log_params({"system": system.config_dict(), "device": self.device})
+        ctx = FitContext(valid_tasks=grid.valid, tracker=run, device=self.device, seed=self.cfg.run.seed,
+                         workers=self.workers, progress=self.cfg.run.progress, checkpoint_dir=ckpt)
+        t0 = time.perf_counter()
+        try:
+            system.fit(grid.train, ctx)
+            ckpt.mkdir(parents=True, exist_ok=True)
+            system.save(ckpt)
+            marker.write_text(key)
+        except BaseException as e:
+            if run is not None:
+                run.set_tags({"error": f"{type(e).__name__}: {e}"})
+                run.end("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            raise
+        if run is not None:
+            run.log_metrics({"train_seconds": time.perf_counter() - t0})
+            run.log_artifact(ckpt, "checkpoint")
+            run.end()
+        return system
+
+    def common_tags(self) -> dict:
+        from bench.tracking import git_sha
+
+        return {"preset": self.cfg.preset, "config_hash": self.cfg.hash(), "git_sha": git_sha()}
+
+    # --- the grid -----------------------------------------------------------------------------------------
+    def run(self) -> pd.DataFrame:
+        cfg = self.cfg
+        atomic_write_bytes(self.out / "config.json", json.dumps(cfg.to_dict(), indent=1).encode())
+        grid = Grid.build(cfg)
+        metrics = [get_metric(n, cfg.metric_config(n), sample_rate=cfg.run.sample_rate, device=self.device)
+                   for n in cfg.metric_names()]
+        if self.tracker is not None:
+            from bench.tracking import environment
+
+            self.parent = self.tracker.start(f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                             {"kind": "benchmark", **self.common_tags()})
+            self.parent.log_params(cfg.to_dict())
+            self.parent.log_dict(cfg.to_dict(), "config.json")
+            self.parent.log_dict(environment(self.device), "environment.json")
+        status = "FINISHED"
+        try:
+            self._run(grid, metrics)
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            summary = self.results.rebuild_tables()
+            if self.parent is not None:
+                for f in ("summary.csv", "failures.csv"):
+                    if (self.out / f).exists():
+                        self.parent.log_artifact(self.out / f)
+                self.parent.end(status)
+        return summary
+
+    def _run(self, grid: Grid, metrics: list[Metric]) -> None:
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        systems: dict[str, System | BaseException] = {}
+        for name in cfg.system_names():
+            try:
+                systems[name] = self.prepare_system(name, grid)
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:
+                self.warn(f"{name}: could not be prepared, its cells are recorded as failed: {e}")
+                systems[name] = e
+        cells = [(t, s) for t in grid.test for s in systems]
+        todo = []
+        for task, name in cells:
+            key = stable_hash([self.system_key(name), task.id, cfg.tasks.n_test, cfg.metric_names(),
+                               {m: cfg.metric_config(m) for m in cfg.metric_names()}])
+            if self.results.done(name, task, key):
+                continue
+            todo.append((task, name, key))
+        self.log(f"{len(cells)} cells ({len(cells) - len(todo)} already done), {len(grid.test)} tasks, "
+                 f"{len(systems)} systems, device {self.device}")
+        bar = tqdm(total=len(todo), desc="cells", disable=not cfg.run.progress)
+        by_task: dict[str, list] = {}
+        for task, name, key in todo:
+            by_task.setdefault(task.id, []).append((task, name, key))
+        for group in by_task.values():
+            task = group[0][0]
+            try:
+                examples = task.examples(cfg.tasks.n_test, progress=cfg.run.progress)
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:
+                self.warn(f"task {task.id}: examples could not be made: {e}")
+                for _, name, _ in group:
+                    self.results.write_failure(name, task, "data", e)
+                    bar.update(1)
+                self.results.rebuild_tables()
+                continue
+            for _, name, key in group:
+                bar.set_postfix_str(f"{name} / {task.id}")
+                self.evaluate_cell(name, systems[name], task, examples, metrics, key)
+                bar.update(1)
+        bar.close()
+
+    def evaluate_cell(self, name, system, task, examples, metrics, key) -> None:
+        run = None
+        if self.tracker is not None:
+            run = self.tracker.start(f"{name}/{task.id}", {"system": name, "kind": "cell", **task.tags(),
+                                                            **self.common_tags()}, parent=self.parent)
+        try:
+            if isinstance(system, BaseException):
+                raise SystemError_(f"{name}: not prepared ({type(system).__name__}: {system})") from system
+            t0 = time.perf_counter()
+            estimates = system.match_examples(examples, task.effect)
+            seconds = time.perf_counter() - t0
+            check_estimates(name, estimates, examples, task.effect)
+            rows = cell_rows(name, task, examples, estimates, metrics, seconds, key, self.warn)
+        except KeyboardInterrupt:
+            if run is not None:
+                run.end("KILLED")
+            raise
+        except Exception as e:
+            self.warn(f"cell {name} / {task.id} failed: {type(e).__name__}: {e}")
+            self.results.write_failure(name, task, "evaluate", e)
+            self.results.rebuild_tables()
+            if run is not None:
+                run.set_tags({"error": f"{type(e).__name__}: {e}"})
+                run.end("FAILED")
+            return
+        self.results.write_cell(name, task, rows)
+        self.results.rebuild_tables()
+        if run is not None:
+            means = rows.groupby("metric")["value"].mean()
+            run.log_metrics({k: v for k, v in means.items()})
+            run.log_params({"n_examples": len(examples)})
+            run.end()
+
+
+def _local_checkpoint(checkpoint: str) -> Path:
+    if checkpoint.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
+        from bench.tracking import download
+
+        return download(checkpoint)
+    p = Path(checkpoint)
+    if not p.exists():
+        from bench.systems import CheckpointError
+
+        raise CheckpointError(f"checkpoint {p} does not exist")
+    return p
+
+
+def run(cfg: Config, out: Path, *, log=print) -> pd.DataFrame:
+    tracker = None
+    if cfg.tracking.enabled:
+        from bench.tracking import Tracker
+
+        tracker = Tracker(Path(out), cfg.tracking.uri, cfg.run.name)
+    return Runner(cfg, out, tracker=tracker, log=log).run()
