@@ -42,7 +42,11 @@ class Registry:
     def get(self, name: str) -> Any:
         if name not in self._items:
             if name in self._modules:
-                importlib.import_module(self._modules[name])
+                try:
+                    importlib.import_module(self._modules[name])
+                except ImportError as e:
+                    raise ImportError(f"{self.kind} {name!r} needs {self._modules[name]}, which failed to "
+                                      f"import: {e}") from e
             else:
                 for ep in entry_points(group=f"afx_bench.{self.kind}"):
                     if ep.name == name:

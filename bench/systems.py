@@ -24,6 +24,11 @@ SYSTEMS = Registry(
         "bypass": "bench.systems",
         "random": "bench.systems",
         "oracle": "bench.systems",
+        "proposed": "models.proposed.system",
+        "deepafx_st_autodiff": "baselines.deepafx_st.system",
+        "deepafx_st_spsa": "baselines.deepafx_st.system",
+        "oneshot_eq": "baselines.oneshot_eq.system",
+        "ito_cmaes": "baselines.ito.system",
     },
 )
 register_system = SYSTEMS.register
