@@ -33,6 +33,7 @@ class RunConfig:
     workers: int = 0  # CPU workers for effect rendering and data loading; 0 = all cores
     progress: bool = True
     report: bool = True  # build the report at the end of `run`
+    audio_examples: int = 4  # per task, the first N examples' audio (every system's output) kept for the report
 
 
 @dataclass
@@ -244,6 +245,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"run.sample_rate: {r.sample_rate} is outside 8000..192000")
     if r.segment_seconds <= 0:
         raise ConfigError(f"run.segment_seconds: must be positive, got {r.segment_seconds}")
+    if r.audio_examples < 0:
+        raise ConfigError(f"run.audio_examples: must be >= 0, got {r.audio_examples}")
     if r.workers < 0:
         raise ConfigError(f"run.workers: must be >= 0 (0 = all cores), got {r.workers}")
     if not (r.device in ("auto", "cpu", "cuda") or r.device.startswith("cuda:")):

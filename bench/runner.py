@@ -28,6 +28,38 @@ from bench.systems import Estimate, FitContext, System, SystemError_, get_system
 from bench.tasks import Task
 
 KEYS = ["system", "task", "effect", "effect_set", "corpus", "corpus_set", "split"]
+PARAM_COLUMNS = KEYS + ["example", "param", "estimate", "true"]
+
+
+def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _save_flac(path: Path, x: np.ndarray, sample_rate: int) -> None:
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    peak = float(np.max(np.abs(x))) if len(x) else 0.0
+    y = x / peak * 0.99 if peak > 0.99 else x  # FLAC is fixed-point: keep peaks in range (report audio only)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.flac")
+    sf.write(str(tmp), np.asarray(y, dtype=np.float32), sample_rate, subtype="PCM_24")
+    os.replace(tmp, path)
+
+
+def param_rows(system: str, task: Task, examples: list, estimates: list[Estimate]) -> pd.DataFrame:
+    """Estimated vs true normalised parameters, one row per example x parameter (for scatter plots)."""
+    tags = task.tags()
+    rows = []
+    for ex, est in zip(examples, estimates, strict=True):
+        if est.params01 is None or ex.true_params01 is None:
+            continue
+        for name, e, t in zip(task.effect.param_names, est.params01, ex.true_params01, strict=True):
+            rows.append({"system": system, **{k: tags[k] for k in KEYS[1:]}, "example": ex.index, "param": name,
+                         "estimate": float(e), "true": float(t)})
+    return pd.DataFrame(rows, columns=PARAM_COLUMNS)
 
 
 def resolve_device(device: str) -> str:
@@ -102,6 +134,22 @@ class Results:
     def __init__(self, out: Path):
         self.out = Path(out)
         (self.out / "cells").mkdir(parents=True, exist_ok=True)
+        self._read_cache: dict[Path, tuple[float, pd.DataFrame]] = {}
+
+    def _read_all(self, pattern: str) -> list[pd.DataFrame]:
+        """Every file matching ``pattern`` under cells/, each read once until it changes."""
+        out = []
+        for p in sorted((self.out / "cells").rglob(pattern)):
+            try:
+                mtime = p.stat().st_mtime_ns
+                hit = self._read_cache.get(p)
+                if hit is None or hit[0] != mtime:
+                    hit = (mtime, pd.read_parquet(p))
+                    self._read_cache[p] = hit
+                out.append(hit[1])
+            except Exception:
+                continue  # a torn or vanished file: that cell counts as not done
+        return out
 
     def cell_path(self, system: str, task: Task) -> Path:
         return self.out / "cells" / _slug(system) / f"{_slug(task.id)}-{stable_hash(task.id)[:6]}.parquet"
@@ -116,13 +164,32 @@ class Results:
             return False  # a torn file: the cell runs again
         return bool(len(meta)) and meta["cell_key"].iloc[0] == key
 
-    def write_cell(self, system: str, task: Task, rows: pd.DataFrame) -> None:
+    def write_cell(self, system: str, task: Task, rows: pd.DataFrame, params: pd.DataFrame | None = None) -> None:
         p = self.cell_path(system, task)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        rows.to_parquet(tmp, index=False)
-        os.replace(tmp, p)
+        if params is not None and len(params):
+            _atomic_parquet(params, p.with_suffix(".params.pq"))
+        else:
+            p.with_suffix(".params.pq").unlink(missing_ok=True)
+        _atomic_parquet(rows, p)  # last: its presence marks the cell finished
         self.clear_failure(system, task)
+
+    def audio_dir(self, task: Task, index: int) -> Path:
+        return self.out / "audio" / f"{_slug(task.id)}-{stable_hash(task.id)[:6]}" / f"{index:04d}"
+
+    def save_audio(self, system: str, task: Task, examples: list, estimates: list[Estimate], k: int) -> None:
+        """Input, reference, target and this system's output for the first ``k`` examples (for the report)."""
+
+        for ex, est in list(zip(examples, estimates, strict=True))[:k]:
+            d = self.audio_dir(task, ex.index)
+            for name, x in (("input", ex.input), ("reference", ex.reference), ("target", ex.target)):
+                if not (d / f"{name}.flac").exists():
+                    _save_flac(d / f"{name}.flac", x, task.sample_rate)
+            _save_flac(d / f"{_slug(system)}.flac", est.output, task.sample_rate)
+            meta = d / "example.json"
+            if not meta.exists():
+                atomic_write_bytes(meta, json.dumps({**task.tags(), "example": ex.index, "source_id": ex.source_id,
+                                                     "meta": ex.meta}, indent=1, default=str).encode())
 
     # failures: one JSON file per failed cell, removed when the cell later succeeds
     def _failure_path(self, system: str, task: Task) -> Path:
@@ -141,21 +208,19 @@ class Results:
         return [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))] if d.exists() else []
 
     def scores(self) -> pd.DataFrame:
-        parts = []
-        for p in sorted((self.out / "cells").rglob("*.parquet")):
-            try:
-                parts.append(pd.read_parquet(p))
-            except Exception:
-                continue
+        parts = self._read_all("*.parquet")  # cells; their params files end in .params.pq
         if not parts:
             return pd.DataFrame(columns=KEYS + ["example", "source_id", "metric", "value"])
         return pd.concat(parts, ignore_index=True).drop(columns=["cell_key"])
 
+    def params(self) -> pd.DataFrame:
+        parts = self._read_all("*.params.pq")
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=PARAM_COLUMNS)
+
     def rebuild_tables(self) -> pd.DataFrame:
+        _atomic_parquet(self.params(), self.out / "params.parquet")
         scores = self.scores()
-        tmp = self.out / f".scores.parquet.{os.getpid()}.tmp"
-        scores.to_parquet(tmp, index=False)
-        os.replace(tmp, self.out / "scores.parquet")
+        _atomic_parquet(scores, self.out / "scores.parquet")
         summary = summarise(scores)
         tmp = self.out / f".summary.csv.{os.getpid()}.tmp"
         summary.to_csv(tmp, index=False)
@@ -387,7 +452,12 @@ class Runner:
                 run.set_tags({"error": f"{type(e).__name__}: {e}"})
                 run.end("FAILED")
             return
-        self.results.write_cell(name, task, rows)
+        self.results.write_cell(name, task, rows, param_rows(name, task, examples, estimates))
+        if self.cfg.run.audio_examples:
+            try:
+                self.results.save_audio(name, task, examples, estimates, self.cfg.run.audio_examples)
+            except Exception as e:  # the report's audio is a convenience: never lose a cell for it
+                self.warn(f"audio of {name} / {task.id} not saved: {e}")
         self.results.rebuild_tables()
         if run is not None:
             means = rows.groupby("metric")["value"].mean()
