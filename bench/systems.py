@@ -9,6 +9,7 @@ returns its best output audio, with ``params01 = None`` (parameter metrics are t
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,7 +169,9 @@ class Bypass(System):
 
 @register_system("random")
 class RandomSettings(System):
-    """Random settings drawn from the same distribution as the data (the effect's ``sample``)."""
+    """Random settings drawn from the same distribution as the data (the effect's ``sample``).
+
+    Each example's draw is seeded by (seed, example id), so a resumed run gives the same numbers."""
 
     name = "random"
     controls = "any"
@@ -177,16 +180,19 @@ class RandomSettings(System):
     class Config:
         seed: int = 12345
 
-    def __init__(self, config=None, **kw):
-        super().__init__(config, **kw)
-        self.rng = np.random.default_rng(self.cfg.seed)
+    def _draw(self, input, effect, rng) -> Estimate:
+        if effect.hidden:
+            recipe = effect.draw(rng, self.sample_rate)
+            return Estimate(None, effect.render(input, self.sample_rate, recipe), {"recipe": recipe})
+        p = effect.sample(rng, self.sample_rate)
+        return Estimate(p, effect.process(input, self.sample_rate, p))
 
     def match(self, input, reference, effect):
-        if effect.hidden:
-            recipe = effect.draw(self.rng, self.sample_rate)
-            return Estimate(None, effect.render(input, self.sample_rate, recipe), {"recipe": recipe})
-        p = effect.sample(self.rng, self.sample_rate)
-        return Estimate(p, effect.process(input, self.sample_rate, p))
+        return self._draw(input, effect, np.random.default_rng(self.cfg.seed))
+
+    def match_examples(self, examples, effect):
+        return [self._draw(e.input, effect, np.random.default_rng([self.cfg.seed, zlib.crc32(e.example_id.encode())]))
+                for e in examples]
 
 
 @register_system("oracle")

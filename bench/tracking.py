@@ -8,7 +8,6 @@ too. Runs are driven through ``MlflowClient`` with explicit run ids (no global "
 from __future__ import annotations
 
 import json
-import math
 import platform
 import subprocess
 import time
@@ -90,8 +89,8 @@ class Run:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(_key(k), float(v), now, step or 0) for k, v in metrics.items()
-                 if v is not None and math.isfinite(float(v))]
+        # NaN (not applicable) is logged too, so every system's run has the same metric keys
+        items = [Metric(_key(k), float(v), now, step or 0) for k, v in metrics.items() if v is not None]
         for i in range(0, len(items), 500):
             self.client.log_batch(self.id, metrics=items[i : i + 500])
 

@@ -17,8 +17,8 @@ class ParamMAE(Metric):
     needs = frozenset({"params"})
 
     def score(self, estimate, example):
-        if estimate.params01 is None or example.true_params01 is None:
-            return {"param_mae": float("nan")}
+        if estimate.params01 is None or example.true_params01 is None:  # not applicable: NaN under every key
+            return {"param_mae": float("nan"), **{f"param_mae/{n}": float("nan") for n in example.param_names}}
         est = np.asarray(estimate.params01, dtype=np.float64)
         true = np.asarray(example.true_params01, dtype=np.float64)
         if est.shape != true.shape:
