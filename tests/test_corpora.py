@@ -70,12 +70,14 @@ def test_speech_source_is_fast_speech_at_the_working_rate(tmp_path):
                    cache=tmp_path)
     (spec,) = c.specs()
     t0 = time.perf_counter()
-    x = c.load_source(spec)
+    raw, sr = c.render(spec)
     elapsed = time.perf_counter() - t0
+    assert sr == 22050 and len(raw) == round(4.0 * sr)
+    assert elapsed < 2.0  # about 0.04 s on a laptop; generous for a loaded CI runner
+    x = c.load_source(spec)
     assert len(x) == pytest.approx(4.0 * SR, abs=2)
     assert A.rms_db(x, axis=None) > -35  # loudness-normalised speech, not silence
     assert np.max(np.abs(x)) < 1.0
-    assert elapsed < 3.0  # ~0.1 s on a laptop; generous for a loaded CI runner
 
 
 @needs_espeak
