@@ -1,0 +1,56 @@
+import pytest
+
+from bench.config import ConfigError, load_config
+
+
+def test_presets_load_and_validate():
+    for p in ("smoke", "quick", "full"):
+        cfg = load_config(p)
+        assert cfg.preset == p and cfg.segment_samples > 0
+        assert cfg.system_names() and cfg.metric_names()
+
+
+def test_narrowing_and_sets():
+    cfg = load_config("smoke", systems=["bypass"], effects=["peq4", "chorus"], sets=["tasks.n_test=7"])
+    assert cfg.system_names() == ["bypass"]
+    assert cfg.effects.seen == ["peq4"] and cfg.effects.unseen == ["chorus"]
+    assert cfg.tasks.n_test == 7
+    cfg = load_config("smoke", corpora=["music"])
+    assert cfg.data.seen_corpora == [] and cfg.data.unseen_corpora == ["music"]
+    assert cfg.train_corpora() == ["speech"]  # training keeps the configured seen corpus
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"systems": ["nope"]}, r"systems.include: unknown \['nope'\]; valid: .*bypass"),
+        ({"effects": ["flanger9000"]}, r"effects: unknown \['flanger9000'\]; valid: .*peq4"),
+        ({"corpora": ["radio"]}, r"unknown corpus 'radio'; valid: .*speech"),
+        ({"corpora": ["folder:/no/such/dir"]}, r"no such directory /no/such/dir"),
+        ({"corpora": ["folder"]}, r"folder needs a path"),
+        ({"sets": ["tasks.n_test=-1"]}, r"tasks.n_test: must be at least 1"),
+        ({"sets": ["run.segment_seconds=0"]}, r"run.segment_seconds: must be positive"),
+        ({"sets": ["run.sample_rate='fast'"]}, r"run.sample_rate: expected an integer"),
+        ({"sets": ["run.colour=3"]}, r"run: unknown key\(s\) \['colour'\]; valid: .*seed"),
+        ({"sets": ["run.device=tpu"]}, r"run.device: 'tpu'; valid"),
+        ({"sets": ["data.source_seconds=0.5"]}, r"cannot hold two segments"),
+        ({"sets": ["noseg"]}, r"expected key=value"),
+    ],
+)
+def test_bad_config_names_the_key(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("smoke", **kwargs)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="unknown preset 'huge'; valid: smoke, quick, full"):
+        load_config("huge")
+
+
+def test_system_config_keys_are_checked():
+    from bench.systems import get_system
+
+    with pytest.raises(ValueError, match=r"systems.random: unknown key\(s\) \['sed'\]; valid: \['seed'\]"):
+        get_system("random", {"sed": 1})
+    with pytest.raises(ValueError, match="systems.random.seed: expected a number"):
+        get_system("random", {"seed": "x"})
