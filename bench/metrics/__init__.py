@@ -2,6 +2,7 @@
 
 Keys are the same for every system on a task, so the MLflow UI and the tables compare systems side by side. A
 value that does not apply (parameter error for a system that does not control the effect) is NaN, never 0.
+Definitions, units and blind spots of every metric: docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -12,7 +13,18 @@ from bench.registry import Registry
 
 METRICS = Registry(
     "metrics",
-    {"param_mae": "bench.metrics.params", "mrstft": "bench.metrics.spectral"},
+    {
+        "param_mae": "bench.metrics.params",
+        "mrstft": "bench.metrics.spectral",
+        "mel_dist": "bench.metrics.spectral",
+        "mfcc_dist": "bench.metrics.spectral",
+        "centroid_err": "bench.metrics.spectral",
+        "loudness": "bench.metrics.level",
+        "rms_err": "bench.metrics.level",
+        "crest_err": "bench.metrics.level",
+        "pesq": "bench.metrics.speech",
+        "ac": "bench.metrics.audiocommons",
+    },
 )
 register_metric = METRICS.register
 

@@ -9,24 +9,32 @@ from bench.metrics import Metric, register_metric
 
 @register_metric("param_mae")
 class ParamMAE(Metric):
-    """Mean absolute error between estimated and true normalised parameters, overall and per parameter.
+    """Mean absolute error between estimated and true normalised parameters (``param_mae``) and the absolute error
+    of each parameter (``param_mae/<name>``). Estimates are clipped to [0, 1] first, as an effect would.
 
-    NaN (not applicable) when the system estimated no parameters or the effect's settings are hidden."""
+    NaN (not applicable), under the same keys, when the system estimated no parameters (it does not control the
+    effect) or the effect's settings are hidden; never 0."""
 
     name = "param_mae"
     needs = frozenset({"params"})
 
     def score(self, estimate, example):
-        if estimate.params01 is None or example.true_params01 is None:  # not applicable: NaN under every key
-            return {"param_mae": float("nan"), **{f"param_mae/{n}": float("nan") for n in example.param_names}}
-        est = np.asarray(estimate.params01, dtype=np.float64)
-        true = np.asarray(example.true_params01, dtype=np.float64)
+        names = tuple(example.param_names or ())
+        if estimate.params01 is None or example.true_params01 is None:
+            return {"param_mae": float("nan"), **{f"param_mae/{n}": float("nan") for n in names}}
+        est = np.asarray(estimate.params01, dtype=np.float64).reshape(-1)
+        true = np.asarray(example.true_params01, dtype=np.float64).reshape(-1)
         if est.shape != true.shape:
-            raise ValueError(f"param_mae: estimate has {est.shape[0]} parameters, the effect {true.shape[0]}")
+            raise ValueError(f"param_mae: estimate has {est.shape[0]} parameters, the effect {true.shape[0]} "
+                             f"({example.example_id})")
         if not np.all(np.isfinite(est)):
             raise ValueError(f"param_mae: non-finite estimated parameters for {example.example_id}")
+        if names and len(names) != true.shape[0]:
+            raise ValueError(f"param_mae: {len(names)} parameter names for {true.shape[0]} values "
+                             f"({example.example_id})")
+        if true.size == 0:
+            return {"param_mae": float("nan")}
         err = np.abs(np.clip(est, 0, 1) - true)
         out = {"param_mae": float(err.mean())}
-        if example.param_names:
-            out.update({f"param_mae/{n}": float(e) for n, e in zip(example.param_names, err, strict=True)})
+        out.update({f"param_mae/{n}": float(e) for n, e in zip(names, err, strict=True)})
         return out
