@@ -21,7 +21,7 @@ from bench.cache import atomic_write_bytes, cache_dir, stable_hash
 from bench.corpora import Corpus, CorpusError
 from bench.effects import Effect
 
-EXAMPLES_VERSION = 1  # bump when example generation changes, so cached test sets are rebuilt
+EXAMPLES_VERSION = 2  # bump when example generation changes, so cached test sets are rebuilt
 MIN_SEGMENT_DB = -45.0  # segments quieter than this are redrawn
 
 

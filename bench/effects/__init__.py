@@ -93,16 +93,27 @@ def probe_signal(sample_rate: int, seconds: float = 1.0) -> np.ndarray:
     return (0.5 * x / np.max(np.abs(x))).astype(np.float32)
 
 
-def _band_levels(x: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Log energy in 24 log-spaced bands and 20 time frames: a coarse picture of a clip's spectrum over time."""
-    frames = np.array_split(x, 20)
+@lru_cache(maxsize=8)
+def _band_matrix(sample_rate: int, frame: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hann window and the (bins x 24) matrix summing an rfft's power into log-spaced bands."""
     edges = np.geomspace(40, 0.45 * sample_rate, 25)
-    out = []
-    for fr in frames:
-        spec = np.abs(np.fft.rfft(fr * np.hanning(len(fr)))) ** 2
-        f = np.fft.rfftfreq(len(fr), 1 / sample_rate)
-        out.append([spec[(f >= lo) & (f < hi)].sum() + 1e-10 for lo, hi in zip(edges[:-1], edges[1:], strict=True)])
-    return 10 * np.log10(np.asarray(out))
+    f = np.fft.rfftfreq(frame, 1 / sample_rate)
+    bands = np.stack([(f >= lo) & (f < hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)], axis=1)
+    return np.hanning(frame), bands.astype(np.float64)
+
+
+def _band_levels(x: np.ndarray, sample_rate: int, n_frames: int = 20) -> np.ndarray:
+    """Log energy in 24 log-spaced bands and 20 time frames: a coarse picture of a clip's spectrum over time."""
+    frame = len(x) // n_frames
+    window, bands = _band_matrix(sample_rate, frame)
+    frames = np.asarray(x[: frame * n_frames], dtype=np.float64).reshape(n_frames, frame) * window
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    return 10 * np.log10(power @ bands + 1e-10)
+
+
+@lru_cache(maxsize=8)
+def _probe_levels(sample_rate: int) -> np.ndarray:
+    return _band_levels(probe_signal(sample_rate), sample_rate)
 
 
 class Effect:
@@ -192,7 +203,7 @@ class Effect:
         y = self.process_one(x, sample_rate, params01)
         if 10 * np.log10(np.mean(y.astype(np.float64) ** 2) + 1e-20) < self.min_level_db:
             return False
-        change = np.mean(np.abs(_band_levels(y, sample_rate) - _band_levels(x, sample_rate)))
+        change = np.mean(np.abs(_band_levels(y, sample_rate) - _probe_levels(sample_rate)))
         return bool(change >= self.min_change_db)
 
     # --- effects with hidden settings (the `wild` set) override these two -----------------------------------
