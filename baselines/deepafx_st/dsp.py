@@ -121,7 +121,7 @@ def apply_filters(x: torch.Tensor, b: torch.Tensor, a: torch.Tensor, sample_rate
 def _envelope_forward(a, ca, cr, env, attack):  # pragma: no cover - compiled
     B, N = a.shape
     for i in range(B):
-        prev = np.float32(0.0)
+        prev = a[i, 0] * 0  # zero of the array's dtype (float32 like JUCE, or float64 for gradcheck)
         for n in range(N):
             x = a[i, n]
             if x > prev:
@@ -162,9 +162,10 @@ class _Envelope(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, ca, cr):
-        an = np.ascontiguousarray(a.detach().float().cpu().numpy())
-        can = ca.detach().float().cpu().numpy()
-        crn = cr.detach().float().cpu().numpy()
+        dt = torch.float64 if a.dtype == torch.float64 else torch.float32
+        an = np.ascontiguousarray(a.detach().to(dt).cpu().numpy())
+        can = np.ascontiguousarray(ca.detach().to(dt).cpu().numpy())
+        crn = np.ascontiguousarray(cr.detach().to(dt).cpu().numpy())
         env = np.empty_like(an)
         attack = np.empty(an.shape, dtype=np.bool_)
         _envelope_forward(an, can, crn, env, attack)
@@ -180,9 +181,9 @@ class _Envelope(torch.autograd.Function):
         gcr = np.empty(an.shape[0], np.float64)
         _envelope_backward(g, an.astype(np.float64), env.astype(np.float64), attack, can.astype(np.float64),
                            crn.astype(np.float64), ga, gca, gcr)
-        dev = grad.device
-        return (torch.from_numpy(ga).float().to(dev), torch.from_numpy(gca).float().to(dev),
-                torch.from_numpy(gcr).float().to(dev))
+        dev, dt = grad.device, grad.dtype
+        return (torch.from_numpy(ga).to(dev, dt), torch.from_numpy(gca).to(dev, dt),
+                torch.from_numpy(gcr).to(dev, dt))
 
 
 def envelope(x: torch.Tensor, attack_ms: torch.Tensor, release_ms: torch.Tensor, sample_rate: int) -> torch.Tensor:
@@ -190,7 +191,8 @@ def envelope(x: torch.Tensor, attack_ms: torch.Tensor, release_ms: torch.Tensor,
     k = -2.0 * math.pi * 1000.0 / sample_rate
     ca = torch.where(attack_ms < 1e-3, torch.zeros_like(attack_ms), torch.exp(k / attack_ms.clamp(min=1e-3)))
     cr = torch.where(release_ms < 1e-3, torch.zeros_like(release_ms), torch.exp(k / release_ms.clamp(min=1e-3)))
-    return _Envelope.apply(x.abs().float(), ca.float(), cr.float())
+    dt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return _Envelope.apply(x.abs().to(dt), ca.to(dt), cr.to(dt))
 
 
 def compressor_gain(env: torch.Tensor, threshold_db: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
