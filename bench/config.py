@@ -17,6 +17,8 @@ from pathlib import Path
 from bench.cache import stable_hash
 
 PRESETS = ("smoke", "quick", "full")
+WILD_EFFECTS = ["room", "pedal_chain", "lofi"]  # what `--effects wild` means when effects.wild is empty
+HIDDEN_EFFECTS = WILD_EFFECTS + ["recorded"]  # named in --effects, these join the wild set
 
 
 class ConfigError(ValueError):
@@ -208,9 +210,11 @@ def load_config(preset: str = "quick", *, file: str | Path | None = None, sets: 
     cfg = _typed(Config, d, "")
     if systems:
         cfg.systems["include"] = list(systems)
-    if effects:
+    if effects:  # "wild" stands for the wild set (effects.wild, else WILD_EFFECTS)
         e = cfg.effects
-        e.seen, e.unseen, e.wild = narrow(effects, [e.seen, e.unseen, e.wild], default=1)
+        names = [m for n in effects for m in ((e.wild or WILD_EFFECTS) if n == "wild" else [n])]
+        wild = e.wild + [n for n in HIDDEN_EFFECTS if n not in e.wild]
+        e.seen, e.unseen, e.wild = narrow(list(dict.fromkeys(names)), [e.seen, e.unseen, wild], default=1)
     if corpora:  # narrows what is evaluated; training keeps the configured seen corpora
         cfg.data.train_corpora = cfg.data.train_corpora or list(cfg.data.seen_corpora)
         cfg.data.seen_corpora, cfg.data.unseen_corpora = narrow(
@@ -274,6 +278,10 @@ def validate(cfg: Config) -> None:
         for k, v in getattr(cfg, sec).items():
             if k != "include" and not isinstance(v, dict):
                 raise ConfigError(f"{sec}.{k}: expected a table of settings, got {v!r}")
+    for k, v in cfg.metrics.items():
+        limit = v.get("max_examples", 0) if isinstance(v, dict) else 0
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ConfigError(f"metrics.{k}.max_examples: expected an integer >= 0 (0 = all), got {limit!r}")
     valid_effects = set(EFFECTS.names()) | set(cfg.effects.vst3)
     names = [n for n, _ in cfg.effect_sets()]
     bad = [n for n in names if n not in valid_effects]

@@ -245,12 +245,13 @@ def cell_rows(system: str, task: Task, examples: list, estimates: list[Estimate]
               seconds: float, key: str, warn) -> pd.DataFrame:
     per_example: list[dict[str, float]] = [{} for _ in examples]
     for m in metrics:
+        k = getattr(m, "max_examples", 0) or len(examples)
         try:
-            scored = m.score_batch(estimates, examples)
+            scored = m.score_batch(estimates[:k], examples[:k])
         except Exception as e:  # one metric failing must not lose the others
             warn(f"metric {m.name} failed on {system} / {task.id}: {type(e).__name__}: {e}")
             continue
-        for d, s in zip(per_example, scored, strict=True):
+        for d, s in zip(per_example[:k], scored, strict=True):
             d.update(s)
     for d, est in zip(per_example, estimates, strict=True):
         d.setdefault("cost/seconds", est.info.get("seconds", seconds / max(1, len(examples))))
@@ -356,8 +357,13 @@ class Runner:
         cfg = self.cfg
         atomic_write_bytes(self.out / "config.json", json.dumps(cfg.to_dict(), indent=1).encode())
         grid = Grid.build(cfg)
-        metrics = [get_metric(n, cfg.metric_config(n), sample_rate=cfg.run.sample_rate, device=self.device)
-                   for n in cfg.metric_names()]
+        metrics = []
+        for n in cfg.metric_names():
+            conf = cfg.metric_config(n)
+            limit = conf.pop("max_examples", 0)  # expensive metrics may score only the first N examples per cell
+            m = get_metric(n, conf, sample_rate=cfg.run.sample_rate, device=self.device)
+            m.max_examples = int(limit)
+            metrics.append(m)
         if self.tracker is not None:
             from bench.tracking import environment
 
