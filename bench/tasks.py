@@ -3,7 +3,9 @@
 An example holds ``input`` (segment A of a source), ``reference`` (segment B of the same source processed with
 the true settings), ``target`` (segment A processed with the same settings), ``true_params01`` and ids. Example
 ``i`` of a task depends only on (task id, seed, i): it is the same on every machine and in every process, so
-test sets are cached on disk and training sets are rendered on the fly by DataLoader workers.
+test sets are cached on disk and training sets are rendered on the fly by DataLoader workers. With recorded pairs
+(a corpus with ``paired = True`` and an effect with ``recorded = True``) nothing is rendered: input is the dry
+recording's segment A, reference the wet recording's segment B and target the wet segment A.
 """
 
 from __future__ import annotations
@@ -78,12 +80,23 @@ class Task:
             raise CorpusError(f"{self.corpus.label}: no sources in split {self.split!r}")
         return specs
 
+    @cached_property
+    def paired(self) -> bool:
+        """Whether examples come from recorded dry/wet pairs rather than from rendering the effect."""
+        if not getattr(self.effect, "recorded", False):
+            return False
+        if not getattr(self.corpus, "paired", False):
+            raise CorpusError(f"{self.id}: effect {self.effect.name} is the wet side of recorded pairs and needs a "
+                              "paired corpus (pairs:DIR)")
+        return True
+
     def _source(self, spec) -> np.ndarray:
+        """The source, ``(n,)``; for recorded pairs ``(2, n)``: dry and wet."""
         if spec.source_id not in self._sources:
-            x = self.corpus.load_source(spec)
-            if len(x) < 2 * self.segment_samples:
+            x = np.stack(self.corpus.load_pair(spec)) if self.paired else self.corpus.load_source(spec)
+            if x.shape[-1] < 2 * self.segment_samples:
                 raise CorpusError(
-                    f"{self.corpus.label}/{spec.source_id}: {len(x)} samples, too short for two segments of "
+                    f"{self.corpus.label}/{spec.source_id}: {x.shape[-1]} samples, too short for two segments of "
                     f"{self.segment_samples}; raise data.source_seconds or lower run.segment_seconds")
             self._sources[spec.source_id] = x
         return self._sources[spec.source_id]
@@ -98,17 +111,21 @@ class Task:
         for _ in range(50):
             spec = self._specs[int(rng.integers(len(self._specs)))]
             x = self._source(spec)
-            a = int(rng.integers(0, len(x) - 2 * L + 1))
-            b = int(rng.integers(a + L, len(x) - L + 1))
+            a = int(rng.integers(0, x.shape[-1] - 2 * L + 1))
+            b = int(rng.integers(a + L, x.shape[-1] - L + 1))
             if rng.random() < 0.5:
                 a, b = b, a  # either order: B may come before A in the source
             seg_a, seg_b = A.segment(x, a, L), A.segment(x, b, L)
-            if min(A.rms_db(seg_a, None), A.rms_db(seg_b, None)) > MIN_SEGMENT_DB:
+            if min(np.min(A.rms_db(seg_a)), np.min(A.rms_db(seg_b))) > MIN_SEGMENT_DB:
                 break
         else:
             raise CorpusError(f"{self.id}: could not find two audible segments for example {index}")
         meta = {"start_a": a, "start_b": b}
-        if self.effect.hidden:
+        if self.paired:
+            seg_a, reference, target = seg_a[0], seg_b[1], seg_a[1]
+            params = None
+            meta["recipe"] = {"kind": self.effect.name, "pair": spec.source_id}
+        elif self.effect.hidden:
             recipe = self.effect.draw(rng, sr)
             reference = self.effect.render(seg_b, sr, recipe)
             target = self.effect.render(seg_a, sr, recipe)
@@ -125,6 +142,8 @@ class Task:
     def cache_key(self, n: int) -> str:
         specs = [(s.source_id, s.recipe) for s in self._specs]
         eff = [self.effect.name, [(p.name, p.minimum, p.maximum, p.scale) for p in self.effect.params]]
+        if self.effect.hidden:  # hidden recipes change with the effect's version
+            eff.append(getattr(self.effect, "version", 0))
         return stable_hash([EXAMPLES_VERSION, self.id, self.seed, n, self.segment_samples, self.sample_rate,
                             self.corpus.version, specs, eff])
 

@@ -26,7 +26,7 @@ EFFECTS = Registry(
             "peq4", "peq_comp", "compressor", "distortion", "delay", "reverb", "chorus", "phaser",
             "bitcrush", "ladder_filter", "gain",
         )
-    },
+    } | {name: "bench.effects.wild" for name in ("room", "pedal_chain", "lofi", "recorded")},
 )
 register_effect = EFFECTS.register
 
