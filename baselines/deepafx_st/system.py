@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,7 @@ class DeepAFxConfig:
     validate_every: int = 0  # steps; 0 = only at the end
     log_every: int = 10
     eval_batch: int = 16
+    torch_threads: int = 0  # intra-op threads while fitting and matching (restored after); 0 = torch's default
 
     def validate(self, where: str) -> None:
         checks = {
@@ -73,12 +75,26 @@ class DeepAFxConfig:
                                                                 for n in self.loss_fft_sizes),
             "train_examples": self.train_examples >= 0, "valid_examples": self.valid_examples >= 0,
             "validate_every": self.validate_every >= 0, "log_every": self.log_every >= 1,
-            "eval_batch": self.eval_batch >= 1,
+            "eval_batch": self.eval_batch >= 1, "torch_threads": self.torch_threads >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"{where}: invalid value(s) for {bad}: " + ", ".join(f"{k}={getattr(self, k)!r}"
                                                                                   for k in bad))
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run with ``n`` intra-op threads (0: leave torch's setting), then restore. Small convolution nets gain little
+    from a second thread on a 2-core CPU and lose a lot when another process holds that core (OpenMP waits)."""
+    old = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n > 0:
+            torch.set_num_threads(old)
 
 
 ARCH_KEYS = ("n_fft", "hop", "spec_power", "width", "depth", "stages", "embed_dim", "hidden")
@@ -153,6 +169,10 @@ class DeepAFxSTBase(System):
         raise NotImplementedError
 
     def fit(self, tasks: list, ctx: FitContext) -> None:
+        with torch_threads(self.cfg.torch_threads):
+            self._fit(tasks, ctx)
+
+    def _fit(self, tasks: list, ctx: FitContext) -> None:
         from models.nn import autocast, train_loop
 
         train = self.peq_comp_tasks(tasks, "train")
@@ -239,7 +259,8 @@ class DeepAFxSTBase(System):
     def match_batch(self, inputs, references, effect):
         inputs = np.asarray(inputs, dtype=np.float32)
         t0 = time.perf_counter()
-        params = self.predict(inputs, np.asarray(references, dtype=np.float32))
+        with torch_threads(self.cfg.torch_threads):
+            params = self.predict(inputs, np.asarray(references, dtype=np.float32))
         out = self.effect.process(inputs, self.sample_rate, params, workers=default_workers())
         sec = (time.perf_counter() - t0) / max(1, len(inputs))
         own = self.can_control(effect)
