@@ -109,8 +109,13 @@ class Grid:
                         seed=cfg.run.seed, effect_set=eset, corpus_set=cset)
 
         for label, cset in cfg.corpora():
+            if getattr(g.corpora[label], "paired", False):  # recorded pairs: the recording is the effect
+                g.effects.setdefault("recorded", make_effect(cfg, "recorded"))
+                g.test.append(task(label, "recorded", "test", "wild", cset))
+                continue
             for name, eset in cfg.effect_sets():
-                g.test.append(task(label, name, "test", eset, cset))
+                if name != "recorded":  # only a paired corpus has recordings
+                    g.test.append(task(label, name, "test", eset, cset))
         for label in cfg.train_corpora():
             for name, eset in cfg.effect_sets():
                 if eset == "wild":  # hidden processing is never trained on
@@ -441,6 +446,9 @@ class Runner:
         try:
             if isinstance(system, BaseException):
                 raise SystemError_(f"{name}: not prepared ({type(system).__name__}: {system})") from system
+            if task.effect.hidden and not system.hidden_ok:
+                self._not_applicable(name, task, examples, metrics, key, run)
+                return
             t0 = time.perf_counter()
             estimates = system.match_examples(examples, task.effect)
             seconds = time.perf_counter() - t0
@@ -469,6 +477,19 @@ class Runner:
             means = rows.groupby("metric")["value"].mean()
             run.log_metrics({k: v for k, v in means.items()})
             run.log_params({"n_examples": len(examples)})
+            run.end()
+
+
+    def _not_applicable(self, name, task, examples, metrics, key, run) -> None:
+        """A finished cell of NaN rows (not applicable), e.g. the oracle on hidden processing."""
+        tags = task.tags()
+        rows = pd.DataFrame([{"system": name, **{k: tags[k] for k in KEYS[1:]}, "example": ex.index,
+                              "source_id": ex.source_id, "metric": m.name, "value": float("nan"), "cell_key": key}
+                             for ex in examples for m in metrics])
+        self.results.write_cell(name, task, rows)
+        self.results.rebuild_tables()
+        if run is not None:
+            run.set_tags({"not_applicable": f"{name} is undefined on hidden effects"})
             run.end()
 
 

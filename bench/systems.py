@@ -74,6 +74,7 @@ class System:
     name: str = ""
     controls: set[str] | str = set()  # effect names, or "any"
     trainable: bool = False
+    hidden_ok: bool = True  # False: the system is undefined on hidden effects (cells are n/a, not failures)
 
     @dataclass
     class Config:
@@ -201,6 +202,7 @@ class Oracle(System):
 
     name = "oracle"
     controls = "any"
+    hidden_ok = False  # no oracle exists for hidden processing: its cells are recorded as not applicable
 
     def match(self, input, reference, effect):
         raise SystemError_("oracle: needs the examples' true settings; the runner calls match_examples")
