@@ -182,7 +182,8 @@ class Task:
         atomic_write_bytes(path, buf.getvalue())
 
     def _read(self, path) -> list[Example]:
-        z = np.load(path)
+        with np.load(path) as npz:  # each array once: indexing the NpzFile re-reads the whole array every time
+            z = {k: npz[k] for k in npz.files}
         P = self.effect.n_params
         return [
             Example(self.id, int(z["index"][i]), str(z["source"][i]), z["input"][i], z["reference"][i],
