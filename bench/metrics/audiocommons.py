@@ -378,6 +378,11 @@ class AudioCommons(Metric):
 
     def __init__(self, config=None, **kw):
         super().__init__(config, **kw)
+        import importlib.util
+
+        if importlib.util.find_spec("timbral_models") is None:
+            raise ImportError("metric ac needs timbral_models 0.4.0, installed without its dead dependencies: "
+                              "pip install --no-deps timbral_models==0.4.0")
         self.workers = int(self.cfg.workers) or _available_cores()
         self._pool = None
         self.stats = {"computed": 0, "memory_hits": 0, "disk_hits": 0}

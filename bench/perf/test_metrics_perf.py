@@ -56,8 +56,13 @@ def _devices():
 def _run(benchmark, metric, estimates, examples, rounds=5):
     metric.score_batch(estimates, examples)  # warm-up: imports, filterbanks, kernels
     benchmark.pedantic(metric.score_batch, args=(estimates, examples), rounds=rounds, iterations=1)
-    benchmark.extra_info["clips"] = len(examples)
-    benchmark.extra_info["clips_per_s"] = len(examples) / benchmark.stats.stats.mean
+    _record(benchmark, clips=len(examples))
+
+
+def _record(benchmark, **info):
+    benchmark.extra_info.update(info)
+    if benchmark.stats:  # None under --benchmark-disable
+        benchmark.extra_info["clips_per_s"] = info["clips"] / benchmark.stats.stats.mean
 
 
 @pytest.mark.parametrize("device", _devices())
@@ -92,8 +97,7 @@ def _ac(benchmark, workers: int, cached: bool, tmp_path, monkeypatch):
         setup = None if cached else (lambda: audiocommons.clear_memory_cache())
         benchmark.pedantic(m.score_batch, args=(estimates, examples), setup=setup, rounds=3 if not cached else 20,
                            iterations=1)
-        benchmark.extra_info.update(workers=m.workers, clips=AC_CLIPS,
-                                    clips_per_s=AC_CLIPS / benchmark.stats.stats.mean)
+        _record(benchmark, workers=m.workers, clips=AC_CLIPS)
     finally:
         m.close()
         audiocommons.clear_memory_cache()
@@ -109,3 +113,58 @@ def test_ac_pool(benchmark, tmp_path, monkeypatch):
 
 def test_ac_cached(benchmark, tmp_path, monkeypatch):
     _ac(benchmark, 1, True, tmp_path, monkeypatch)
+
+
+def ac_speedup(n_examples: int = 8, workers: int = 0) -> dict:
+    """AudioCommons wall time on ``2 * n_examples`` distinct clips with empty caches: sequential in this process
+    vs the worker pool (started beforehand), plus the load average around each, since other processes on the
+    machine take cores from both. ``python bench/perf/test_metrics_perf.py [n_examples]`` prints it."""
+    import tempfile
+    import time
+
+    from bench.metrics import audiocommons
+
+    os.environ["AFX_BENCH_CACHE"] = tempfile.mkdtemp(prefix="afx-ac-perf-")
+    estimates, examples = _batch(n_examples)
+    out = {"clips": 2 * n_examples, "seconds_per_clip": SECONDS}
+    for label, w in (("sequential", 1), ("pool", workers)):
+        m = get_metric("ac", {"workers": w, "disk_cache": False}, sample_rate=SR)
+        try:
+            warm_e, warm_x = _batch(1)
+            m.score_batch([Estimate(None, warm_e[0].output * 0.9)], warm_x)  # imports / starts the pool
+            audiocommons.clear_memory_cache()
+            load0 = os.getloadavg()[0]
+            pids = [p.pid for p in m._pool.procs] if m._pool is not None else []
+            c0, w0, t0 = os.times(), _cpu_seconds(pids), time.perf_counter()
+            m.score_batch(estimates, examples)
+            wall, c1, w1 = time.perf_counter() - t0, os.times(), _cpu_seconds(pids)
+            assert m.stats["computed"] >= 2 * n_examples
+            cpu = (c1.user + c1.system) - (c0.user + c0.system) + (w1 - w0)
+            out[label] = {"workers": m.workers, "wall_s": round(wall, 2), "clips_per_s": round(2 * n_examples / wall, 3),
+                          "cpu_s": round(cpu, 2), "cpu_s_per_clip": round(cpu / (2 * n_examples), 3),
+                          "loadavg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)]}
+        finally:
+            m.close()
+            audiocommons.clear_memory_cache()
+    out["speedup"] = round(out["sequential"]["wall_s"] / out["pool"]["wall_s"], 2)
+    return out
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of the given (worker) processes, from /proc (0 where unreadable)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(ac_speedup(int(sys.argv[1]) if len(sys.argv) > 1 else 8), indent=1))
