@@ -1,0 +1,33 @@
+"""The smoke preset end to end, through the CLI, on the embedded corpora: what `tox -e bench` does, small."""
+
+import pandas as pd
+
+from bench.cli import main
+from bench.config import load_config
+
+
+def test_smoke_preset_end_to_end(tmp_path, capsys):
+    out = tmp_path / "smoke"
+    assert main(["run", "--preset", "smoke", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "mean over tasks" in printed and "mrstft" in printed
+    cfg = load_config("smoke")
+    scores = pd.read_parquet(out / "scores.parquet")
+    summary = pd.read_csv(out / "summary.csv")
+    fails = pd.read_csv(out / "failures.csv")
+    assert fails.empty, fails.to_string()
+    n_tasks = len(cfg.corpora()) * len(cfg.effect_sets())
+    assert set(scores["system"]) == set(cfg.system_names())
+    assert scores.groupby("system")["task"].nunique().eq(n_tasks).all()
+    assert {"speech", "music"} == set(scores["corpus"])
+    assert {"seen", "unseen"} <= set(scores["effect_set"])
+    assert not scores.duplicated(["system", "task", "example", "metric"]).any()
+    assert {"system", "effect", "effect_set", "corpus", "corpus_set", "split", "metric", "mean", "std", "n"} <= set(
+        summary.columns)
+    # the oracle is the floor; parameter error of bypass is n/a, never 0
+    m = summary.groupby(["system", "metric"])["mean"].mean()
+    assert m["oracle", "mrstft"] == 0 and m["oracle", "param_mae"] == 0
+    assert pd.isna(m["bypass", "param_mae"])
+    assert (out / "mlflow.db").exists() and (out / "config.json").exists()
+    if (out / "report").exists():
+        assert (out / "report" / "report.html").exists()
