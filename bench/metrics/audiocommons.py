@@ -291,6 +291,7 @@ class WorkerPool:
         cmd = [sys.executable, "-c", "from bench.metrics.audiocommons import _serve; _serve()"]
         self.procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
                       for _ in range(max(1, int(n)))]
+        self._lock = threading.Lock()  # one map at a time: the pipes carry one job per worker
 
     @property
     def size(self) -> int:
@@ -298,6 +299,10 @@ class WorkerPool:
 
     def map(self, clips: list, sample_rate: int) -> list:
         """timbral_features of every clip, in order."""
+        with self._lock:
+            return self._map(clips, sample_rate)
+
+    def _map(self, clips: list, sample_rate: int) -> list:
         import pickle
         import queue
 
