@@ -1,0 +1,119 @@
+"""Reading a results directory: scores, config, failures, and the layout every table and figure shares
+(system order, the focus system, column order)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+SCORE_COLUMNS = ["system", "task", "effect", "effect_set", "corpus", "corpus_set", "split", "example",
+                 "source_id", "metric", "value"]
+REFERENCE_SYSTEMS = ("bypass", "random", "oracle")  # anchors, not contenders
+UNRANKED = frozenset({"oracle"})  # knows the true settings: never "best" in a column
+SET_ORDER = {"seen": 0, "unseen": 1, "wild": 2}
+
+
+class ReportError(RuntimeError):
+    """Results that the report cannot be built from; the message says which file and why."""
+
+
+@dataclass
+class Results:
+    out: Path
+    scores: pd.DataFrame
+    config: dict = field(default_factory=dict)
+    failures: pd.DataFrame = field(default_factory=pd.DataFrame)
+    systems: list[str] = field(default_factory=list)
+    focus: str | None = None
+    effects: list[str] = field(default_factory=list)  # column order of the per-effect tables
+    effect_set: dict[str, str] = field(default_factory=dict)
+    tasks: list[str] = field(default_factory=list)
+
+    @property
+    def corpus_sets(self) -> list[str]:
+        return sorted(self.scores["corpus_set"].dropna().unique(), key=lambda s: SET_ORDER.get(s, 9))
+
+    @property
+    def metrics(self) -> list[str]:
+        return list(dict.fromkeys(self.scores["metric"]))
+
+    def task_info(self, task: str) -> dict:
+        row = self.scores.loc[self.scores["task"] == task].iloc[0]
+        return {k: row[k] for k in ("task", "effect", "effect_set", "corpus", "corpus_set", "split")}
+
+
+def load_results(out: Path) -> Results:
+    out = Path(out)
+    path = out / "scores.parquet"
+    if not path.is_file():
+        raise ReportError(f"{path}: no scores; run `afx-bench run --out {out}` first")
+    try:
+        scores = pd.read_parquet(path)
+    except Exception as e:
+        raise ReportError(f"{path}: cannot be read ({type(e).__name__}: {e})") from e
+    missing = [c for c in SCORE_COLUMNS if c not in scores.columns and c != "source_id"]
+    if missing:
+        raise ReportError(f"{path}: missing columns {missing}")
+    scores = scores.copy()
+    scores["value"] = pd.to_numeric(scores["value"], errors="coerce").astype("float64")
+    for c in ("system", "task", "effect", "effect_set", "corpus", "corpus_set", "split", "metric"):
+        scores[c] = scores[c].astype(str)
+    config = _read_json(out / "config.json")
+    failures = _read_failures(out)
+    r = Results(out, scores, config, failures)
+    order = list(config.get("systems", {}).get("include", [])) if config else []
+    seen = list(dict.fromkeys(scores["system"]))
+    if not failures.empty and "system" in failures:
+        seen += [s for s in dict.fromkeys(failures["system"].astype(str)) if s not in seen]
+    r.systems = [s for s in order if s in seen] + [s for s in seen if s not in order]
+    r.focus = pick_focus(r.systems)
+    eff_sets = scores.groupby("effect", sort=False)["effect_set"].first().to_dict()
+    cfg_order = []
+    if config:
+        e = config.get("effects", {})
+        cfg_order = list(e.get("seen", [])) + list(e.get("unseen", [])) + list(e.get("wild", []))
+    names = [n for n in cfg_order if n in eff_sets] + [n for n in eff_sets if n not in cfg_order]
+    r.effects = sorted(names, key=lambda n: SET_ORDER.get(eff_sets[n], 9))  # stable: config order within a set
+    r.effect_set = eff_sets
+    corp = scores.groupby("task", sort=False).agg(eff=("effect", "first"), cs=("corpus_set", "first"),
+                                                 c=("corpus", "first"))
+    rank = {n: i for i, n in enumerate(r.effects)}
+    r.tasks = sorted(corp.index, key=lambda t: (rank.get(corp.loc[t, "eff"], 99),
+                                                SET_ORDER.get(corp.loc[t, "cs"], 9), corp.loc[t, "c"]))
+    return r
+
+
+def pick_focus(systems: list[str]) -> str | None:
+    """The system the report is about: "proposed", else the first non-reference system, else the first system
+    that is not bypass (so the paired tests still compare something), else none."""
+    if "proposed" in systems:
+        return "proposed"
+    for s in systems:
+        if s not in REFERENCE_SYSTEMS:
+            return s
+    for s in systems:
+        if s != "bypass":
+            return s
+    return systems[0] if systems else None
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _read_failures(out: Path) -> pd.DataFrame:
+    p = out / "failures.csv"
+    if p.is_file():
+        try:
+            return pd.read_csv(p, dtype=str).fillna("")
+        except (OSError, ValueError, pd.errors.EmptyDataError):
+            pass
+    return pd.DataFrame(columns=["system", "task", "stage", "error"])

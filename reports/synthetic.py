@@ -1,0 +1,198 @@
+"""A small synthetic results directory in the runner's format, for the report's tests and for trying the report
+without running the benchmark (``python -m reports.synthetic OUT`` then ``afx-bench report --out OUT``).
+
+Five systems (bypass, random, oracle, proposed, a baseline that fails on one cell), two corpora (speech seen,
+music unseen), three effects (a seen EQ, an unseen delay, a "wild" effect with hidden settings), metrics of
+every kind the report distinguishes: parameter error (n/a for bypass and for the hidden effect), spectral
+distances, signed AudioCommons deltas, PESQ (higher is better, speech only), cost. Values are drawn so that the
+proposed system is clearly better than bypass on the EQ, worse on the delay.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+
+from reports import store
+
+SYSTEMS = ["bypass", "random", "oracle", "proposed", "oneshot_eq"]
+EFFECTS = {"peq": ("seen", ["gain_db", "freq_hz"]), "delay": ("unseen", ["time_ms", "mix"]),
+           "room": ("wild", [])}
+CORPORA = {"speech": "seen", "music": "unseen"}
+FEATURES = ["brightness", "depth", "warmth"]
+SR = 8000
+FAILED = ("oneshot_eq", "music/delay/test")
+
+
+def make_results(out: Path, *, n: int = 8, n_audio: int = 3, seed: int = 0, mlflow: bool = False,
+                 latent: bool = True) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows, params = [], []
+    for corpus, cset in CORPORA.items():
+        for effect, (eset, pnames) in EFFECTS.items():
+            task = f"{corpus}/{effect}/test"
+            tags = {"task": task, "effect": effect, "effect_set": eset, "corpus": corpus, "corpus_set": cset,
+                    "split": "test"}
+            examples = [_example(rng, i, pnames, hidden=not pnames) for i in range(n)]
+            for system in SYSTEMS:
+                if (system, task) == FAILED:
+                    continue
+                est = [_estimate(rng, system, ex, effect) for ex in examples]
+                _save_audio(out, system, tags, examples[:n_audio], est[:n_audio])
+                params += _param_rows(system, tags, examples, est)
+                for ex, e in zip(examples, est, strict=True):
+                    for metric, value in _scores(rng, system, effect, corpus, ex, e).items():
+                        rows.append({"system": system, **{k: tags[k] for k in ("task", "effect", "effect_set",
+                                                                                  "corpus", "corpus_set", "split")},
+                                     "example": ex.index, "source_id": f"{corpus}-{ex.index % 3}",
+                                     "metric": metric, "value": value})
+    pd.DataFrame(params, columns=store.PARAM_COLUMNS).to_parquet(out / "params.parquet", index=False)
+    scores = pd.DataFrame(rows)
+    scores.to_parquet(out / "scores.parquet", index=False)
+    cols = ["system", "effect", "effect_set", "corpus", "corpus_set", "split", "metric"]
+    scores.groupby(cols)["value"].agg(mean="mean", std="std", n="count").reset_index().to_csv(
+        out / "summary.csv", index=False)
+    s, t = FAILED
+    c, e, _ = t.split("/")
+    pd.DataFrame([{"system": s, "task": t, "effect": e, "effect_set": EFFECTS[e][0], "corpus": c,
+                   "corpus_set": CORPORA[c], "split": "test", "stage": "evaluate",
+                   "error": "SystemError_: oneshot_eq: NaN/Inf in its output audio for music/delay/test#2"}]).to_csv(
+        out / "failures.csv", index=False)
+    config = {"preset": "synthetic", "run": {"seed": seed, "sample_rate": SR},
+              "systems": {"include": SYSTEMS},
+              "effects": {k: [e for e, (es, _) in EFFECTS.items() if es == k] for k in ("seen", "unseen", "wild")},
+              "data": {"seen_corpora": ["speech"], "unseen_corpora": ["music"]}, "tasks": {"n_test": n}}
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+    if latent:
+        _latent(out / "latent")
+    if mlflow:
+        _mlflow(out, scores, config)
+    return out
+
+
+def _save_audio(out: Path, system: str, tags: dict, examples: list, estimates: list) -> None:
+    """The runner's layout (see reports/store.py): FLAC 24-bit, a clip above full scale scaled to 0.99."""
+    import hashlib
+
+    import soundfile as sf
+
+    task = tags["task"]
+    tdir = f"{store.slug(task)}-{hashlib.sha256(json.dumps(task).encode()).hexdigest()[:6]}"
+    for ex, est in zip(examples, estimates, strict=True):
+        d = out / store.AUDIO_DIR / tdir / f"{ex.index:04d}"
+        d.mkdir(parents=True, exist_ok=True)
+        for name, x in (("input", ex.input), ("reference", ex.reference), ("target", ex.target),
+                        (store.slug(system), est.output)):
+            peak = float(np.max(np.abs(x)))
+            sf.write(str(d / f"{name}.flac"), x / peak * 0.99 if peak > 0.99 else x, SR, subtype="PCM_24")
+        (d / "example.json").write_text(json.dumps({**tags, "example": ex.index}))
+
+
+def _param_rows(system: str, tags: dict, examples: list, estimates: list) -> list[dict]:
+    rows = []
+    for ex, est in zip(examples, estimates, strict=True):
+        if est.params01 is None or ex.true_params01 is None:
+            continue
+        for name, e, t in zip(ex.param_names, est.params01, ex.true_params01, strict=True):
+            rows.append({"system": system, **{k: tags[k] for k in store.PARAM_COLUMNS[1:7]}, "example": ex.index,
+                         "param": name, "estimate": float(e), "true": float(t)})
+    return rows
+
+
+def _example(rng, i: int, pnames: list[str], hidden: bool):
+    t = np.arange(SR // 2) / SR
+    x = (0.3 * np.sin(2 * np.pi * rng.uniform(110, 440) * t) + 0.05 * rng.standard_normal(t.size)).astype(
+        np.float32)
+    true = None if hidden else rng.uniform(0, 1, len(pnames))
+    g = 1.0 + (true[0] if true is not None else 0.5)
+    ref = np.roll(x, 100) * g
+    return SimpleNamespace(index=i, input=x, reference=ref.astype(np.float32), target=(x * g).astype(np.float32),
+                           true_params01=true, param_names=tuple(pnames))
+
+
+def _estimate(rng, system: str, ex, effect: str):
+    p = None
+    if ex.true_params01 is not None and system != "bypass":
+        noise = {"random": 0.4, "oracle": 0.0, "proposed": 0.08, "oneshot_eq": 0.15}[system]
+        p = np.clip(ex.true_params01 + noise * rng.standard_normal(ex.true_params01.size), 0, 1)
+        if system == "random":
+            p = rng.uniform(0, 1, ex.true_params01.size)
+    if system == "bypass":
+        y = ex.input
+    elif system == "oracle":
+        y = ex.target
+    else:
+        y = 0.6 * ex.target + 0.4 * ex.input + 0.01 * rng.standard_normal(ex.input.size)
+        if system == "proposed" and effect == "peq" and ex.index == 0:
+            y = y * 1.8  # one loud output
+    return SimpleNamespace(params01=p, output=np.asarray(y, np.float32))
+
+
+def _scores(rng, system, effect, corpus, ex, est) -> dict[str, float]:
+    quality = {"bypass": 1.0, "random": 1.3, "oracle": 0.05, "proposed": 0.45, "oneshot_eq": 0.7}[system]
+    if system == "proposed" and effect == "delay":
+        quality = 1.25  # worse than bypass on the unseen effect
+    d: dict[str, float] = {}
+    if est.params01 is None or ex.true_params01 is None:
+        d["param_mae"] = float("nan")
+        for name in ex.param_names:
+            d[f"param_mae/{name}"] = float("nan")
+    else:
+        err = np.abs(np.asarray(est.params01) - ex.true_params01)
+        d["param_mae"] = float(err.mean())
+        d.update({f"param_mae/{k}": float(v) for k, v in zip(ex.param_names, err, strict=True)})
+    d["mrstft"] = float(quality * (1.0 + 0.15 * rng.standard_normal()) + 0.05)
+    d["mfcc_dist"] = float(20 * quality * (1.0 + 0.1 * rng.standard_normal()) + 1)
+    for f in FEATURES:
+        delta = quality * (3 + 2 * rng.standard_normal())
+        d[f"ac_signed/{f}"] = float(delta)
+        d[f"ac/{f}"] = float(abs(delta))
+    d["ac_mean"] = float(np.mean([d[f"ac/{f}"] for f in FEATURES]))
+    d["pesq"] = float(np.clip(4.5 - 2.5 * quality + 0.2 * rng.standard_normal(), 1, 4.5)) if corpus == "speech" \
+        else float("nan")
+    d["cost/seconds"] = float({"bypass": 0.0, "oracle": 0.0}.get(system, 0.01 + 0.002 * rng.random()))
+    return d
+
+
+def _latent(d: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    d.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(3, 2))
+    ax = fig.subplots()
+    ax.plot(np.linspace(0, 1, 20), np.sin(np.linspace(0, 3, 20)))
+    ax.set_title("latent axis 1 vs depth")
+    fig.savefig(d / "axis_features.png", dpi=60)
+    (d / "axes.csv").write_text("axis,depth,brightness\n1,0.8,0.1\n")
+
+
+def _mlflow(out: Path, scores: pd.DataFrame, config: dict) -> None:
+    from bench.tracking import Tracker, environment
+
+    tr = Tracker(out, "", "afx-bench-synthetic")
+    parent = tr.start("synthetic-run", {"kind": "benchmark", "preset": "synthetic", "git_sha": "0" * 40})
+    parent.log_dict(config, "config.json")
+    parent.log_dict(environment("cpu"), "environment.json")
+    for (system, task), g in scores.groupby(["system", "task"]):
+        run = tr.start(f"{system}/{task}", {"system": system, "kind": "cell", "task": task}, parent=parent)
+        run.log_metrics(g.groupby("metric")["value"].mean().to_dict())
+        run.end()
+    failed = tr.start(f"{FAILED[0]}/{FAILED[1]}", {"system": FAILED[0], "kind": "cell", "task": FAILED[1]},
+                      parent=parent)
+    failed.set_tags({"error": "SystemError_: NaN output"})
+    failed.end("FAILED")
+    parent.end()
+
+
+if __name__ == "__main__":
+    print(make_results(Path(sys.argv[1]), mlflow="--mlflow" in sys.argv[2:]))

@@ -1,0 +1,283 @@
+"""The report: its statistics against hand-computed values, its tables, and a full build from a synthetic
+results directory (reports/synthetic.py)."""
+
+from __future__ import annotations
+
+import html as html_lib
+import json
+import math
+import re
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from scipy import stats as sps
+
+from reports import stats as S
+from reports import store
+from reports import tables as T
+from reports.results import load_results
+
+
+# --- bootstrap ----------------------------------------------------------------------------------------------
+def test_bootstrap_ci_agrees_with_a_direct_percentile_bootstrap():
+    x = np.random.default_rng(3).gamma(2.0, 1.0, 40)
+    ci = S.bootstrap_ci(x)
+    # independent computation: resample means by hand, take the 2.5 / 97.5 percentiles
+    rng = np.random.default_rng(12345)
+    means = x[rng.integers(0, x.size, (20000, x.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    width = hi - lo
+    assert ci.n == 40 and ci.mean == pytest.approx(x.mean())
+    assert ci.low == pytest.approx(lo, abs=0.08 * width)
+    assert ci.high == pytest.approx(hi, abs=0.08 * width)
+    # and the normal-theory interval, which it should roughly match at n = 40
+    se = x.std(ddof=1) / math.sqrt(x.size)
+    assert ci.high - ci.low == pytest.approx(2 * 1.96 * se, rel=0.15)
+
+
+def test_bootstrap_ci_edge_cases_and_nan_handling():
+    assert S.bootstrap_ci([np.nan, np.nan]).n == 0 and math.isnan(S.bootstrap_ci([np.nan]).mean)
+    one = S.bootstrap_ci([2.5, np.nan])
+    assert one.n == 1 and one.mean == 2.5 and math.isnan(one.low) and math.isnan(one.high)
+    const = S.bootstrap_ci([0.0, 0.0, 0.0])
+    assert (const.mean, const.low, const.high, const.n) == (0.0, 0.0, 0.0, 3)
+    a = S.bootstrap_ci([1.0, 2.0, np.nan, 3.0, 10.0])
+    b = S.bootstrap_ci([1.0, 2.0, 3.0, 10.0])
+    assert a == b and a.mean == 4.0  # NaN = not applicable: dropped, never counted as 0
+
+
+def test_stacked_bootstrap_equals_separate_calls():
+    rng = np.random.default_rng(0)
+    samples = [rng.normal(size=12), rng.normal(size=12), rng.normal(size=7), [1.0], [], rng.normal(size=12)]
+    many = S.bootstrap_cis(samples)
+    for s, ci in zip(samples, many, strict=True):
+        one = S.bootstrap_ci(s)
+        assert ci.n == one.n
+        for a, b in ((ci.mean, one.mean), (ci.low, one.low), (ci.high, one.high)):
+            assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-12)
+
+
+# --- paired tests, effect size, Holm ------------------------------------------------------------------------
+def test_wilcoxon_and_rank_biserial_hand_worked():
+    focus = np.ones(5)
+    d = np.array([1.0, 2.0, -3.0, 4.0, 5.0])  # baseline - focus; lower is better, so > 0 favours focus
+    t = S.paired_test(focus, focus + d)
+    # ranks of |d|: 1..5; R+ = 1+2+4+5 = 12, R- = 3; W = min = 3; r = (12 - 3) / 15
+    assert t.statistic == 3 and t.rank_biserial == pytest.approx(0.6)
+    # exact null: 5 of the 32 sign patterns have R- <= 3 ({}, {1}, {2}, {3}, {1,2}); two-sided p = 10/32
+    assert t.p == pytest.approx(10 / 32)
+    assert t.p == pytest.approx(sps.wilcoxon(d).pvalue)
+    assert t.mean_diff == pytest.approx(1.8) and t.median_diff == 2.0
+    flipped = S.paired_test(focus, focus + d, higher_is_better=True)
+    assert flipped.rank_biserial == pytest.approx(-0.6) and flipped.p == pytest.approx(t.p)
+
+
+def test_paired_test_matches_scipy_and_drops_nan_pairs():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0, 1, 30), rng.normal(0.5, 1, 30)
+    ref = sps.wilcoxon(b - a)
+    t = S.paired_test(a, b)
+    assert t.n == 30 and t.p == pytest.approx(ref.pvalue) and t.statistic == pytest.approx(ref.statistic)
+    a2, b2 = a.copy(), b.copy()
+    a2[0], b2[1] = np.nan, np.nan
+    t2 = S.paired_test(a2, b2)
+    assert t2.n == 28 and t2.p == pytest.approx(sps.wilcoxon(b[2:] - a[2:]).pvalue)
+    same = S.paired_test([1.0, 2.0], [1.0, 2.0])
+    assert same.p == 1.0 and same.rank_biserial == 0.0
+    assert S.paired_test([np.nan], [1.0]).n == 0
+
+
+def test_holm_hand_worked():
+    # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> monotone: 0.06
+    assert S.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    out = S.holm([0.01, np.nan, 0.02])  # NaN is not part of the family: m = 2
+    assert out[0] == pytest.approx(0.02) and math.isnan(out[1]) and out[2] == pytest.approx(0.02)
+    assert S.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
+    assert S.holm([]).size == 0
+
+
+def test_metric_directions():
+    from bench.metrics import Metric, register_metric
+
+    @register_metric("zz_report_test_score")
+    class Higher(Metric):
+        name = "zz_report_test_score"
+        higher_is_better = True
+
+    assert S.direction("zz_report_test_score/sub") == "higher"
+    assert S.direction("param_mae") == "lower" and S.direction("param_mae/gain_db") == "lower"
+    assert S.direction("mrstft") == "lower" and S.direction("cost/seconds") == "lower"
+    assert S.direction("ac_signed/depth") == "signed"
+    assert S.direction("pesq") == "higher"
+    assert S.best_value([0.5, -0.1, 0.3], "signed") == -0.1
+    assert S.best_value([0.5, np.nan, 0.3], "higher") == 0.5
+
+
+# --- tables on a small hand-made table ----------------------------------------------------------------------
+def _small_results(tmp_path):
+    rows = []
+    vals = {"bypass": [3.0, 4.0, 5.0], "proposed": [1.0, 2.0, 3.0], "oracle": [0.0, 0.0, 0.0]}
+    for system, v in vals.items():
+        for effect, eset in (("peq", "seen"), ("delay", "unseen")):
+            for i, x in enumerate(v):
+                base = {"system": system, "task": f"speech/{effect}/test", "effect": effect, "effect_set": eset,
+                        "corpus": "speech", "corpus_set": "seen", "split": "test", "example": i,
+                        "source_id": f"s{i}"}
+                rows.append({**base, "metric": "mrstft", "value": x + (effect == "delay")})
+                pm = np.nan if system == "bypass" else x / 10
+                if not (system == "proposed" and effect == "delay"):  # a missing cell
+                    rows.append({**base, "metric": "param_mae", "value": pm})
+    pd.DataFrame(rows).to_parquet(tmp_path / "scores.parquet")
+    (tmp_path / "config.json").write_text(json.dumps({"systems": {"include": ["bypass", "oracle", "proposed"]}}))
+    return load_results(tmp_path)
+
+
+def test_tables_bold_na_and_missing(tmp_path):
+    r = _small_results(tmp_path)
+    assert r.systems == ["bypass", "oracle", "proposed"] and r.focus == "proposed"
+    stats = T.compute_stats(r, {"mrstft": ["set", "effect"], "param_mae": ["set", "effect"]})
+    t = T.make_table(stats, r, "mrstft", "set", T.set_columns(r))
+    assert [c.label for c in t.columns] == ["seen effects", "unseen effects"]
+    cell = t.cells[("proposed", "seen|seen")]
+    assert cell.mean == pytest.approx(2.0) and cell.n == 3 and cell.best
+    assert not t.cells[("oracle", "seen|seen")].best  # the oracle is never ranked
+    assert t.col_n == {"seen|seen": 3, "unseen|seen": 3}
+    p = T.make_table(stats, r, "param_mae", "set", T.set_columns(r))
+    assert p.cell_parts("bypass", "seen|seen") == ("n/a", "", "")
+    assert p.cell_parts("proposed", "unseen|seen") == (T.MISSING, "", "")
+    md, tex = T.to_markdown(p), T.to_latex(p, 2000)
+    bypass_md = next(line for line in md.splitlines() if line.startswith("| bypass"))
+    assert bypass_md.count("n/a") == 2 and "0" not in bypass_md.replace("bypass", "")
+    bypass_tex = next(line for line in tex.splitlines() if line.startswith("bypass"))
+    assert bypass_tex.count("n/a") == 2 and "0" not in bypass_tex
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\textbf" not in tex  # one contender: no "best"
+    assert r"\textbf{2.00}" in T.to_latex(t, 2000) and "**2.00 [" in T.to_markdown(t)
+    na = stats[(stats["metric"] == "param_mae") & (stats["system"] == "bypass")]
+    assert (na["status"] == "na").all() and na["mean"].isna().all()
+
+
+def test_significance_is_holm_adjusted_per_task(tmp_path):
+    r = _small_results(tmp_path)
+    sig = T.significance(r, ["mrstft"])
+    peq = sig[sig["task"] == "speech/peq/test"].set_index("baseline")
+    assert set(peq.index) == {"bypass", "oracle"}
+    p_b = sps.wilcoxon(np.array([3.0, 4, 5]) - np.array([1.0, 2, 3])).pvalue
+    p_o = sps.wilcoxon(np.array([0.0, 0, 0]) - np.array([1.0, 2, 3])).pvalue
+    assert peq.loc["bypass", "p"] == pytest.approx(p_b)
+    assert list(peq.loc[["bypass", "oracle"], "p_holm"]) == pytest.approx(list(S.holm([p_b, p_o])))
+    assert peq.loc["bypass", "rank_biserial"] == 1.0 and peq.loc["oracle", "rank_biserial"] == -1.0
+    assert (peq["verdict"] == "n.s.").all()  # n = 3 cannot reach p < 0.05 (two-sided exact minimum 0.25)
+
+
+# --- what the runner stores ---------------------------------------------------------------------------------
+def test_reads_what_the_runner_stores(tmp_path):
+    """The contract with bench/runner.py: its audio and parameter files are found and read."""
+    from types import SimpleNamespace as NS
+
+    from bench.runner import Results, param_rows
+
+    tags = {"task": "folder:/x y/peq4/test", "effect": "peq4", "effect_set": "seen", "corpus": "folder:/x y",
+            "corpus_set": "seen", "split": "test"}
+    task = NS(id=tags["task"], sample_rate=8000, tags=lambda: dict(tags), effect=NS(param_names=("gain", "q")))
+    x = np.linspace(-0.5, 0.5, 800, dtype=np.float32)
+    examples = [NS(index=i, input=x, reference=x * 0.5, target=x * 0.7, source_id="s", meta={},
+                   true_params01=np.array([0.2, 0.4])) for i in range(3)]
+    estimates = [NS(output=x * 0.6, params01=np.array([0.25, 0.3])) for _ in examples]
+    res = Results(tmp_path)
+    res.save_audio("my system", task, examples, estimates, 2)
+    rows = pd.DataFrame([{"system": "my system", **{k: v for k, v in tags.items()}, "example": 0, "source_id": "s",
+                          "metric": "mrstft", "value": 1.0, "cell_key": "k"}])
+    res.write_cell("my system", task, rows, param_rows("my system", task, examples, estimates))
+    res.rebuild_tables()
+    index = store.AudioIndex(tmp_path, [tags["task"]])
+    assert index.examples(tags["task"]) == [0, 1]
+    clips = index.clips(tags["task"], 1)
+    assert set(clips) == {"input", "reference", "target", store.slug("my system")}
+    assert np.allclose(sf.read(clips["target"], dtype="float32")[0], x * 0.7, atol=1e-6)
+    params = store.load_params(tmp_path)
+    assert len(params) == 6 and set(params["param"]) == {"gain", "q"}
+    assert params["estimate"].iloc[0] == 0.25 and params["true"].iloc[0] == 0.2
+
+
+# --- a full build -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    from reports.build import build_report
+    from reports.synthetic import make_results
+
+    out = make_results(tmp_path_factory.mktemp("results"), n=6, n_audio=3, mlflow=True)
+    had_torch = "torch" in sys.modules
+    html = build_report(out, max_mel=3)
+    if not had_torch:
+        assert "torch" not in sys.modules, "building the report imported torch"
+    return out, html
+
+
+def test_build_writes_every_artefact(built):
+    out, html = built
+    d = out / "report"
+    assert html == d / "report.html"
+    for f in ("tables.tex", "tables.md", "tables/stats.csv", "tables/significance.csv",
+              "tables/param_mae__set.tex", "latent/axis_features.png", "latent/axes.csv"):
+        assert (d / f).is_file(), f
+    pngs = sorted(p.stem for p in (d / "figures").glob("*.png"))
+    assert pngs == sorted(p.stem for p in (d / "figures").glob("*.pdf"))
+    for prefix in ("metric_mrstft", "metric_param_mae", "metrics_by_set", "vs_bypass", "ac_profiles",
+                   "param_errors", "params_scatter_peq", "mel_"):
+        assert any(p.startswith(prefix) for p in pngs), prefix
+    wavs = list((d / "audio").rglob("*.wav"))
+    assert wavs and all(abs(sf.read(w)[0]).max() <= 1.0 for w in wavs)
+    page = html.read_text()
+    for p in re.findall(r'(?:src|href)="([^"#:]+)"', page):  # every relative reference exists
+        assert (d / p).exists(), p
+    assert page.count("<audio") == len(wavs)
+    assert "127.0.0.1:5000/#/experiments/" in page  # links to the MLflow runs
+    assert '"python": "3.' in html_lib.unescape(page)  # the environment.json artifact of the benchmark run
+    assert "oneshot_eq: NaN/Inf" in page  # the failure is listed
+    assert not list(out.glob(".report-*"))  # no temporary build folder left behind
+
+
+def test_na_is_never_rendered_as_zero(built):
+    out, html = built
+    page = html.read_text()
+    tables = re.findall(r'<table class="results" id="table-(param_mae__[a-z]+)">(.*?)</table>', page, re.S)
+    assert len(tables) == 2
+    for _, body in tables:
+        row = re.search(r'<td class="sys">bypass</td>(.*?)</tr>', body, re.S).group(1)
+        values = re.findall(r'<span class="v">([^<]*)</span>', row)
+        assert values and set(values) == {"n/a"}
+    # the hidden ("wild") effect has no parameters: n/a for every system there
+    room = re.search(r'id="table-param_mae__effect">.*?</table>', page, re.S).group(0)
+    for row in re.findall(r"<tr[^>]*><td class=\"sys\">.*?</tr>", room, re.S):
+        assert re.findall(r'<span class="v">([^<]*)</span>', row)[-1] == "n/a"
+    md = (out / "report" / "tables.md").read_text()
+    assert re.search(r"\| bypass \| n/a \| n/a \|", md)
+    stats = pd.read_csv(out / "report" / "tables" / "stats.csv")
+    na = stats[stats["status"] == "na"]
+    assert len(na) and na["mean"].isna().all()
+    missing = T.MISSING  # the failed cell (oneshot_eq on music/delay) is a dash, not a number
+    eff = re.search(r'id="table-mrstft__set">.*?</table>', page, re.S).group(0)
+    row = re.search(r'<td class="sys">oneshot_eq</td>(.*?)</tr>', eff, re.S).group(1)
+    assert missing in re.findall(r'<span class="v">([^<]*)</span>', row)
+
+
+def test_build_without_store_audio_or_config(tmp_path, built):
+    out, _ = built
+    scores = pd.read_parquet(out / "scores.parquet")
+    scores = scores[scores["metric"].isin(["mrstft", "param_mae"])]
+    scores.to_parquet(tmp_path / "scores.parquet")
+    html = __import__("reports.build", fromlist=["build_report"]).build_report(tmp_path)
+    page = html.read_text()
+    assert "No run links: no MLflow store" in page and "No audio was stored" in page
+    assert "<audio" not in page and (tmp_path / "report" / "tables.tex").is_file()
+
+
+def test_missing_scores_is_a_clear_error(tmp_path):
+    from reports.build import build_report
+    from reports.results import ReportError
+
+    with pytest.raises(ReportError, match="no scores"):
+        build_report(tmp_path)
