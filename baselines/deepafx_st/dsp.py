@@ -270,8 +270,9 @@ class PEQComp(nn.Module):
 
 def mismatch(n: int = 32, *, sample_rate: int = 24000, seconds: float = 1.0, seed: int = 0,
              audio: np.ndarray | None = None) -> dict[str, float]:
-    """MR-STFT (the harness's metric settings) and peak error between this module and pedalboard's ``peq_comp``
-    over ``n`` settings drawn from the effect's own data distribution (``Effect.sample``)."""
+    """MR-STFT (the harness metric's settings) and sample errors between this module and pedalboard's ``peq_comp``
+    over ``n`` settings drawn from the effect's own data distribution (``Effect.sample``). ``audio``: one clip for
+    all settings, or ``(n, samples)`` clips, one per setting; default the harness's probe signal."""
     import auraloss
 
     from bench.effects import probe_signal
@@ -279,27 +280,41 @@ def mismatch(n: int = 32, *, sample_rate: int = 24000, seconds: float = 1.0, see
     effect = get_effect("peq_comp")
     rng = np.random.default_rng(seed)
     x = probe_signal(sample_rate, seconds) if audio is None else np.asarray(audio, np.float32)
-    params = np.stack([effect.sample(rng, sample_rate) for _ in range(n)])
-    xs = np.tile(x, (n, 1))
+    xs = np.tile(x, (n, 1)) if x.ndim == 1 else x[:n]
+    params = np.stack([effect.sample(rng, sample_rate) for _ in range(len(xs))])
     ref = effect.process(xs, sample_rate, params)
     with torch.no_grad():
         out = PEQComp(sample_rate, effect)(torch.from_numpy(xs), torch.from_numpy(params).float()).numpy()
     loss = auraloss.freq.MultiResolutionSTFTLoss(fft_sizes=[256, 1024, 4096], hop_sizes=[64, 256, 1024],
                                                  win_lengths=[256, 1024, 4096])
-    mr = [float(loss(torch.from_numpy(o)[None, None], torch.from_numpy(r)[None, None])) for o, r in zip(out, ref, strict=True)]
-    # what the same metric says between pedalboard's output and the unprocessed input, for scale
-    base = [float(loss(torch.from_numpy(x)[None, None], torch.from_numpy(r)[None, None])) for r in ref]
-    err = np.abs(out - ref).max(axis=1)
-    return {"n": n, "mrstft_mean": float(np.mean(mr)), "mrstft_max": float(np.max(mr)),
-            "mrstft_input_vs_pedalboard": float(np.mean(base)), "peak_abs_err_mean": float(np.mean(err)),
-            "peak_abs_err_max": float(np.max(err)),
-            "rel_rms_err_mean": float(np.mean(np.sqrt(np.mean((out - ref) ** 2, 1) / np.mean(ref ** 2, 1))))}
+
+    def mr(a, b):
+        return float(loss(torch.from_numpy(a)[None, None], torch.from_numpy(b)[None, None]))
+
+    ours = [mr(o, r) for o, r in zip(out, ref, strict=True)]
+    base = [mr(a, r) for a, r in zip(xs, ref, strict=True)]  # pedalboard's output vs the input, for scale
+    err = np.abs(out - ref).max(axis=1) / np.abs(ref).max(axis=1)
+    rel = np.sqrt(np.mean((out - ref) ** 2, 1) / np.mean(ref ** 2, 1))
+    return {"n": len(xs), "mrstft_mean": float(np.mean(ours)), "mrstft_median": float(np.median(ours)),
+            "mrstft_max": float(np.max(ours)), "mrstft_input_vs_pedalboard": float(np.mean(base)),
+            "rel_peak_err_max": float(np.max(err)), "rel_rms_err_mean": float(np.mean(rel)),
+            "rel_rms_err_max": float(np.max(rel))}
 
 
-if __name__ == "__main__":  # python -m baselines.deepafx_st.dsp [n] [seconds]
+if __name__ == "__main__":  # python -m baselines.deepafx_st.dsp [n] [seconds] [corpus]
     import json
     import sys
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 32
     sec = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
-    print(json.dumps(mismatch(n, seconds=sec), indent=1))
+    clips = None
+    if len(sys.argv) > 3:  # n segments of a corpus's test split (e.g. speech, music, folder:PATH)
+        from bench.corpora import get_corpus
+
+        corpus = get_corpus(sys.argv[3], sample_rate=24000, seed=0, sources={"train": 1, "valid": 1, "test": 8},
+                            seconds=max(4.0, 2 * sec))
+        L = int(sec * 24000)
+        segs = [x[i: i + L] for _, x in corpus.split("test") for i in range(0, len(x) - L + 1, L)]
+        clips = np.stack([segs[i % len(segs)] for i in range(n)])
+    print(json.dumps({"audio": sys.argv[3] if clips is not None else "probe",
+                      **mismatch(n, seconds=sec, audio=clips)}, indent=1))
