@@ -28,10 +28,10 @@ from urllib.parse import unquote, urlparse
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--mute-audio",
-         "--remote-debugging-pipe"]
+         "--disable-dev-shm-usage", "--remote-debugging-pipe"]  # small /dev/shm in containers
 WIDTH, HEIGHT = 1400, 1000
 MAX_FULL_HEIGHT = 12000  # the full-page screenshot is cut here
-SECTION_SHOTS = ("audio",)  # also one screen from the top of these sections (id=...)
+SECTION_SHOTS = ("significance", "figures", "audio")  # also one screen from the top of each (by id)
 
 
 class BrowserError(RuntimeError):

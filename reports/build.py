@@ -33,6 +33,7 @@ PREFERRED = ["param_mae", "mrstft", "mfcc_dist", "mel_dist", "ac_mean", "loudnes
              "centroid_err", "pesq"]
 MAX_MEL_FIGURES = 12  # mel-spectrogram figures (median examples; one task per effect first); ~0.5 s each
 LATENT_FILES = (".png", ".csv", ".md", ".json", ".txt", ".pdf")
+LATENT_ROWS = 60  # rows of each latent-exploration CSV shown on the page (all of it is linked)
 
 
 def build_report(out: Path, *, n_resamples: int = S.N_RESAMPLES, max_mel: int = MAX_MEL_FIGURES,
@@ -57,6 +58,7 @@ def build_report(out: Path, *, n_resamples: int = S.N_RESAMPLES, max_mel: int = 
         raise
     final = out / "report"
     old = out / f".report-old-{os.getpid()}"
+    shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
@@ -235,9 +237,24 @@ def copy_latent(out: Path, d: Path) -> list[dict]:
         rel = Path("latent") / p.relative_to(src)
         (d / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(p, d / rel)
-        items.append({"src": rel.as_posix(), "name": p.relative_to(src).as_posix(),
-                      "image": p.suffix.lower() == ".png"})
+        item = {"src": rel.as_posix(), "name": p.relative_to(src).as_posix(), "image": p.suffix.lower() == ".png",
+                "table": None}
+        if p.suffix.lower() == ".csv":
+            try:
+                df = pd.read_csv(p)
+                item["table"] = {"columns": [str(c) for c in df.columns], "rows": [
+                    [_cell(v) for v in row] for row in df.head(LATENT_ROWS).itertuples(index=False)],
+                    "more": max(0, len(df) - LATENT_ROWS)}
+            except Exception:
+                pass  # shown as a link only
+        items.append(item)
     return items
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return "n/a" if not np.isfinite(v) else f"{v:.4g}"
+    return str(v)
 
 
 # --- metadata -----------------------------------------------------------------------------------------------

@@ -41,8 +41,11 @@ class Results:
         return list(dict.fromkeys(self.scores["metric"]))
 
     def task_info(self, task: str) -> dict:
-        row = self.scores.loc[self.scores["task"] == task].iloc[0]
-        return {k: row[k] for k in ("task", "effect", "effect_set", "corpus", "corpus_set", "split")}
+        if not hasattr(self, "_task_info"):
+            cols = ["task", "effect", "effect_set", "corpus", "corpus_set", "split"]
+            first = self.scores.drop_duplicates("task")[cols]
+            self._task_info = {row["task"]: row for row in first.to_dict("records")}
+        return self._task_info[task]
 
 
 def load_results(out: Path) -> Results:

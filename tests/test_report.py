@@ -99,14 +99,14 @@ def test_holm_hand_worked():
     assert S.holm([]).size == 0
 
 
-def test_metric_directions():
-    from bench.metrics import Metric, register_metric
+def test_metric_directions(monkeypatch):
+    from bench.metrics import METRICS, Metric
 
-    @register_metric("zz_report_test_score")
     class Higher(Metric):
         name = "zz_report_test_score"
         higher_is_better = True
 
+    monkeypatch.setitem(METRICS._items, Higher.name, Higher)  # registered for this test only
     assert S.direction("zz_report_test_score/sub") == "higher"
     assert S.direction("param_mae") == "lower" and S.direction("param_mae/gain_db") == "lower"
     assert S.direction("mrstft") == "lower" and S.direction("cost/seconds") == "lower"
