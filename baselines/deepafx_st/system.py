@@ -140,7 +140,7 @@ class DeepAFxSTBase(System):
         from bench.torchdata import loader
 
         c = self.cfg
-        workers = max(0, int(ctx.workers)) if ctx.workers and ctx.workers > 1 else 0
+        workers = int(ctx.workers) if ctx.workers and ctx.workers > 1 else 0  # 1 worker: render in-process
         if c.train_examples == 0:  # fresh examples each step, rendered by DataLoader workers
             return loader(tasks, c.steps * c.batch_size, c.batch_size, workers=workers, seed=ctx.seed)
         pool = list(loader(tasks, c.train_examples, c.batch_size, workers=workers, seed=ctx.seed))
