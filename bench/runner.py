@@ -38,15 +38,15 @@ def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _save_flac(path: Path, x: np.ndarray, sample_rate: int) -> None:
+def _save_wav(path: Path, x: np.ndarray, sample_rate: int) -> None:
+    """32-bit float WAV, unscaled, so the report keeps the clips' relative levels."""
     import soundfile as sf
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    peak = float(np.max(np.abs(x))) if len(x) else 0.0
-    y = x / peak * 0.99 if peak > 0.99 else x  # FLAC is fixed-point: keep peaks in range (report audio only)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.flac")
-    sf.write(str(tmp), np.asarray(y, dtype=np.float32), sample_rate, subtype="PCM_24")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.wav")
+    sf.write(str(tmp), np.asarray(x, dtype=np.float32), sample_rate, subtype="FLOAT")
     os.replace(tmp, path)
+    path.with_suffix(".flac").unlink(missing_ok=True)  # a stale copy from an older run
 
 
 def param_rows(system: str, task: Task, examples: list, estimates: list[Estimate]) -> pd.DataFrame:
@@ -188,9 +188,9 @@ class Results:
         for ex, est in list(zip(examples, estimates, strict=True))[:k]:
             d = self.audio_dir(task, ex.index)
             for name, x in (("input", ex.input), ("reference", ex.reference), ("target", ex.target)):
-                if not (d / f"{name}.flac").exists():
-                    _save_flac(d / f"{name}.flac", x, task.sample_rate)
-            _save_flac(d / f"{_slug(system)}.flac", est.output, task.sample_rate)
+                if not (d / f"{name}.wav").exists():
+                    _save_wav(d / f"{name}.wav", x, task.sample_rate)
+            _save_wav(d / f"{_slug(system)}.wav", est.output, task.sample_rate)
             meta = d / "example.json"
             if not meta.exists():
                 atomic_write_bytes(meta, json.dumps({**task.tags(), "example": ex.index, "source_id": ex.source_id,

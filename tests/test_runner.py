@@ -60,7 +60,7 @@ def test_oracle_is_the_lower_bound_on_every_effect(tmp_path):
     params = pd.read_parquet(tmp_path / "params.parquet")
     assert set(params["system"]) == {"random", "oracle"}
     assert (params.query("system == 'oracle'")["estimate"] == params.query("system == 'oracle'")["true"]).all()
-    assert any((tmp_path / "audio").rglob("oracle.flac"))
+    assert any((tmp_path / "audio").rglob("oracle.wav"))
 
 
 def test_a_failing_system_does_not_sink_the_run(tmp_path):
