@@ -13,7 +13,7 @@ from baselines.oneshot_eq.model import (
     soft_targets,
     to_classes,
 )
-from baselines.oneshot_eq.system import OneShotEQ
+from baselines.oneshot_eq.system import OneShotEQ, PoolBatches
 from bench.effects import get_effect
 from bench.systems import CheckpointError, FitContext, get_system
 from bench.tasks import Task
@@ -158,6 +158,21 @@ def test_fit_trains_on_peq4_tasks(tones):
     assert any(not torch.equal(a, b) for a, b in zip(before, s.model.parameters(), strict=True))
 
 
+def test_a_fixed_pool_of_training_examples(tones):
+    threads = torch.get_num_threads()
+    s = OneShotEQ({**TINY, "train_examples": 6, "steps": 4, "torch_threads": 1}, sample_rate=SR)
+    s.fit(tasks_of(tones), FitContext(progress=False))
+    assert torch.get_num_threads() == threads  # restored after fitting
+    assert s.train_info["train_examples"] == 6 and s.train_info["examples"] == 16
+    # batches come only from the pool, drawn reproducibly from the seed
+    pool = {"input": torch.arange(6.0)[:, None].repeat(1, 3), "params": torch.arange(6.0)[:, None]}
+    a, b = iter(PoolBatches(pool, 4, seed=1)), iter(PoolBatches(pool, 4, seed=1))
+    for _ in range(5):
+        x, y = next(a), next(b)
+        assert torch.equal(x["input"], y["input"]) and x["input"].shape == (4, 3)
+        assert torch.equal(x["input"][:, 0], x["params"][:, 0]) and set(x["params"][:, 0].tolist()) <= set(range(6))
+
+
 def test_peq4_tasks_are_built_when_no_training_task_uses_peq4(tones):
     s = OneShotEQ(TINY, sample_rate=SR)
     built = s.peq4_tasks(tasks_of(tones, "delay") + tasks_of(tones, "distortion"), "train")
@@ -240,7 +255,9 @@ def test_a_checkpoint_with_foreign_tensors_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_it_learns_better_than_guessing_the_middle(tones):
-    s = OneShotEQ({"steps": 150, "batch_size": 16, "loader_workers": 1, "lr": 2e-3}, sample_rate=SR)
+    quick = {"hop_ms": 10.0, "channels": 8, "conv_layers": 2, "time_stride": 4, "loss": "ce+l1", "label_sigma": 1.0,
+             "lr": 3e-3, "steps": 300, "batch_size": 16, "train_examples": 600, "torch_threads": 1}
+    s = OneShotEQ(quick, sample_rate=SR)
     s.fit(tasks_of(tones, seconds=0.5), FitContext(progress=False))
     exs = tasks_of(tones, split="test", seconds=0.5)[0].examples(48, cache=False)
     p = s.predict(np.stack([e.input for e in exs]), np.stack([e.reference for e in exs]))

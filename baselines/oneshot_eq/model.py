@@ -92,12 +92,15 @@ class Encoder(nn.Module):
     """The shared CNN: ``(B, 1, F, T)`` -> ``(B, 1, F)``. Convolutions keep the frequency axis (strided in time
     only), are averaged over time, and a 1x1 convolution mixes the channels into one value per band."""
 
-    def __init__(self, channels: int, layers: int, kernel: int, time_stride: int):
+    def __init__(self, channels: int, layers: int, kernel: int, time_stride: int, batch_norm: bool = False):
         super().__init__()
         mods: list[nn.Module] = []
         c_in = 1
         for _ in range(layers):
-            mods += [nn.Conv2d(c_in, channels, kernel, stride=(1, time_stride), padding=kernel // 2), nn.ReLU()]
+            mods.append(nn.Conv2d(c_in, channels, kernel, stride=(1, time_stride), padding=kernel // 2))
+            if batch_norm:
+                mods.append(nn.BatchNorm2d(channels))
+            mods.append(nn.ReLU())
             c_in = channels
         self.convs = nn.Sequential(*mods)
         self.mix = nn.Conv1d(channels, 1, 1)
@@ -109,12 +112,19 @@ class Encoder(nn.Module):
 class OneShotEQNet(nn.Module):
     def __init__(self, *, sample_rate: int, n_params: int, n_classes: int, n_mels: int, window_ms: float,
                  hop_ms: float, db: bool, channels: int, conv_layers: int, kernel: int, time_stride: int,
-                 compare_kernel: int, hidden: int, dropout: float):
+                 compare_kernel: int, hidden: int, dropout: float, batch_norm: bool = False,
+                 compare_init: str = "random"):
         super().__init__()
         self.n_params, self.n_classes = n_params, n_classes
         self.features = Features(sample_rate, window_ms, hop_ms, n_mels, db)
-        self.encoder = Encoder(channels, conv_layers, kernel, time_stride)
+        self.encoder = Encoder(channels, conv_layers, kernel, time_stride, batch_norm)
         self.compare = nn.Conv1d(2, 1, compare_kernel, padding=compare_kernel // 2)
+        if compare_init == "difference":  # start as (reference - input) per band: the EQ curve is a difference
+            with torch.no_grad():
+                self.compare.weight.zero_()
+                self.compare.weight[0, 0, compare_kernel // 2] = -1.0
+                self.compare.weight[0, 1, compare_kernel // 2] = 1.0
+                self.compare.bias.zero_()
         self.ffn1 = nn.Sequential(nn.Linear(n_mels, hidden), nn.ReLU(), nn.Dropout(dropout))
         self.ffn2 = nn.Linear(hidden, n_params * n_classes)
 

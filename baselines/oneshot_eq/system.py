@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,35 @@ EFFECT = "peq4"
 LOSSES = ("ce", "expected_l1", "ce+l1")
 # config keys that shape the network or its features: a checkpoint only loads into the same values
 ARCHITECTURE = ("n_classes", "linear_mel", "n_mels", "window_ms", "hop_ms", "channels", "conv_layers", "kernel",
-                "time_stride", "compare_kernel", "hidden")
+                "time_stride", "compare_kernel", "batch_norm", "hidden")
+
+
+@contextmanager
+def intra_op_threads(n: int):
+    """``n`` torch intra-op threads inside the block (0: unchanged), restored after. A net this small gains little
+    from a second thread on a 2-core CPU and loses much when another process holds that core (OpenMP waits)."""
+    old = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n > 0:
+            torch.set_num_threads(old)
+
+
+class PoolBatches:
+    """Endless minibatches drawn uniformly at random (seeded) from tensors that already sit on the device."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int, seed: int):
+        self.tensors, self.batch_size, self.seed = tensors, batch_size, seed
+        self.n = len(next(iter(tensors.values())))
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed)
+        while True:
+            idx = torch.randint(0, self.n, (self.batch_size,), generator=g)
+            yield {k: v[idx.to(v.device)] for k, v in self.tensors.items()}
 
 
 @register_system(NAME)
@@ -53,6 +82,8 @@ class OneShotEQ(System):
         kernel: int = 3
         time_stride: int = 3
         compare_kernel: int = 3
+        compare_init: str = "difference"  # difference (reference minus input) | random (PyTorch's default)
+        batch_norm: bool = False  # batch normalisation after each convolution (input and reference share batches)
         hidden: int = 256
         dropout: float = 0.1
         # training
@@ -67,16 +98,23 @@ class OneShotEQ(System):
         valid_examples: int = 16  # per validation task
         validate_every: int = 0  # steps; 0 = once, at the end
         loader_workers: int = -1  # processes rendering training examples; -1 = the run's workers
+        train_examples: int = 0  # 0: fresh examples every step; > 0: a pool rendered once, batches drawn from it
         eval_batch: int = 64
+        torch_threads: int = 0  # intra-op threads while fitting and matching (restored after); 0: torch's default
 
         def validate(self, where: str) -> None:
             if self.decode not in DECODINGS:
                 raise ValueError(f"{where}.decode: {self.decode!r}; valid: {', '.join(DECODINGS)}")
+            if self.compare_init not in ("difference", "random"):
+                raise ValueError(f"{where}.compare_init: {self.compare_init!r}; valid: difference, random")
             if self.loss not in LOSSES:
                 raise ValueError(f"{where}.loss: {self.loss!r}; valid: {', '.join(LOSSES)}")
             for k in ("n_classes",):
                 if getattr(self, k) < 2:
                     raise ValueError(f"{where}.{k}: must be at least 2, got {getattr(self, k)}")
+            for k in ("train_examples", "torch_threads", "validate_every"):
+                if getattr(self, k) < 0:
+                    raise ValueError(f"{where}.{k}: must be >= 0, got {getattr(self, k)}")
             for k in ("n_mels", "channels", "conv_layers", "kernel", "time_stride", "compare_kernel", "hidden",
                       "steps", "batch_size", "eval_batch"):
                 if getattr(self, k) < 1:
@@ -102,7 +140,7 @@ class OneShotEQ(System):
                             n_mels=c.n_mels, window_ms=c.window_ms, hop_ms=c.hop_ms, db=not c.linear_mel,
                             channels=c.channels, conv_layers=c.conv_layers, kernel=c.kernel,
                             time_stride=c.time_stride, compare_kernel=c.compare_kernel, hidden=c.hidden,
-                            dropout=c.dropout)
+                            dropout=c.dropout, batch_norm=c.batch_norm, compare_init=c.compare_init)
 
     # --- data ---------------------------------------------------------------------------------------------
     def peq4_tasks(self, tasks: list, split: str) -> list:
@@ -134,6 +172,10 @@ class OneShotEQ(System):
         return out
 
     def fit(self, tasks: list, ctx: FitContext) -> None:
+        with intra_op_threads(self.cfg.torch_threads):
+            self._fit(tasks, ctx)
+
+    def _fit(self, tasks: list, ctx: FitContext) -> None:
         from bench.torchdata import loader
 
         c = self.cfg
@@ -145,7 +187,15 @@ class OneShotEQ(System):
         torch.manual_seed(ctx.seed)
         self.model = self._build().to(self.dev)
         workers = c.loader_workers if c.loader_workers >= 0 else max(0, ctx.workers or default_workers())
-        batches = loader(train, c.steps * c.batch_size, c.batch_size, workers=workers, seed=ctx.seed)
+        t0 = time.perf_counter()
+        if c.train_examples:  # render a fixed pool once (in worker processes), then draw minibatches from it
+            parts = list(loader(train, c.train_examples, 64, workers=workers, seed=ctx.seed))
+            pool = {k: torch.cat([b[k] for b in parts]).to(self.dev, non_blocking=True)
+                    for k in ("input", "reference", "params")}
+            batches = PoolBatches(pool, c.batch_size, ctx.seed)
+        else:  # a fresh example for every slot of every step, rendered by the loader's workers
+            batches = loader(train, c.steps * c.batch_size, c.batch_size, workers=workers, seed=ctx.seed)
+        pool_seconds = time.perf_counter() - t0  # the pool's rendering (0 with fresh examples)
         valid_sets = []
         for t in valid:
             exs = t.examples(c.valid_examples)
@@ -166,7 +216,6 @@ class OneShotEQ(System):
             return mae
 
         self.model.train()
-        t0 = time.perf_counter()
         result = train_loop(name=NAME, params=self.model.parameters(), step=step, batches=batches, steps=c.steps,
                             lr=c.lr, ctx=ctx, clip=c.clip, weight_decay=c.weight_decay,
                             validate=validate if valid_sets else None,
@@ -176,6 +225,7 @@ class OneShotEQ(System):
         self.train_info = {"steps": result.steps, "seconds": round(time.perf_counter() - t0, 3),
                            "loop_seconds": round(result.seconds, 3), "examples": result.examples,
                            "examples_per_second": round(result.examples_per_second, 2),
+                           "train_examples": c.train_examples, "render_seconds": round(pool_seconds, 3),
                            "loader_workers": workers, "device": str(self.dev), **result.last}
 
     # --- checkpoints --------------------------------------------------------------------------------------
@@ -220,7 +270,8 @@ class OneShotEQ(System):
 
     def predict(self, inputs: np.ndarray, references: np.ndarray) -> np.ndarray:
         """Normalised peq4 settings ``(B, 12)`` for batches of input and reference clips."""
-        return decode(self.logits(inputs, references), self.cfg.decode).cpu().numpy().astype(np.float32)
+        with intra_op_threads(self.cfg.torch_threads):
+            return decode(self.logits(inputs, references), self.cfg.decode).cpu().numpy().astype(np.float32)
 
     def match_batch(self, inputs, references, effect: Effect) -> list[Estimate]:
         inputs = np.asarray(inputs, dtype=np.float32)
