@@ -136,6 +136,16 @@ def test_registered_and_controls_peq4_only():
     assert s.can_control(get_effect("peq4")) and not s.can_control(get_effect("peq_comp"))
 
 
+def test_search_space_gives_valid_configs():
+    import optuna
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        over = OneShotEQ.search_space(study.ask())
+        assert {"lr", "loss", "decode", "label_sigma"} <= set(over)
+        OneShotEQ({**TINY, **over}, sample_rate=SR)  # every draw is a valid config
+
+
 def test_config_is_checked_by_name():
     with pytest.raises(ValueError, match="decode"):
         OneShotEQ({"decode": "mode"})
