@@ -206,6 +206,13 @@ def test_diverging_training_names_the_step(tones):
         s.fit(tasks_of(tones), FitContext(progress=False))
 
 
+def test_no_validation_when_asked_for_none(tones):
+    seen = []
+    s = OneShotEQ({**TINY, "valid_examples": 0}, sample_rate=SR)
+    s.fit(tasks_of(tones), ctx(tones, report=lambda step, value: seen.append(value)))
+    assert s.trained and seen == []
+
+
 def test_validation_reports_for_pruning(tones):
     seen = []
     s = OneShotEQ({**TINY, "steps": 4, "validate_every": 2}, sample_rate=SR)

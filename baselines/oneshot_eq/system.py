@@ -182,7 +182,7 @@ class OneShotEQ(System):
         train = self.peq4_tasks(tasks, "train")
         if not train:
             raise ValueError(f"{NAME}: no training tasks to build peq4 examples from")
-        valid = self.peq4_tasks(ctx.valid_tasks, "valid")
+        valid = self.peq4_tasks(ctx.valid_tasks, "valid") if c.valid_examples > 0 else []
         self.dev = pick_device(ctx.device or self.device)
         torch.manual_seed(ctx.seed)
         self.model = self._build().to(self.dev)
