@@ -20,7 +20,7 @@ ALL_EFFECTS = ["peq4", "peq_comp", "compressor", "distortion", "delay", "reverb"
 
 def tones_config(**kw):
     sets = ['data.seen_corpora=["tones"]', "data.unseen_corpora=[]", "run.progress=false", "run.report=false",
-            "tasks.n_test=3", *kw.pop("sets", [])]
+            "tasks.n_test=3", 'metrics.include=["param_mae", "mrstft"]', *kw.pop("sets", [])]
     return load_config("smoke", sets=sets, **kw)
 
 
@@ -119,7 +119,8 @@ def _cli(folder, out):
     return [sys.executable, "-m", "bench", "run", "--preset", "smoke", "--out", str(out),
             "--systems", "bypass,random,oracle", "--effects", "gain,peq4,delay,chorus",
             "--set", f'data.seen_corpora=["folder:{folder}"]', "--set", "data.unseen_corpora=[]",
-            "--set", "run.report=false", "--set", "tasks.n_test=3"]
+            "--set", "run.report=false", "--set", "tasks.n_test=3",
+            "--set", 'metrics.include=["param_mae", "mrstft"]']
 
 
 def test_resume_after_the_process_is_killed(tmp_path, wav_folder):
