@@ -1,0 +1,96 @@
+"""The controller (an MLP from the encodings of input and reference to normalised effect parameters) and the
+optional descriptor features that can sit beside the VAE latents.
+
+Controller (as the paper): an MLP 128 -> 128 -> 64 -> 32 -> ``n_params`` with LayerNorm and LeakyReLU between
+layers and a sigmoid at the end, so every output is a parameter in [0, 1]. It sees the encodings of input and
+reference as ``[code(reference) - code(input); code(input)]`` (the same information as the paper's
+``[z_input; z_reference]``, arranged so that what the effect changed is one linear read-out away, and the source's
+own character, which input and reference share, cancels in the first half).
+
+Descriptor features (our addition, ``features = "latent+stats"``): a fixed, untrained encoder of what a small
+beta-VAE trained for seconds tends to blur: per-band level statistics (mean and spread over time of the log power
+in log-spaced bands) and the autocorrelation of the short-time log envelope over lags up to ``max_lag_s`` (echoes,
+reverberant decay, modulation). They are computed for input and reference alike, with ``code = [z; descriptors]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class Controller(nn.Module):
+    """MLP with LayerNorm + LeakyReLU (and optional dropout) between layers and a sigmoid output.
+
+    :meth:`init_output` sets the last bias so that the untrained controller predicts a given setting (the mean
+    of the training settings): it starts as the best constant guess and learns the departures from it."""
+
+    def __init__(self, n_in: int, n_params: int, hidden: tuple[int, ...] = (128, 128, 64, 32), dropout: float = 0.0):
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = n_in
+        for h in hidden:
+            layers += [nn.Linear(prev, h), nn.LayerNorm(h), nn.LeakyReLU(0.2)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            prev = h
+        self.net = nn.Sequential(*layers, nn.Linear(prev, n_params))
+
+    @torch.no_grad()
+    def init_output(self, params01: torch.Tensor) -> None:
+        p = params01.float().clamp(0.02, 0.98)
+        last = self.net[-1]
+        last.bias.copy_(torch.log(p / (1 - p)))
+        last.weight.mul_(0.1)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(feats))
+
+
+class Descriptors(nn.Module):
+    """(B, n) audio -> (B, D) descriptor vector (see the module docstring). No trainable weights."""
+
+    def __init__(self, sample_rate: int, n_fft: int = 1024, hop: int = 256, bands: int = 32, max_lag_s: float = 0.6,
+                 lags: int = 48):
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        freqs = np.fft.rfftfreq(n_fft, 1 / sample_rate)
+        edges = np.geomspace(40.0, 0.5 * sample_rate, bands + 1)
+        fb = np.zeros((bands, len(freqs)), np.float32)
+        for b in range(bands):
+            sel = (freqs >= edges[b]) & (freqs < edges[b + 1])
+            if not sel.any():  # a band narrower than one bin: take the nearest bin
+                sel = np.abs(freqs - math.sqrt(edges[b] * edges[b + 1])) == np.min(
+                    np.abs(freqs - math.sqrt(edges[b] * edges[b + 1])))
+            fb[b, sel] = 1.0 / sel.sum()
+        self.register_buffer("fb", torch.from_numpy(fb), persistent=False)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        frame_s = hop / sample_rate
+        max_lag = max(1, int(round(max_lag_s / frame_s)))
+        lag_idx = np.unique(np.round(np.geomspace(1, max_lag, lags)).astype(int))
+        self.lags = [int(k) for k in lag_idx]
+        self.dim = 2 * bands + 2 + len(self.lags)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        X = torch.stft(x.float(), self.n_fft, self.hop, self.n_fft, self.window, center=True, return_complex=True)
+        power = X.real**2 + X.imag**2  # (B, F, T)
+        band_db = 10 * torch.log10(torch.matmul(self.fb, power) + 1e-10)  # (B, bands, T)
+        frame_db = 10 * torch.log10(power.sum(dim=1) + 1e-10)  # (B, T)
+        level = frame_db.max(dim=1).values  # loudest frame: a level reference that ignores pauses
+        # keep only frames within 40 dB of the loudest: silences say nothing about the processing
+        w = (frame_db > level[:, None] - 40).float()
+        wn = w / w.sum(dim=1, keepdim=True).clamp_min(1)
+        mean = (band_db * wn[:, None]).sum(dim=2)
+        std = (((band_db - mean[..., None]) ** 2 * wn[:, None]).sum(dim=2) + 1e-6).sqrt()
+        rms_db = 10 * torch.log10((x.float() ** 2).mean(dim=1) + 1e-10)
+        peak_db = 20 * torch.log10(x.float().abs().amax(dim=1) + 1e-10)
+        env = frame_db - (frame_db * wn).sum(dim=1, keepdim=True)
+        env = env * w
+        T = env.shape[1]
+        denom = (env**2).sum(dim=1) + 1e-6
+        ac = torch.stack([(env[:, k:] * env[:, : T - k]).sum(dim=1) / denom for k in (min(k, T - 1) for k in self.lags)],
+                         dim=1)
+        return torch.cat([mean / 20, std / 10, (rms_db / 20)[:, None], ((peak_db - rms_db) / 20)[:, None], ac], dim=1)

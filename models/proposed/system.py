@@ -1,0 +1,513 @@
+"""The proposed system: style transfer through black-box effects (Grant 2023, arXiv 2309.17125), extended.
+
+``fit`` gets the training tasks of every effect, seen and unseen:
+
+1. The spectrogram beta-VAE (:mod:`models.proposed.vae`) is pretrained on audio processed by the *seen* effects
+   only (references and targets at random settings; the dry inputs too unless ``vae_dry = false``), with a cyclic
+   beta between ``beta_min`` and ``beta_max``. It is then frozen.
+2. One controller (:mod:`models.proposed.controller`) per effect, seen or unseen, maps
+   ``[code(input); code(reference)]`` to the effect's normalised parameters, where ``code`` is the VAE's mean
+   latent (plus, with ``features = "latent+stats"``, untrained level/envelope descriptors). It is trained through
+   the real effect with SPSA (:mod:`models.proposed.spsa`; all renders of a step on a thread pool of
+   ``ctx.workers``) on the paper's loss, multi-resolution STFT + ``l1_weight`` x time-domain L1 between the
+   rendered output and the target, plus (our addition) ``param_weight`` x the MSE between predicted and true
+   normalised parameters. ``warmup_steps`` steps of the parameter loss alone (no renders, cheap) come first.
+   With ``select_on_valid`` the controller state with the lowest validation MR-STFT (checked at the end of the
+   warm-up and every ``validate_every`` SPSA steps) is kept.
+
+``match_batch`` encodes all inputs and references at once, predicts all parameters and renders them with
+``effect.process(..., workers=)``. Effects with hidden settings (no parameters) get the input back, params None.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.effects import Effect, default_workers
+from bench.systems import (
+    CheckpointError,
+    Estimate,
+    FitContext,
+    System,
+    SystemError_,
+    parse_config,
+    register_system,
+)
+from models.nn import autocast, load_checkpoint, load_state, pick_device, save_checkpoint, train_loop
+from models.proposed.controller import Controller, Descriptors
+from models.proposed.losses import MRSTFT, audio_loss
+from models.proposed.spsa import EffectTimer, spsa_effect
+from models.proposed.vae import SpecVAE, cyclic_beta, vae_loss
+
+FEATURES = ("latent", "latent+stats", "stats")
+# config keys that shape the networks: a checkpoint is rebuilt with its own values of these
+ARCH_KEYS = ("latent", "width", "pool_freq", "pool_time", "n_fft", "win", "hop", "features", "hidden")
+
+
+def _key(effect_name: str) -> str:
+    """A ModuleDict-safe key for an effect name (VST3 names may hold dots or slashes)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", effect_name)
+
+
+def controller_input(code_in: torch.Tensor, code_ref: torch.Tensor) -> torch.Tensor:
+    """``[code(reference) - code(input); code(input)]``: what the effect changed, then what the source is."""
+    return torch.cat([code_ref - code_in, code_in], dim=1)
+
+
+class EffectHead(nn.Module):
+    """One effect's controller with the standardisation of its inputs and of the training settings (buffers,
+    saved with it). ``noise`` adds Gaussian noise to the standardised inputs while training (a regulariser)."""
+
+    def __init__(self, n_in: int, n_params: int, hidden: tuple[int, ...], dropout: float = 0.0, noise: float = 0.0):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_in))
+        self.register_buffer("std", torch.ones(n_in))
+        self.register_buffer("p_std", torch.ones(n_params))
+        self.noise = noise
+        self.net = Controller(n_in, n_params, hidden, dropout)
+
+    def prepare(self, feats: torch.Tensor, params: torch.Tensor) -> None:
+        """Standardisation from the training inputs; output bias at the training settings' mean."""
+        self.mean.copy_(feats.mean(dim=0))
+        self.std.copy_(feats.std(dim=0).clamp_min(1e-3) if len(feats) > 1 else torch.ones_like(self.std))
+        self.p_std.copy_(params.std(dim=0).clamp_min(0.02) if len(params) > 1 else torch.ones_like(self.p_std))
+        self.net.init_output(params.mean(dim=0))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        h = (feats - self.mean) / self.std
+        if self.training and self.noise > 0:
+            h = h + self.noise * torch.randn_like(h)
+        return self.net(h)
+
+
+class _Batches:
+    """Random minibatches (with replacement between batches) of in-memory tensors, forever."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], batch: int, seed: int):
+        self.tensors = tensors
+        self.n = len(next(iter(tensors.values())))
+        self.batch = min(batch, self.n)
+        self.g = torch.Generator().manual_seed(seed)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        idx = torch.randperm(self.n, generator=self.g)[: self.batch]
+        return {k: v[idx] for k, v in self.tensors.items()}
+
+
+@register_system("proposed")
+class Proposed(System):
+    """Spectrogram beta-VAE encoder + per-effect controllers trained through the real effect with SPSA."""
+
+    name = "proposed"
+    controls = "any"
+    trainable = True
+
+    @dataclass
+    class Config:
+        # data (per training task; generated once and cached on disk by Task.examples)
+        train_examples: int = 256
+        valid_examples: int = 8
+        # the beta-VAE (paper: STFT 4096/2048/1024, |X|^0.3; 1->8->16->32->32 channels; 128-d latent)
+        latent: int = 128
+        width: int = 8
+        pool_freq: int = 32
+        pool_time: int = 2
+        n_fft: int = 4096
+        win: int = 2048
+        hop: int = 1024
+        vae_steps: int = 300
+        vae_batch: int = 32
+        vae_lr: float = 1e-3
+        beta_min: float = 1e-4
+        beta_max: float = 5e-3
+        beta_cycles: int = 4
+        vae_dry: bool = True  # also pretrain on the dry inputs (never on audio of unseen effects)
+        # the controllers
+        features: str = "latent+stats"  # latent (the paper) | latent+stats (plus descriptors) | stats (ablation)
+        hidden: list = field(default_factory=lambda: [128, 128, 64, 32])
+        dropout: float = 0.3  # after each hidden layer (0: the paper)
+        input_noise: float = 0.5  # std of Gaussian noise on the standardised inputs while training (0: the paper)
+        lr: float = 1e-3
+        weight_decay: float = 1e-4
+        batch: int = 16
+        warmup_steps: int = 300  # parameter loss only (no renders)
+        spsa_steps: int = 60  # steps through the effect with SPSA
+        eps: float = 0.01  # SPSA perturbation size (normalised parameter units)
+        perturbations: int = 1  # SPSA perturbations per example and step
+        l1_weight: float = 100.0  # time-domain L1 weight (paper: 100)
+        audio_weight: float = 1.0  # weight of MR-STFT + l1_weight x L1 (0: parameter loss only)
+        param_weight: float = 1.0  # weight of the parameter MSE, per parameter in units of its spread (0: the paper)
+        stft_sizes: list = field(default_factory=lambda: [256, 1024, 4096])
+        validate_every: int = 20  # SPSA steps between validations (0: only at the end)
+        select_on_valid: bool = True  # keep the controller state with the best validation MR-STFT
+        match_batch_size: int = 64
+
+        def validate(self, where: str) -> None:
+            if self.features not in FEATURES:
+                raise ValueError(f"{where}.features: {self.features!r}; valid: {', '.join(FEATURES)}")
+            if not 0 < self.eps < 0.5:
+                raise ValueError(f"{where}.eps: must be in (0, 0.5), got {self.eps}")
+            if self.beta_min < 0 or self.beta_max < self.beta_min:
+                raise ValueError(f"{where}: need 0 <= beta_min <= beta_max, got {self.beta_min}, {self.beta_max}")
+            for k in ("train_examples", "valid_examples", "latent", "width", "pool_freq", "pool_time", "vae_batch",
+                      "batch", "perturbations", "beta_cycles", "match_batch_size"):
+                if getattr(self, k) < 1:
+                    raise ValueError(f"{where}.{k}: must be at least 1, got {getattr(self, k)}")
+            for k in ("vae_steps", "warmup_steps", "spsa_steps", "validate_every"):
+                if getattr(self, k) < 0:
+                    raise ValueError(f"{where}.{k}: must be >= 0, got {getattr(self, k)}")
+            if not self.hidden or not all(isinstance(h, int) and h > 0 for h in self.hidden):
+                raise ValueError(f"{where}.hidden: a list of positive layer sizes, got {self.hidden!r}")
+            if self.audio_weight <= 0 and self.param_weight <= 0:
+                raise ValueError(f"{where}: audio_weight and param_weight cannot both be 0")
+
+    def __init__(self, config=None, **kw):
+        super().__init__(config, **kw)
+        self.torch_device = pick_device(self.device)
+        self.workers = default_workers()
+        self._build()
+        self.stats: dict = {}  # training measurements (throughput, effect-call share), saved in meta.json
+
+    # --- networks -----------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        c = self.cfg
+        self.vae = SpecVAE(c.latent, c.width, c.pool_freq, c.pool_time, c.n_fft, c.win, c.hop).to(self.torch_device)
+        self.desc = Descriptors(self.sample_rate).to(self.torch_device) if "stats" in c.features else None
+        self.use_latent = "latent" in c.features
+        self.heads = nn.ModuleDict().to(self.torch_device)
+        self.effects: dict[str, dict] = {}  # effect name -> {"key", "n_params", "param_names"}
+
+    @property
+    def code_dim(self) -> int:
+        return (self.cfg.latent if self.use_latent else 0) + (self.desc.dim if self.desc is not None else 0)
+
+    def _head(self, effect: Effect) -> EffectHead:
+        info = self.effects.get(effect.name)
+        if info is None:
+            raise SystemError_(f"{self.name}: no controller for effect {effect.name!r}; trained for "
+                               f"{sorted(self.effects) or 'no effect'} (retrain with it in the effect sets)")
+        if info["n_params"] != effect.n_params:
+            raise SystemError_(f"{self.name}: the controller for {effect.name} predicts {info['n_params']} "
+                               f"parameters, the effect has {effect.n_params}")
+        return self.heads[info["key"]]
+
+    def _add_head(self, effect: Effect) -> EffectHead:
+        key = _key(effect.name)
+        self.effects[effect.name] = {"key": key, "n_params": effect.n_params, "param_names": effect.param_names}
+        head = self._new_head(effect.n_params)
+        self.heads[key] = head
+        return head
+
+    def _new_head(self, n_params: int) -> EffectHead:
+        c = self.cfg
+        return EffectHead(2 * self.code_dim, n_params, tuple(c.hidden), c.dropout, c.input_noise).to(self.torch_device)
+
+    @torch.no_grad()
+    def code(self, audio: np.ndarray | torch.Tensor, batch: int = 0) -> torch.Tensor:
+        """The encoding the controller sees of each clip: (B, n) -> (B, code_dim) (on the device)."""
+        self.vae.eval()
+        x = torch.as_tensor(np.asarray(audio, dtype=np.float32)) if not torch.is_tensor(audio) else audio
+        step = batch or self.cfg.match_batch_size
+        out = []
+        for i in range(0, len(x), step):
+            xb = x[i : i + step].to(self.torch_device, non_blocking=True)
+            parts = []
+            if self.use_latent:
+                with autocast(self.torch_device):
+                    parts.append(self.vae.encode(xb)[0].float())
+            if self.desc is not None:
+                parts.append(self.desc(xb))
+            out.append(torch.cat(parts, dim=1))
+        return torch.cat(out) if out else torch.zeros(0, self.code_dim, device=self.torch_device)
+
+    @torch.no_grad()
+    def predict_from_codes(self, effect: Effect, code_in: torch.Tensor, code_ref: torch.Tensor) -> np.ndarray:
+        """Normalised parameters (B, P) from the codes of inputs and references."""
+        head = self._head(effect)
+        head.eval()
+        with autocast(self.torch_device):
+            p = head(controller_input(code_in.to(self.torch_device), code_ref.to(self.torch_device)))
+        return p.float().cpu().numpy().astype(np.float64)
+
+    def predict(self, effect: Effect, inputs: np.ndarray, references: np.ndarray) -> np.ndarray:
+        return self.predict_from_codes(effect, self.code(inputs), self.code(references))
+
+    # --- harness interface --------------------------------------------------------------------------------
+    def match(self, input, reference, effect):
+        return self.match_batch(np.asarray(input)[None], np.asarray(reference)[None], effect)[0]
+
+    def match_batch(self, inputs, references, effect):
+        inputs = np.asarray(inputs, dtype=np.float32)
+        if effect.hidden or effect.n_params == 0:
+            # TODO(auto rule): hidden processing is not controlled yet; the input is our best guess
+            return [Estimate(None, x.copy()) for x in inputs]
+        t0 = time.perf_counter()
+        params = self.predict(effect, inputs, np.asarray(references, dtype=np.float32)).astype(np.float32)
+        out = effect.process(inputs, self.sample_rate, params, workers=self.workers)
+        sec = (time.perf_counter() - t0) / max(1, len(inputs))
+        return [Estimate(p, y, {"seconds": sec}) for p, y in zip(params, out, strict=True)]
+
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        return {
+            "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
+            "vae_lr": trial.suggest_float("vae_lr", 1e-4, 3e-3, log=True),
+            "latent": trial.suggest_categorical("latent", [32, 64, 128]),
+            "width": trial.suggest_categorical("width", [4, 8, 16]),
+            "beta_max": trial.suggest_float("beta_max", 1e-4, 5e-2, log=True),
+            "eps": trial.suggest_float("eps", 0.002, 0.05, log=True),
+            "perturbations": trial.suggest_int("perturbations", 1, 4),
+            "param_weight": trial.suggest_float("param_weight", 0.0, 10.0),
+            "warmup_steps": trial.suggest_int("warmup_steps", 0, 1000, step=100),
+        }
+
+    # --- training -----------------------------------------------------------------------------------------
+    def fit(self, tasks, ctx: FitContext) -> None:
+        c = self.cfg
+        torch.manual_seed(ctx.seed)
+        self.workers = max(1, int(ctx.workers))
+        self._build()
+        tasks = [t for t in tasks if not t.effect.hidden and t.effect.n_params > 0]
+        if not tasks:
+            raise SystemError_(f"{self.name}: no training task with a parameterised effect")
+        by_effect: dict[str, list] = {}
+        for t in tasks:
+            by_effect.setdefault(t.effect.name, []).append(t)
+        seen = [t for t in tasks if t.effect_set == "seen"]
+        if not seen:
+            warnings.warn(f"{self.name}: no seen effect among the training tasks, so the encoder is pretrained on "
+                          "dry audio only", stacklevel=2)
+        self.stats["data_seconds"] = 0.0
+        if self.use_latent:
+            t0 = time.perf_counter()
+            vae_data = self._examples(seen or tasks, c.train_examples, ctx, params=False)
+            self.stats["data_seconds"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            self._pretrain_vae(vae_data, bool(seen), ctx)
+            del vae_data
+            self.stats["vae_seconds"] = time.perf_counter() - t0
+        self.vae.requires_grad_(False)
+        self.vae.eval()
+        valid = {}
+        for t in ctx.valid_tasks:
+            if t.effect.name in by_effect:
+                valid.setdefault(t.effect.name, []).append(t)
+        pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
+        ratios = []
+        try:
+            for k, (name, ts) in enumerate(by_effect.items()):
+                effect = ts[0].effect
+                t0 = time.perf_counter()
+                data = self._examples(ts, c.train_examples, ctx)  # cached on disk: cheap the second time
+                vdata = self._examples(valid[name], c.valid_examples, ctx) if name in valid else None
+                self.stats["data_seconds"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                ratio = self._fit_controller(effect, data, vdata, ctx, pool)
+                self.stats.setdefault("controller_seconds", {})[name] = time.perf_counter() - t0
+                if ratio is not None:
+                    ratios.append(ratio)
+                    if ctx.report is not None:  # pruning signal: mean (valid MR-STFT / bypass) so far
+                        ctx.report(k, float(np.mean(ratios)))
+        finally:
+            if pool is not None:
+                pool.shutdown()
+        self.stats["controller_seconds_total"] = sum(self.stats.get("controller_seconds", {}).values())
+        ctx.log_metrics({k: v for k, v in self.stats.items() if isinstance(v, (int, float))})
+
+    def _examples(self, tasks: list, n: int, ctx: FitContext, params: bool = True) -> dict[str, torch.Tensor]:
+        """input, reference, target (float32, CPU) and, with ``params`` (one effect only), the true settings of
+        the first ``n`` examples of each task."""
+        xs, rs, ys, ps = [], [], [], []
+        for t in tasks:
+            for e in t.examples(n, progress=ctx.progress):
+                xs.append(e.input)
+                rs.append(e.reference)
+                ys.append(e.target)
+                ps.append(e.true_params01)
+        out = {"input": torch.from_numpy(np.stack(xs)), "reference": torch.from_numpy(np.stack(rs)),
+               "target": torch.from_numpy(np.stack(ys))}
+        if params:
+            out["params"] = torch.from_numpy(np.stack(ps).astype(np.float32))
+        return out
+
+    def _pretrain_vae(self, d: dict, processed: bool, ctx: FitContext) -> None:
+        """Pretrain on the references and targets of ``d`` (audio of the seen effects), plus the dry inputs with
+        ``vae_dry`` (or when ``processed`` is False: no seen effect, so dry audio is all there is)."""
+        c = self.cfg
+        clips = [d["reference"], d["target"]] if processed else []
+        if c.vae_dry or not processed:
+            clips.append(d["input"])
+        audio = torch.cat(clips)
+        self.stats["vae_clips"] = len(audio)
+        self.vae.front.fit_stats(audio[i : i + 64] for i in range(0, len(audio), 64))
+        if c.vae_steps == 0:
+            return
+        dev = self.torch_device
+        self.vae.train()
+        counter = {"i": 0}
+
+        def step(batch):
+            beta = cyclic_beta(counter["i"], c.vae_steps, c.beta_min, c.beta_max, c.beta_cycles)
+            counter["i"] += 1
+            with autocast(dev):
+                out = self.vae(batch["audio"].to(dev, non_blocking=True))
+            return vae_loss(out, beta)
+
+        res = train_loop(name="vae", params=self.vae.parameters(), step=step,
+                         batches=_Batches({"audio": audio}, c.vae_batch, ctx.seed), steps=c.vae_steps,
+                         lr=c.vae_lr, ctx=ctx, log_every=max(1, c.vae_steps // 20))
+        self.stats["vae_examples_per_second"] = res.examples_per_second
+        self.stats["vae_final_rec"] = res.last.get("rec", float("nan"))
+
+    def _mrstft(self) -> MRSTFT:
+        sizes = list(self.cfg.stft_sizes)
+        return MRSTFT(sizes, [s // 4 for s in sizes], sizes).to(self.torch_device)
+
+    def _fit_controller(self, effect: Effect, d: dict, vdata: dict | None, ctx: FitContext,
+                        pool: ThreadPoolExecutor | None) -> float | None:
+        """Train one effect's controller; returns its validation MR-STFT relative to bypass (None without
+        validation data)."""
+        c, dev, sr = self.cfg, self.torch_device, self.sample_rate
+        head = self._add_head(effect)
+        feats = controller_input(self.code(d["input"]), self.code(d["reference"]))
+        head.prepare(feats, d["params"].to(dev))
+        tensors = {"feats": feats.cpu(), "input": d["input"], "target": d["target"], "params": d["params"]}
+        mrstft = self._mrstft()
+        opt = torch.optim.AdamW(head.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        name = f"controller/{effect.name}"
+        seed = ctx.seed + sum(map(ord, effect.name))
+        rng = np.random.default_rng(seed)
+        timer = EffectTimer()
+        quiet = dataclasses.replace(ctx, report=None)  # the fit reports one pruning value per effect
+
+        vfeats = None
+        if vdata is not None:
+            vfeats = controller_input(self.code(vdata["input"]), self.code(vdata["reference"]))
+            vx, vy = vdata["input"].numpy(), vdata["target"].numpy()
+            with torch.no_grad():
+                bypass = float(mrstft(vdata["input"].to(dev), vdata["target"].to(dev)))
+
+        def validate() -> float:
+            if vfeats is None:
+                return float("nan")
+            head.eval()
+            with torch.no_grad(), autocast(dev):
+                p = head(vfeats.to(dev)).float().cpu().numpy().astype(np.float64)
+            head.train()
+            y = effect.process(vx, sr, p, workers=self.workers)
+            with torch.no_grad():
+                return float(mrstft(torch.from_numpy(y).to(dev), torch.from_numpy(vy).to(dev)))
+
+        best = {"value": float("inf"), "state": None}
+
+        def checkpoint_best() -> float:
+            v = validate()
+            ctx.log_metrics({f"{name}/valid_mrstft": v})
+            if c.select_on_valid and np.isfinite(v) and v < best["value"]:
+                best["value"] = v
+                best["state"] = {k: t.detach().clone() for k, t in head.state_dict().items()}
+            return v
+
+        def param_loss(p, batch):
+            return (((p.float() - batch["params"].to(dev, non_blocking=True)) / head.p_std) ** 2).mean()
+
+        head.train()
+        if c.warmup_steps:
+            def warm_step(batch):
+                with autocast(dev):
+                    p = head(batch["feats"].to(dev, non_blocking=True))
+                loss = param_loss(p, batch)
+                return {"loss": loss, "param_mse": loss}
+
+            train_loop(name=f"{name}/warmup", params=head.parameters(), step=warm_step,
+                       batches=_Batches(tensors, max(c.batch, 64), seed), steps=c.warmup_steps, lr=c.lr,
+                       ctx=quiet, optimizer=opt, log_every=max(1, c.warmup_steps // 10))
+        checkpoint_best()
+
+        if c.spsa_steps:
+            t_effect = {"seconds": 0.0}
+
+            def spsa_step(batch):
+                with autocast(dev):
+                    p = head(batch["feats"].to(dev, non_blocking=True))
+                p = p.float()
+                out = {}
+                loss = torch.zeros((), device=dev)
+                if c.audio_weight > 0:
+                    y = spsa_effect(p, batch["input"], effect, sr, eps=c.eps, k=c.perturbations, pool=pool,
+                                    rng=rng, timer=timer).to(dev, non_blocking=True)
+                    al = audio_loss(y, batch["target"].to(dev, non_blocking=True), mrstft, c.l1_weight)
+                    loss = loss + c.audio_weight * al["audio"]
+                    out.update(mrstft=al["mrstft"], l1=al["l1"])
+                if c.param_weight > 0:
+                    pl = param_loss(p, batch)
+                    loss = loss + c.param_weight * pl
+                    out["param_mse"] = pl
+                out["loss"] = loss
+                return out
+
+            every = c.validate_every if (vfeats is not None and c.validate_every) else 0
+            res = train_loop(name=name, params=head.parameters(), step=spsa_step,
+                             batches=_Batches(tensors, c.batch, seed + 1), steps=c.spsa_steps, lr=c.lr, ctx=quiet,
+                             optimizer=opt, log_every=max(1, min(10, c.spsa_steps // 5)),
+                             validate=checkpoint_best if every else None, validate_every=every)
+            if not every:
+                checkpoint_best()
+            t_effect["seconds"] = timer.seconds
+            st = self.stats.setdefault("spsa", {})
+            st[effect.name] = {"examples_per_second": res.examples_per_second, "seconds": res.seconds,
+                               "effect_seconds": timer.seconds, "effect_calls": timer.calls,
+                               "effect_fraction": timer.seconds / max(res.seconds, 1e-9)}
+            ctx.log_metrics({f"{name}/examples_per_second": res.examples_per_second,
+                             f"{name}/effect_fraction": timer.seconds / max(res.seconds, 1e-9)})
+        if best["state"] is not None:
+            head.load_state_dict(best["state"])
+        head.eval()
+        if vfeats is None:
+            return None
+        return best["value"] / max(bypass, 1e-9) if np.isfinite(best["value"]) else validate() / max(bypass, 1e-9)
+
+    # --- checkpoints --------------------------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        state = {f"vae.{k}": v for k, v in self.vae.state_dict().items()}
+        state.update({f"heads.{k}": v for k, v in self.heads.state_dict().items()})
+        save_checkpoint(Path(path), self.name, {k: v.detach().cpu() for k, v in state.items()}, self.config_dict(),
+                        {"sample_rate": self.sample_rate, "effects": self.effects, "stats": self.stats})
+
+    def load(self, path: Path) -> None:
+        path = Path(path)
+        state, meta = load_checkpoint(path, self.name, map_location=self.torch_device)
+        if int(meta.get("sample_rate", -1)) != self.sample_rate:
+            raise CheckpointError(f"{self.name}: checkpoint {path} was trained at {meta.get('sample_rate')} Hz, "
+                                  f"this run works at {self.sample_rate} Hz")
+        stored = meta.get("config", {})
+        try:  # the networks take the checkpoint's shape; the other settings stay this run's
+            arch = {k: stored[k] for k in ARCH_KEYS if k in stored}
+            self.cfg = parse_config(self.Config, {**self.config_dict(), **arch}, f"systems.{self.name}")
+        except (ValueError, TypeError) as e:
+            raise CheckpointError(f"{self.name}: checkpoint {path} has an incompatible config: {e}") from e
+        self._build()
+        effects = meta.get("effects")
+        if not isinstance(effects, dict):
+            raise CheckpointError(f"{self.name}: checkpoint {path} lists no effects (meta.json is incomplete)")
+        for name, info in effects.items():
+            self.effects[name] = info
+            self.heads[info["key"]] = self._new_head(int(info["n_params"]))
+        load_state(self.vae, {k[4:]: v for k, v in state.items() if k.startswith("vae.")}, self.name, path)
+        load_state(self.heads, {k[6:]: v for k, v in state.items() if k.startswith("heads.")}, self.name, path)
+        self.stats = meta.get("stats", {})
+        self.vae.eval()
+        self.heads.eval()

@@ -1,0 +1,341 @@
+"""The proposed model: SPSA against autograd, encoder shapes, beta schedule, fit/save/load/match on real effects,
+bad checkpoints, divergence, and the latent tools (library and CLI)."""
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+from bench.corpora import get_corpus
+from bench.effects import Effect, ParamSpec, get_effect
+from bench.systems import CheckpointError, FitContext, SystemError_, get_system
+from bench.tasks import Task
+from models.nn import DivergedError, save_checkpoint
+from models.proposed.controller import Controller, Descriptors
+from models.proposed.latent import _librosa_features, explore, write
+from models.proposed.spsa import EffectTimer, spsa_effect
+from models.proposed.vae import SpecVAE, cyclic_beta, vae_loss
+
+SR = 24000
+SEG = 6000  # 0.25 s segments keep every test fast
+TINY = dict(train_examples=12, valid_examples=3, latent=8, width=2, pool_freq=8, pool_time=2, n_fft=512, win=512,
+            hop=256, vae_steps=3, vae_batch=8, hidden=[16, 16], warmup_steps=20, spsa_steps=4, batch=4,
+            validate_every=2, stft_sizes=[64, 256], match_batch_size=5)
+
+
+# --- a tiny differentiable effect: the same function in numpy (what SPSA sees) and torch (for autograd) --------
+
+
+def toy_torch(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Drive (tanh saturation), a one-pole low-pass blend and output level: smooth in all three parameters."""
+    drive = 1.0 + 4.0 * p[:, 0:1]
+    y = torch.tanh(drive * x)
+    smooth = torch.cat([y[:, :1], 0.5 * (y[:, 1:] + y[:, :-1])], dim=1)
+    blend = p[:, 1:2]
+    return (0.3 + p[:, 2:3]) * ((1 - blend) * y + blend * smooth)
+
+
+class ToyEffect(Effect):
+    name = "toy"
+    params = [ParamSpec("drive", 0.0, 1.0), ParamSpec("blend", 0.0, 1.0), ParamSpec("level", 0.0, 1.0)]
+
+    def process_one(self, audio, sample_rate, params01):
+        p = torch.as_tensor(self._check_params(params01), dtype=torch.float64)[None]
+        with torch.no_grad():
+            return toy_torch(torch.as_tensor(audio, dtype=torch.float64)[None], p)[0].numpy().astype(np.float32)
+
+
+def test_spsa_gradient_agrees_with_autograd_on_a_differentiable_effect():
+    rng = np.random.default_rng(0)
+    B, n = 4, 2000
+    x = torch.from_numpy((0.5 * rng.standard_normal((B, n))).astype(np.float32))
+    p_true = torch.tensor([[0.8, 0.2, 0.6], [0.1, 0.9, 0.3], [0.5, 0.5, 0.9], [0.3, 0.7, 0.2]], dtype=torch.float32)
+    target = toy_torch(x.double(), p_true.double()).float()
+    p0 = torch.tensor([[0.3, 0.6, 0.3], [0.6, 0.3, 0.7], [0.2, 0.9, 0.4], [0.7, 0.2, 0.6]], dtype=torch.float32)
+
+    p_auto = p0.clone().double().requires_grad_(True)
+    ((toy_torch(x.double(), p_auto) - target.double()) ** 2).mean().backward()
+    g_auto = p_auto.grad.float()
+
+    p_spsa = p0.clone().requires_grad_(True)
+    timer = EffectTimer()
+    with ThreadPoolExecutor(2) as pool:
+        y = spsa_effect(p_spsa, x, ToyEffect(), SR, eps=0.005, k=600, pool=pool, rng=np.random.default_rng(1),
+                        timer=timer)
+        assert torch.allclose(y, toy_torch(x.double(), p0.double()).float(), atol=1e-5)  # forward = the effect
+        ((y - target) ** 2).mean().backward()
+    g_spsa = p_spsa.grad
+    assert timer.calls == B * (1 + 2 * 600) and timer.seconds > 0
+    # every component agrees in sign, and the estimate is within 20% of the true gradient's size
+    assert torch.all(torch.sign(g_spsa) == torch.sign(g_auto)), (g_spsa, g_auto)
+    rel = (g_spsa - g_auto).norm(dim=1) / g_auto.norm(dim=1)
+    assert torch.all(rel < 0.2), rel
+    cos = torch.nn.functional.cosine_similarity(g_spsa, g_auto, dim=1)
+    assert torch.all(cos > 0.97), cos
+
+
+def test_spsa_through_a_real_effect_points_downhill():
+    """On pedalboard's gain, the SPSA gradient of the error to a louder target says: raise the gain."""
+    eff = get_effect("gain")
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy((0.1 * rng.standard_normal((3, 4000))).astype(np.float32))
+    target = torch.from_numpy(eff.process(x.numpy(), SR, np.array([0.8])))
+    p = torch.full((3, 1), 0.3, requires_grad=True)
+    y = spsa_effect(p, x, eff, SR, eps=0.02, k=2, rng=np.random.default_rng(0))
+    ((y - target) ** 2).mean().backward()
+    assert torch.all(p.grad < 0)
+    with pytest.raises(ValueError, match=r"params must be \(B, 1\)"):
+        spsa_effect(torch.zeros(3, 2), x, eff, SR)
+    with pytest.raises(ValueError, match="eps"):
+        spsa_effect(torch.zeros(3, 1), x, eff, SR, eps=0.7)
+
+
+# --- networks -----------------------------------------------------------------------------------------------
+
+
+def test_encoder_decoder_shapes_and_loss():
+    vae = SpecVAE(latent=16, width=4, pool_freq=16, pool_time=2, n_fft=1024, win=1024, hop=256)
+    for n in (6000, 24000):  # one encoder for any clip length
+        x = 0.1 * torch.randn(3, n)
+        s = vae.spectrogram(x)
+        assert s.shape == (3, 1, 513, n // 256 + 1)
+        mu, logvar = vae.encode(x)
+        assert mu.shape == logvar.shape == (3, 16)
+        out = vae(x)
+        assert out["rec"].shape == out["spec"].shape and out["rec"].shape[-2] == 16 * 16
+        assert vae.decode(mu, (513, 40)).shape == (3, 1, 513, 40)
+        losses = vae_loss(out, 1e-3)
+        assert torch.isfinite(losses["loss"]) and losses["kl"] >= 0
+    vae.eval()
+    x = 0.1 * torch.randn(2, 6000)
+    assert torch.equal(vae(x)["mu"], vae.encode(x)[0])  # no sampling in eval mode
+
+
+def test_front_end_standardises_with_fitted_statistics():
+    vae = SpecVAE(latent=4, width=2, pool_freq=4, pool_time=2, n_fft=256, win=256, hop=128)
+    x = 0.2 * torch.randn(8, 4000)
+    vae.front.fit_stats([x[:4], x[4:]])
+    s = vae.spectrogram(x)[:, 0]
+    assert abs(float(s.mean())) < 1e-3
+    per_bin_std = s.transpose(0, 1).reshape(s.shape[1], -1).std(dim=1)
+    assert torch.allclose(per_bin_std, torch.ones_like(per_bin_std), atol=0.05)
+
+
+def test_controller_and_descriptors_shapes():
+    c = Controller(40, 5, (32, 16))
+    p = c(torch.randn(7, 40) * 10)
+    assert p.shape == (7, 5) and torch.all((p >= 0) & (p <= 1))
+    d = Descriptors(SR)
+    gen = torch.Generator().manual_seed(0)
+    bursts = (torch.rand(3, 20, generator=gen) > 0.6).float().repeat_interleave(SR // 40, dim=1)  # 25 ms on/off
+    x = 0.1 * torch.randn(3, SR // 2, generator=gen) * (0.05 + bursts)
+    f = d(x)
+    assert f.shape == (3, d.dim) and torch.all(torch.isfinite(f))
+    # level descriptors follow gain: +6 dB moves the band means by 6/20 and leaves the crest factor alone
+    g = d(2 * x)
+    assert torch.allclose(g[:, :32] - f[:, :32], torch.full_like(f[:, :32], 20 * np.log10(2) / 20), atol=1e-3)
+    assert torch.allclose(g[:, 65], f[:, 65], atol=1e-4)
+    # an echo shows in the envelope autocorrelation at its lag
+    echo = x.clone()
+    lag = int(0.2 * SR)
+    echo[:, lag:] += 0.9 * x[:, :-lag]
+    e_lag = np.argmin(np.abs(np.array(d.lags) - 0.2 * SR / 256))
+    assert torch.all(d(echo)[:, 66 + e_lag] >= f[:, 66 + e_lag])
+
+
+def test_cyclic_beta_schedule():
+    lo, hi = 1e-4, 5e-3
+    vals = [cyclic_beta(i, 100, lo, hi, cycles=4) for i in range(100)]
+    assert vals[0] == lo and max(vals) == pytest.approx(hi) and all(lo <= v <= hi for v in vals)
+    assert vals[25] == lo and vals[13] == pytest.approx(hi)  # a new cycle starts every 25 steps; ramp over half
+    assert vals[6] == pytest.approx(lo + (hi - lo) * 6 / 12.5)
+    # degenerate settings that divide by zero in the public code are well defined here
+    assert cyclic_beta(0, 1, lo, hi, cycles=4) == lo
+    assert lo <= cyclic_beta(3, 2, lo, hi, cycles=10) <= hi
+    assert cyclic_beta(5, 10, lo, hi, cycles=1, ramp=0.0) == hi
+    assert cyclic_beta(0, 0, lo, hi, cycles=0) == lo
+
+
+# --- the system ---------------------------------------------------------------------------------------------
+
+
+def _tasks(effects, split, sets=None):
+    corpus = get_corpus("tones", sample_rate=SR, seed=0, sources={"train": 3, "valid": 1, "test": 2}, seconds=1.5)
+    sets = sets or {}
+    return [Task(corpus, get_effect(e), split, segment_samples=SEG, seed=0, effect_set=sets.get(e, "seen"))
+            for e in effects]
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    sets = {"gain": "seen", "delay": "unseen"}
+    system = get_system("proposed", TINY, sample_rate=SR, device="cpu")
+    ctx = FitContext(valid_tasks=_tasks(["gain", "delay"], "valid", sets), workers=2, progress=False, seed=0)
+    reports = []
+    ctx.report = lambda step, value: reports.append((step, value))
+    system.fit(_tasks(["gain", "delay"], "train", sets), ctx)
+    system.reports = reports
+    return system
+
+
+def test_fit_trains_the_encoder_on_seen_effects_and_one_controller_per_effect(fitted):
+    assert sorted(fitted.effects) == ["delay", "gain"]
+    # encoder data: references and targets of the seen effect only, plus dry inputs
+    assert fitted.stats["vae_clips"] == 3 * TINY["train_examples"]
+    spsa = fitted.stats["spsa"]
+    for e in ("gain", "delay"):
+        assert spsa[e]["effect_calls"] > 0 and 0 < spsa[e]["effect_fraction"] < 1
+        assert spsa[e]["examples_per_second"] > 0
+    assert [s for s, _ in fitted.reports] == [0, 1] and all(np.isfinite(v) for _, v in fitted.reports)
+    assert not any(p.requires_grad for p in fitted.vae.parameters())  # frozen after pretraining
+
+
+def test_match_batch_renders_the_predicted_settings(fitted):
+    task = _tasks(["delay"], "test")[0]
+    examples = task.examples(7)
+    ests = fitted.match_examples(examples, task.effect)
+    assert len(ests) == 7
+    for ex, est in zip(examples, ests, strict=True):
+        assert est.params01.shape == (3,) and np.all((est.params01 >= 0) & (est.params01 <= 1))
+        assert np.allclose(est.output, task.effect.process(ex.input, SR, est.params01), atol=1e-6)
+    one = fitted.match(examples[0].input, examples[0].reference, task.effect)
+    assert np.allclose(one.params01, ests[0].params01, atol=1e-5)  # batching (chunks of 5) changes nothing
+
+
+def test_effects_without_a_controller(fitted):
+    class Hidden(Effect):
+        name = "hidden_room"
+        params = []
+        hidden = True
+
+    x = np.random.default_rng(0).standard_normal((2, SEG)).astype(np.float32)
+    ests = fitted.match_batch(x, x, Hidden())
+    assert all(e.params01 is None and np.array_equal(e.output, xi) for e, xi in zip(ests, x, strict=True))
+    with pytest.raises(SystemError_, match="no controller for effect 'chorus'"):
+        fitted.match_batch(x, x, get_effect("chorus"))
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    fitted.save(tmp_path / "ckpt")
+    other = get_system("proposed", {**TINY, "latent": 32, "lr": 0.5}, sample_rate=SR)  # shape comes from the file
+    other.load(tmp_path / "ckpt")
+    assert other.cfg.latent == 8 and other.cfg.lr == 0.5
+    task = _tasks(["gain"], "test")[0]
+    ex = task.examples(4)
+    a, b = fitted.match_examples(ex, task.effect), other.match_examples(ex, task.effect)
+    for ea, eb in zip(a, b, strict=True):
+        assert np.array_equal(ea.params01, eb.params01) and np.array_equal(ea.output, eb.output)
+    assert other.stats["spsa"]["gain"]["effect_calls"] == fitted.stats["spsa"]["gain"]["effect_calls"]
+
+
+def test_bad_checkpoints_fail_clearly(fitted, tmp_path):
+    sys_ = get_system("proposed", TINY, sample_rate=SR)
+    with pytest.raises(CheckpointError, match=r"proposed: no checkpoint at .*nowhere"):
+        sys_.load(tmp_path / "nowhere")
+    save_checkpoint(tmp_path / "foreign", "deepafx_st_spsa", {"w": torch.zeros(1)}, {})
+    with pytest.raises(CheckpointError, match=r"foreign is a checkpoint of 'deepafx_st_spsa', not 'proposed'"):
+        sys_.load(tmp_path / "foreign")
+    fitted.save(tmp_path / "ok")
+    with pytest.raises(CheckpointError, match="trained at 24000 Hz, this run works at 16000 Hz"):
+        get_system("proposed", TINY, sample_rate=16000).load(tmp_path / "ok")
+    meta = json.loads((tmp_path / "ok" / "meta.json").read_text())
+    meta["effects"]["gain"]["n_params"] = 4  # a head of the wrong size
+    (tmp_path / "ok" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"proposed: checkpoint .*ok does not fit"):
+        sys_.load(tmp_path / "ok")
+    (tmp_path / "ok" / "model.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        sys_.load(tmp_path / "ok")
+
+
+class Blowup(Effect):
+    """Finite but absurdly loud output: the loss overflows to inf on the first SPSA step."""
+
+    name = "blowup"
+    params = [ParamSpec("x", 0.0, 1.0)]
+
+    def process_one(self, audio, sample_rate, params01):
+        return (np.asarray(audio, np.float32) * np.float32(1e30)).astype(np.float32)
+
+    def sample(self, rng, sample_rate=24000):
+        return rng.uniform(0, 1, 1).astype(np.float32)
+
+
+def test_divergence_stops_with_the_step():
+    corpus = get_corpus("tones", sample_rate=SR, seed=0, sources={"train": 3, "valid": 1, "test": 2}, seconds=1.5)
+    task = Task(corpus, Blowup(), "train", segment_samples=SEG, seed=0)
+    system = get_system("proposed", {**TINY, "warmup_steps": 0, "vae_steps": 0}, sample_rate=SR)
+    with pytest.raises(DivergedError, match=r"controller/blowup: loss is (inf|nan) at step 1"):
+        system.fit([task], FitContext(workers=1, progress=False))
+
+
+def test_config_is_checked():
+    with pytest.raises(ValueError, match="features"):
+        get_system("proposed", {"features": "mfcc"})
+    with pytest.raises(ValueError, match="unknown key"):
+        get_system("proposed", {"epsilon": 0.1})
+    with pytest.raises(ValueError, match="eps"):
+        get_system("proposed", {"eps": 0.0})
+
+
+def test_search_space_builds_valid_configs():
+    optuna = pytest.importorskip("optuna")
+    study = optuna.create_study()
+    for _ in range(5):
+        trial = study.ask()
+        space = get_system("proposed").search_space(trial)
+        assert {"lr", "latent", "beta_max", "eps", "perturbations", "width"} <= set(space)
+        get_system("proposed", space)  # every suggestion is a valid config
+
+
+# --- latent tools -------------------------------------------------------------------------------------------
+
+
+def test_latent_exploration_tables_and_figure(fitted, tmp_path):
+    task = _tasks(["delay"], "test")[0]
+    examples = task.examples(6)
+    res = explore(fitted, task.effect, examples, features=_librosa_features(SR), feature_source="librosa",
+                  steps=4, axes=2, span=1.5)
+    assert len(res.rows) == 4 * (1 + 2)
+    interp = [r for r in res.rows if r["path"] == "interpolation"]
+    assert [r["position"] for r in interp] == pytest.approx([0, 1 / 3, 2 / 3, 1])
+    # the interpolation's end points decode the two references' own settings
+    ends = fitted.match_batch(np.stack([examples[0].input] * 2),
+                              np.stack([examples[0].reference, examples[interp[0]["to_example"]].reference]),
+                              task.effect)
+    names = task.effect.param_names
+    for r, e in ((interp[0], ends[0]), (interp[-1], ends[1])):
+        assert np.allclose([r[f"param/{n}"] for n in names], e.params01, atol=1e-5)
+    assert len(res.axes) == 2
+    for a in res.axes:
+        assert 0 < a["explained_variance"] <= 1 and a["main_param"] in names
+        assert np.isnan(a["selectivity"]) or 1 / 3 - 1e-9 <= a["selectivity"] <= 1
+    paths = write(res, tmp_path / "latent", SR)
+    import pandas as pd
+
+    table = pd.read_csv(paths["table"])
+    assert len(table) == 12 and {"feature/centroid_hz", "physical/delay_s", "param/mix"} <= set(table.columns)
+    assert len(pd.read_csv(paths["axes"])) == 2
+    assert paths["figure"].stat().st_size > 5000 and paths["figure"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_latent_command_end_to_end(tmp_path):
+    """`afx-bench latent` fits the system through the runner (smoke preset, tiny config), then writes the table
+    and the figure with AudioCommons features."""
+    from bench.cli import main
+
+    out = tmp_path / "res"
+    sets = [f"systems.proposed.{k}={json.dumps(v)}" for k, v in TINY.items()]
+    argv = ["latent", "--preset", "smoke", "--effects", "peq4,gain", "--effect", "gain", "--out", str(out),
+            "--steps", "2", "--axes", "1", "--set", 'data.seen_corpora=["tones"]', "--set", "data.unseen_corpora=[]",
+            "--set", "data.source_seconds=1.5", "--set", "run.segment_seconds=0.25", "--set", "tasks.n_test=3"]
+    for s in sets:
+        argv += ["--set", s]
+    assert main(argv) == 0
+    table = (out / "latent" / "gain_latent.csv").read_text()
+    assert "feature/depth" in table and "audiocommons" in table
+    assert (out / "latent" / "gain_mel_grid.png").exists()
+    assert (out / "checkpoints" / "proposed" / "TRAINED").exists()
+    assert main(argv) == 0  # the second time it loads the checkpoint instead of training
