@@ -8,12 +8,16 @@ source processed the same way land close together while a different setting of t
 Two families, chosen by name:
 
 ``mel``   (default) per-band statistics of a log-mel spectrogram in dBFS, plus the temporal envelope:
-          * ``level``   mean over time of each band's level (EQ, gain, tone, distortion's added harmonics),
-          * ``spread``  standard deviation over time of each band (compression, reverb/delay filling gaps),
-          * ``floor``   the 10th percentile of each band over time (noise floors: bitcrush, reverb tails),
+          * ``level``   the long-term average spectrum, 10 log10 of each band's mean power (EQ, gain, tone,
+                        distortion's harmonics); dominated by active frames, so pauses barely move it,
+          * ``crest``   each band's peak-to-average ratio (compression, reverb and delay smearing peaks),
+          * ``fill``    how far the quiet frames sit below the average (reverb tails, delays and noise filling
+                        the gaps; bitcrush),
           * ``flux``    mean absolute frame-to-frame change of each band (reverb smears, modulation wobbles),
           * ``echo``    autocorrelation of the onset envelope at lags up to ``max_lag_s`` (delay time and feedback),
           * ``modulation`` how band envelopes' fluctuation splits over modulation rates (chorus/phaser rate).
+          Frame levels are floored ``rel_floor_db`` below each band's long-term level before the frame
+          statistics, so pauses (whose share differs between segments) count only as far as the effect fills them.
 ``mfcc``  mean and standard deviation over time of MFCCs of the same log-mel spectrogram (librosa's definition:
           the orthonormal DCT-II of the dB mel bands; the filters equal ``librosa.filters.mel``).
 
@@ -93,8 +97,7 @@ class StyleFeatures:
         fmax = min(0.5 * self.sample_rate, 16000.0)
         self.melfb = mel_filterbank(self.sample_rate, s.n_fft, s.n_mels, s.fmin, fmax)  # (F, M)
         self.melfb /= np.maximum(self.melfb.sum(axis=0, keepdims=True), 1e-8)  # each band = mean bin power
-        self._slices: dict[str, slice] | None = None
-        self._weights: np.ndarray | None = None
+        self._layouts: dict[int, tuple[dict[str, slice], np.ndarray]] = {}  # feature size -> (groups, weights)
 
     # --- the spectrogram ---------------------------------------------------------------------------------
     def logmel(self, audio: np.ndarray) -> np.ndarray:
@@ -174,38 +177,45 @@ class StyleFeatures:
         return self.analyse(audio)[0]
 
     def analyse(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The feature vectors (B, D) and the log-mel spectrograms (B, T, M) they were computed from."""
+        """The feature vectors (B, D) and the log-mel spectrograms (B, T, M) they were computed from.
+
+        D depends on the clip length (the echo lags are capped by the number of frames); clips compared with
+        each other must have the same length."""
         db = self.logmel(audio)
         g = self.groups(audio, db)
-        if self._slices is None:
-            self._layout(g)
-        return np.concatenate([g[k] for k in self._slices], axis=1).astype(np.float64), db
+        flat = np.concatenate(list(g.values()), axis=1).astype(np.float64)
+        if flat.shape[1] not in self._layouts:
+            self._layouts[flat.shape[1]] = self._layout(g)
+        return flat, db
 
-    def _layout(self, g: dict[str, np.ndarray]) -> None:
+    def _layout(self, g: dict[str, np.ndarray]) -> tuple[dict[str, slice], np.ndarray]:
         base = MFCC_WEIGHTS if self.spec.kind == "mfcc" else MEL_WEIGHTS
         temporal = {"echo", "flux", "modulation"}
-        self._slices, weights, start = {}, [], 0
+        slices, weights, start = {}, [], 0
         for k, v in g.items():
             d = v.shape[1]
-            self._slices[k] = slice(start, start + d)
+            slices[k] = slice(start, start + d)
             w = base[k] * (self.spec.temporal_weight if k in temporal else 1.0)
             weights.append(np.full(d, w / d / len(g)))
             start += d
-        self._weights = np.concatenate(weights)
+        return slices, np.concatenate(weights)
 
-    @property
-    def weights(self) -> np.ndarray:
-        if self._weights is None:
-            self(np.zeros((1, self.sample_rate // 4), np.float32))
-        return self._weights
+    def _weights(self, dim: int) -> tuple[dict[str, slice], np.ndarray]:
+        if dim not in self._layouts:
+            raise ValueError(f"no feature layout of size {dim}: compute the features with this object first")
+        return self._layouts[dim]
 
     def distance(self, feats: np.ndarray, ref: np.ndarray) -> np.ndarray:
         """Weighted mean absolute difference between each row of ``feats`` and ``ref``."""
         feats = np.atleast_2d(feats)
-        return np.abs(feats - np.asarray(ref)[None]) @ self.weights
+        ref = np.asarray(ref)
+        if feats.shape[1] != ref.shape[-1]:
+            raise ValueError(f"features of {feats.shape[1]} and {ref.shape[-1]} values: clips of different lengths")
+        return np.abs(feats - ref[None]) @ self._weights(feats.shape[1])[1]
 
     def breakdown(self, feats: np.ndarray, ref: np.ndarray) -> dict[str, float]:
         """Each group's weighted contribution to the distance of one clip (for diagnostics)."""
-        _ = self.weights
-        d = np.abs(np.atleast_2d(feats)[0] - np.asarray(ref)) * self._weights
-        return {k: float(d[s].sum()) for k, s in self._slices.items()}
+        f = np.atleast_2d(feats)[0]
+        slices, w = self._weights(len(f))
+        d = np.abs(f - np.asarray(ref)) * w
+        return {k: float(d[s].sum()) for k, s in slices.items()}

@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", default="1,2", help="thread counts to compare, comma-separated")
     ap.add_argument("--segment", type=float, default=1.0, help="seconds per clip")
     ap.add_argument("--sample-rate", type=int, default=24000)
+    ap.add_argument("--components", action="store_true",
+                    help="also time the parts of one candidate (CPU ms): render, features, CMA-ES step")
     a = ap.parse_args(argv)
 
     sr = a.sample_rate
@@ -46,6 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     totals = {}
     for w in [int(v) for v in a.workers.split(",")]:
         system = get_system("ito_cmaes", {"renders": a.renders, "workers": w}, sample_rate=sr)
+        first = data[tasks[0].effect.name][0]  # warm-up: imports (cma, scipy.stats) and the thread pool
+        get_system("ito_cmaes", {"renders": 16, "workers": w}, sample_rate=sr).match(first.input, first.reference,
+                                                                                      tasks[0].effect)
         wall = cpu = renders = n = 0.0
         for t in tasks:
             exs = data[t.effect.name]
@@ -61,6 +66,48 @@ def main(argv: list[str] | None = None) -> None:
     for w, (s, c, r) in totals.items():
         print(f"| **all** | {w} | {s:.3f} | {c:.3f} | {r:.0f} |")
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
+    if a.components:
+        components(tasks, data, sr)
+
+
+def components(tasks, data, sr: int, reps: int = 64) -> None:
+    """CPU milliseconds of one candidate's parts, one thread (BLAS held to one thread, as in ``match``)."""
+    import numpy as np
+
+    from baselines.ito.features import StyleFeatures
+    from baselines.ito.system import _one_blas_thread
+
+    feats = StyleFeatures(sr)
+    print("\n| part | CPU ms |")
+    print("| --- | --- |")
+    with _one_blas_thread():
+        x = data[tasks[0].effect.name][0].input
+        batch = np.stack([x] * 8)
+        feats.analyse(batch)
+        c = time.process_time()
+        for _ in range(reps // 8):
+            feats.analyse(batch)
+        print(f"| features of one clip (batches of 8) | {(time.process_time() - c) / reps * 1e3:.2f} |")
+        for t in tasks:
+            rng = np.random.default_rng(0)
+            ps = rng.uniform(size=(reps, t.effect.n_params))
+            t.effect.process_one(x, sr, ps[0])
+            c = time.process_time()
+            for p in ps:
+                t.effect.process_one(x, sr, p)
+            print(f"| render: {t.effect.name} | {(time.process_time() - c) / reps * 1e3:.2f} |")
+        import cma
+
+        for dim in (3, 12, 23):
+            es = cma.CMAEvolutionStrategy(np.full(dim, 0.5), 0.25, {"bounds": [0, 1], "verbose": -9,
+                                                                    "verb_log": 0, "verb_disp": 0, "seed": 1})
+            c, n = time.process_time(), 0
+            for _ in range(20):
+                X = es.ask()
+                es.tell(X, [float(np.sum(np.square(v))) for v in X])
+                n += 1
+            print(f"| CMA-ES ask + tell, P = {dim} (popsize {es.popsize}), per generation | "
+                  f"{(time.process_time() - c) / n * 1e3:.2f} |")
 
 
 if __name__ == "__main__":

@@ -4,13 +4,14 @@ ISMIR 2024), with nothing trained.
 For each example, CMA-ES (the ``cma`` package) searches the effect's settings in the normalised box [0, 1]^P to
 minimise the distance between style features (:mod:`baselines.ito.features`: statistics over time, since input
 and reference are different segments) of ``effect(input, params)`` and of the reference. Each generation's
-renders, and their features, run on a thread pool (pedalboard, scipy's FFT and BLAS release the GIL). The best
-setting seen is returned with its render, so the output costs no extra render.
+renders, and their features, run on a thread pool (pedalboard, scipy's FFT and BLAS release the GIL).
 
-Budget: ``renders`` is the number of effect renders per example, including the starting point; the search runs
-``(renders - 1) // popsize`` generations or stops earlier once the search distribution has shrunk below ``tolx``
-(per example, ``info`` records ``renders``, ``seconds``, ``cpu_seconds`` and ``generations``, which the runner
-writes as ``cost/<key>`` rows).
+Budget: ``renders`` effect renders per example. A first look spends ``init_fraction`` of them on settings drawn
+from the effect's data distribution (``effect.sample``); CMA-ES then runs whole generations from the best of
+them while one fits in the rest of the budget, or until its search has narrowed below ``tolx``. The answer is a
+candidate already rendered (the lowest distance, or the minimum-Bayes-risk choice of :meth:`_Trail.mbr`), so the
+output costs no extra render. Per example, ``info`` records ``renders``, ``seconds``, ``cpu_seconds`` and
+``generations``, which the runner writes as ``cost/<key>`` rows.
 
 Optional: a checkpoint of the proposed model (``encoder_checkpoint``, or the runner's ``checkpoint`` key, which
 calls :meth:`load`) replaces the statistics by the distance between the model's embeddings of the two clips.
@@ -253,7 +254,7 @@ class ItoCmaes(System):
         generations = self._cmaes(effect, x, ref_feat, trail.best_params(), lo, hi, c.renders - len(trail), rng,
                                   trail)
 
-        # 3. the answer: the best candidate, or the minimum-Bayes-risk one among the near-best
+        # 3. the answer: the lowest distance, or the minimum-Bayes-risk choice
         i = trail.best() if c.select == "best" else trail.mbr(c.mbr_temperature, n_first=len(first))
         # every number here becomes a cost/<key> row in scores.parquet, so only costs go in
         info = {"renders": len(trail), "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
@@ -303,7 +304,6 @@ class ItoCmaes(System):
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.shutdown(wait=False)
-
 
 
 class _Trail:
