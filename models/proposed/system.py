@@ -140,7 +140,8 @@ class Proposed(System):
         hidden: list = field(default_factory=lambda: [128, 128, 64, 32])
         dropout: float = 0.3  # after each hidden layer (0: the paper)
         input_noise: float = 0.5  # std of Gaussian noise on the standardised inputs while training (0: the paper)
-        lr: float = 1e-3
+        lr: float = 1e-3  # warm-up learning rate
+        spsa_lr: float = 3e-4  # learning rate of the steps through the effect (fine-tuning)
         weight_decay: float = 1e-4
         batch: int = 16
         warmup_steps: int = 300  # parameter loss only (no renders)
@@ -264,6 +265,9 @@ class Proposed(System):
     def search_space(cls, trial) -> dict:
         return {
             "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
+            "spsa_lr": trial.suggest_float("spsa_lr", 3e-5, 3e-3, log=True),
+            "dropout": trial.suggest_float("dropout", 0.0, 0.5),
+            "input_noise": trial.suggest_float("input_noise", 0.0, 1.0),
             "vae_lr": trial.suggest_float("vae_lr", 1e-4, 3e-3, log=True),
             "latent": trial.suggest_categorical("latent", [32, 64, 128]),
             "width": trial.suggest_categorical("width", [4, 8, 16]),
@@ -438,7 +442,8 @@ class Proposed(System):
         checkpoint_best()
 
         if c.spsa_steps:
-            t_effect = {"seconds": 0.0}
+            for group in opt.param_groups:
+                group["lr"] = c.spsa_lr
 
             def spsa_step(batch):
                 with autocast(dev):
@@ -461,12 +466,11 @@ class Proposed(System):
 
             every = c.validate_every if (vfeats is not None and c.validate_every) else 0
             res = train_loop(name=name, params=head.parameters(), step=spsa_step,
-                             batches=_Batches(tensors, c.batch, seed + 1), steps=c.spsa_steps, lr=c.lr, ctx=quiet,
+                             batches=_Batches(tensors, c.batch, seed + 1), steps=c.spsa_steps, lr=c.spsa_lr, ctx=quiet,
                              optimizer=opt, log_every=max(1, min(10, c.spsa_steps // 5)),
                              validate=checkpoint_best if every else None, validate_every=every)
             if not every:
                 checkpoint_best()
-            t_effect["seconds"] = timer.seconds
             st = self.stats.setdefault("spsa", {})
             st[effect.name] = {"examples_per_second": res.examples_per_second, "seconds": res.seconds,
                                "effect_seconds": timer.seconds, "effect_calls": timer.calls,
