@@ -31,3 +31,43 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+_NUMBA_WARM = False
+
+
+def warm_librosa_numba() -> None:
+    """Import librosa's numba-compiled parts once, in this process, while holding a lock shared by all processes.
+
+    librosa's ``@guvectorize(cache=True)`` functions are compiled (or loaded from numba's on-disk cache) when their
+    modules are imported or first called. numba writes each function's cache as several files, one at a time, so
+    two processes compiling the same function at once can leave files from different processes side by side;
+    every later load of that mix crashes the process (numba issue #10128). Call this before starting worker
+    processes that use librosa, and in each worker before its first job: the first caller compiles and writes the
+    cache alone, the others wait and then only read it."""
+    global _NUMBA_WARM
+    if _NUMBA_WARM:
+        return
+    import fcntl
+    import tempfile
+
+    lock = Path(tempfile.gettempdir()) / f"afx-bench-numba-{os.getuid() if hasattr(os, 'getuid') else 0}.lock"
+    with open(lock, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            import numpy as np
+
+            import librosa
+            import librosa.beat
+            import librosa.core.audio
+            import librosa.core.pitch
+            import librosa.onset
+            import librosa.util.utils
+
+            noise = np.random.default_rng(0).standard_normal(8192)
+            for dtype in (np.float32, np.float64):
+                librosa.onset.onset_detect(y=noise.astype(dtype), sr=22050)
+                librosa.zero_crossings(noise.astype(dtype))
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    _NUMBA_WARM = True
