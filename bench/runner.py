@@ -29,6 +29,7 @@ from bench.tasks import Task
 
 KEYS = ["system", "task", "effect", "effect_set", "corpus", "corpus_set", "split"]
 PARAM_COLUMNS = KEYS + ["example", "param", "estimate", "true"]
+INFO_COLUMNS = KEYS + ["example", "key", "value"]
 
 
 def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
@@ -60,6 +61,20 @@ def param_rows(system: str, task: Task, examples: list, estimates: list[Estimate
             rows.append({"system": system, **{k: tags[k] for k in KEYS[1:]}, "example": ex.index, "param": name,
                          "estimate": float(e), "true": float(t)})
     return pd.DataFrame(rows, columns=PARAM_COLUMNS)
+
+
+def info_rows(system: str, task: Task, examples: list, estimates: list[Estimate]) -> pd.DataFrame:
+    """The non-numeric per-example extras of estimates (a picked controller, a guessed recipe), as text (JSON for
+    anything but a string); numeric extras are scores (``cost/<key>``)."""
+    tags = task.tags()
+    rows = []
+    for ex, est in zip(examples, estimates, strict=True):
+        for k, v in est.info.items():
+            if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+                continue
+            rows.append({"system": system, **{t: tags[t] for t in KEYS[1:]}, "example": ex.index, "key": k,
+                         "value": v if isinstance(v, str) else json.dumps(v, default=str, sort_keys=True)})
+    return pd.DataFrame(rows, columns=INFO_COLUMNS)
 
 
 def resolve_device(device: str) -> str:
@@ -169,13 +184,15 @@ class Results:
             return False  # a torn file: the cell runs again
         return bool(len(meta)) and meta["cell_key"].iloc[0] == key
 
-    def write_cell(self, system: str, task: Task, rows: pd.DataFrame, params: pd.DataFrame | None = None) -> None:
+    def write_cell(self, system: str, task: Task, rows: pd.DataFrame, params: pd.DataFrame | None = None,
+                   info: pd.DataFrame | None = None) -> None:
         p = self.cell_path(system, task)
         p.parent.mkdir(parents=True, exist_ok=True)
-        if params is not None and len(params):
-            _atomic_parquet(params, p.with_suffix(".params.pq"))
-        else:
-            p.with_suffix(".params.pq").unlink(missing_ok=True)
+        for suffix, table in ((".params.pq", params), (".info.pq", info)):
+            if table is not None and len(table):
+                _atomic_parquet(table, p.with_suffix(suffix))
+            else:
+                p.with_suffix(suffix).unlink(missing_ok=True)
         _atomic_parquet(rows, p)  # last: its presence marks the cell finished
         self.clear_failure(system, task)
 
@@ -222,8 +239,13 @@ class Results:
         parts = self._read_all("*.params.pq")
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=PARAM_COLUMNS)
 
+    def info(self) -> pd.DataFrame:
+        parts = self._read_all("*.info.pq")
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=INFO_COLUMNS)
+
     def rebuild_tables(self) -> pd.DataFrame:
         _atomic_parquet(self.params(), self.out / "params.parquet")
+        _atomic_parquet(self.info(), self.out / "info.parquet")
         scores = self.scores()
         _atomic_parquet(scores, self.out / "scores.parquet")
         summary = summarise(scores)
@@ -453,7 +475,17 @@ class Runner:
             estimates = system.match_examples(examples, task.effect)
             seconds = time.perf_counter() - t0
             check_estimates(name, estimates, examples, task.effect)
-            rows = cell_rows(name, task, examples, estimates, metrics, seconds, key, self.warn)
+            answers = {name: estimates}  # the system's own, and its labelled variants (scored the same way)
+            for v in estimates[0].variants if estimates else ():
+                if any(v not in e.variants for e in estimates):
+                    raise SystemError_(f"{name}: variant {v!r} is missing from some of its estimates")
+                answers[f"{name}:{v}"] = [e.variants[v] for e in estimates]
+                check_estimates(f"{name}:{v}", answers[f"{name}:{v}"], examples, task.effect)
+            rows = pd.concat([cell_rows(n, task, examples, ests, metrics, seconds, key, self.warn)
+                              for n, ests in answers.items()], ignore_index=True)
+            params = pd.concat([param_rows(n, task, examples, ests) for n, ests in answers.items()],
+                               ignore_index=True)
+            info = pd.concat([info_rows(n, task, examples, ests) for n, ests in answers.items()], ignore_index=True)
         except KeyboardInterrupt:
             if run is not None:
                 run.end("KILLED")
@@ -466,16 +498,17 @@ class Runner:
                 run.set_tags({"error": f"{type(e).__name__}: {e}"})
                 run.end("FAILED")
             return
-        self.results.write_cell(name, task, rows, param_rows(name, task, examples, estimates))
+        self.results.write_cell(name, task, rows, params, info)
         if self.cfg.run.audio_examples:
             try:
-                self.results.save_audio(name, task, examples, estimates, self.cfg.run.audio_examples)
+                for n, ests in answers.items():
+                    self.results.save_audio(n, task, examples, ests, self.cfg.run.audio_examples)
             except Exception as e:  # the report's audio is a convenience: never lose a cell for it
                 self.warn(f"audio of {name} / {task.id} not saved: {e}")
         self.results.rebuild_tables()
         if run is not None:
-            means = rows.groupby("metric")["value"].mean()
-            run.log_metrics({k: v for k, v in means.items()})
+            means = rows.groupby(["system", "metric"])["value"].mean()
+            run.log_metrics({(m if n == name else f"{n[len(name) + 1:]}/{m}"): v for (n, m), v in means.items()})
             run.log_params({"n_examples": len(examples)})
             run.end()
 

@@ -48,6 +48,10 @@ class Estimate:
     params01: np.ndarray | None  # None when the system does not control the effect
     output: np.ndarray
     info: dict = field(default_factory=dict)  # per-example extras: renders, seconds, picked controller...
+    # labelled alternative answers scored as systems of their own, "<system>:<name>" (e.g. the proposed model's
+    # best controller chosen with the target, an upper bound on its auto rule); every estimate of a cell has the
+    # same names
+    variants: dict[str, Estimate] = field(default_factory=dict)
 
 
 @dataclass

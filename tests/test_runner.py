@@ -45,6 +45,36 @@ class NaNOut(System):
         return Estimate(effect.default01(), np.full_like(input, np.nan))
 
 
+@register_system("halves")
+class Halves(System):
+    """Half the input, with a labelled variant (the input itself) and a text extra."""
+
+    name = "halves"
+
+    def match(self, input, reference, effect):
+        return Estimate(None, input * 0.5, {"picked": "half", "renders": 2},
+                        variants={"whole": Estimate(None, input.copy(), {"picked": "whole"})})
+
+
+def test_variants_are_scored_as_labelled_systems_and_text_extras_kept(tmp_path):
+    cfg = tones_config(systems=["halves", "bypass"], effects=["gain"])
+    summary = run(cfg, tmp_path, log=lambda *_: None)
+    mean = summary.set_index(["system", "metric"])["mean"]
+    assert mean["halves:whole", "mrstft"] == pytest.approx(mean["bypass", "mrstft"])  # the same audio, scored alike
+    assert mean["halves", "mrstft"] != mean["bypass", "mrstft"]
+    assert mean["halves", "cost/renders"] == 2
+    info = pd.read_parquet(tmp_path / "info.parquet")
+    assert set(zip(info["system"], info["key"], info["value"], strict=True)) == {("halves", "picked", "half"),
+                                                                               ("halves:whole", "picked", "whole")}
+    assert len(info) == 2 * 3  # per example (tasks.n_test = 3)
+    assert any((tmp_path / "audio").rglob("halves_whole.wav"))
+    assert len(list((tmp_path / "cells").rglob("*.parquet"))) == 2  # one cell per system x task: variants ride along
+    lines = []
+    run(cfg, tmp_path, log=lines.append)  # resumed: nothing recomputed, the variant's rows kept
+    assert any("2 already done" in str(m) for m in lines)
+    assert "halves:whole" in set(pd.read_parquet(tmp_path / "scores.parquet")["system"])
+
+
 def test_oracle_is_the_lower_bound_on_every_effect(tmp_path):
     cfg = tones_config(systems=["bypass", "random", "oracle"], effects=ALL_EFFECTS)
     summary = run(cfg, tmp_path, log=lambda *_: None)
