@@ -211,10 +211,52 @@ def test_effects_without_a_controller(fitted):
         hidden = True
 
     x = np.random.default_rng(0).standard_normal((2, SEG)).astype(np.float32)
-    ests = fitted.match_batch(x, x, Hidden())
-    assert all(e.params01 is None and np.array_equal(e.output, xi) for e, xi in zip(ests, x, strict=True))
+    ests = fitted.match_batch(x, x, Hidden())  # reference = input: leaving it alone is exactly right
+    for e, xi in zip(ests, x, strict=True):
+        assert e.params01 is None and e.info["picked"] == "bypass" and np.array_equal(e.output, xi)
+        assert e.info["distances"]["bypass"] == 0 and set(e.info["distances"]) == {"bypass", "gain", "delay"}
     with pytest.raises(SystemError_, match="no controller for effect 'chorus'"):
         fitted.match_batch(x, x, get_effect("chorus"))
+
+
+def test_auto_rule_on_hidden_processing(fitted):
+    """Hidden processing: the controller nearest the reference in code space is picked, its rendering is the
+    output, and the labelled upper bound picks the candidate nearest the target."""
+    from models.proposed.losses import MRSTFT
+
+    class HiddenDelay(Effect):  # a delay at fixed settings, behind a hidden recipe
+        name = "hidden_delay"
+        params = []
+        hidden = True
+
+        def process_one(self, audio, sample_rate, params01):
+            return get_effect("delay").process_one(audio, sample_rate, np.array([0.3, 0.6, 0.8]))
+
+    task = _tasks(["gain"], "test")[0]
+    examples = task.examples(6)
+    hidden = HiddenDelay()
+    for ex in examples:  # the same examples, processed by the hidden delay
+        ex.reference = hidden.process_one(ex.reference, SR, None)
+        ex.target = hidden.process_one(ex.target, SR, None)
+    ests = fitted.match_examples(examples, hidden)
+    mr = MRSTFT(fitted.cfg.stft_sizes, [s // 4 for s in fitted.cfg.stft_sizes], fitted.cfg.stft_sizes)
+    for ex, est in zip(examples, ests, strict=True):
+        d = est.info["distances"]
+        assert est.params01 is None and est.info["picked"] == min(d, key=d.get)
+        pick = est.info["picked"]
+        if pick == "bypass":
+            assert np.array_equal(est.output, ex.input)
+        else:
+            want = get_effect(pick).process(ex.input[None], SR, np.array([est.info["picked_params01"]]))[0]
+            assert np.allclose(est.output, want, atol=1e-4)
+        best = est.variants["best_pick"]
+        assert best.info["best_pick"] == est.info["best_pick"] in d
+
+        def loss(y, target=ex.target):
+            return float(mr(torch.as_tensor(y[None]), torch.as_tensor(target[None])))
+
+        assert loss(best.output) <= loss(est.output) + 1e-6  # an upper bound on the auto rule, per example
+        assert loss(best.output) <= loss(ex.input) + 1e-6  # ... and bypass is among its candidates
 
 
 def test_save_load_round_trip(fitted, tmp_path):

@@ -54,7 +54,7 @@ class Descriptors(nn.Module):
     """(B, n) audio -> (B, D) descriptor vector (see the module docstring). No trainable weights."""
 
     def __init__(self, sample_rate: int, n_fft: int = 1024, hop: int = 256, bands: int = 32, max_lag_s: float = 0.6,
-                 lags: int = 48):
+                 lags: int = 48, mod_groups: int = 4, mod_hz: tuple[float, ...] = (1, 1.5, 2, 3, 4, 6, 8, 12)):
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
         freqs = np.fft.rfftfreq(n_fft, 1 / sample_rate)
@@ -72,7 +72,9 @@ class Descriptors(nn.Module):
         max_lag = max(1, int(round(max_lag_s / frame_s)))
         lag_idx = np.unique(np.round(np.geomspace(1, max_lag, lags)).astype(int))
         self.lags = [int(k) for k in lag_idx]
-        self.dim = 2 * bands + 2 + len(self.lags)
+        self.frame_rate = sample_rate / hop
+        self.mod_groups, self.mod_hz = mod_groups, tuple(float(f) for f in mod_hz)
+        self.dim = 2 * bands + 2 + len(self.lags) + mod_groups * len(self.mod_hz)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         X = torch.stft(x.float(), self.n_fft, self.hop, self.n_fft, self.window, center=True, return_complex=True)
@@ -93,4 +95,22 @@ class Descriptors(nn.Module):
         denom = (env**2).sum(dim=1) + 1e-6
         ac = torch.stack([(env[:, k:] * env[:, : T - k]).sum(dim=1) / denom for k in (min(k, T - 1) for k in self.lags)],
                          dim=1)
-        return torch.cat([mean / 20, std / 10, (rms_db / 20)[:, None], ((peak_db - rms_db) / 20)[:, None], ac], dim=1)
+        return torch.cat([mean / 20, std / 10, (rms_db / 20)[:, None], ((peak_db - rms_db) / 20)[:, None], ac,
+                          self._modulation(band_db, frame_db, w)], dim=1)
+
+    def _modulation(self, band_db: torch.Tensor, frame_db: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Share of each band group's envelope fluctuation at the modulation rates ``mod_hz`` (LFO sweeps of
+        phasers, choruses, tremolos), relative to the frame level so that loudness changes of speech cancel."""
+        B, nb, T = band_db.shape
+        rel = (band_db - frame_db[:, None]) * w[:, None]  # the band's share of the frame, voiced frames only
+        rel = rel - rel.sum(dim=2, keepdim=True) / w.sum(dim=1).clamp_min(1)[:, None, None] * w[:, None]
+        spec = torch.fft.rfft(rel * torch.hann_window(T, device=rel.device), dim=2).abs()  # (B, bands, T//2+1)
+        spec = spec / (spec.sum(dim=2, keepdim=True) + 1e-6)
+        groups = torch.stack([g.mean(dim=1) for g in spec.chunk(self.mod_groups, dim=1)], dim=1)  # (B, G, F)
+        freqs = torch.arange(groups.shape[2], device=rel.device) * self.frame_rate / max(T, 1)
+        pos = torch.tensor([min(f, float(freqs[-1])) for f in self.mod_hz], device=rel.device)
+        idx = torch.searchsorted(freqs, pos).clamp(1, groups.shape[2] - 1)
+        lo, hi = freqs[idx - 1], freqs[idx]
+        frac = ((pos - lo) / (hi - lo).clamp_min(1e-9)).clamp(0, 1)
+        out = groups[..., idx - 1] * (1 - frac) + groups[..., idx] * frac  # linear interpolation on the Hz grid
+        return out.flatten(1) * 10

@@ -16,7 +16,11 @@
    warm-up and every ``validate_every`` SPSA steps) is kept.
 
 ``match_batch`` encodes all inputs and references at once, predicts all parameters and renders them with
-``effect.process(..., workers=)``. Effects with hidden settings (no parameters) get the input back, params None.
+``effect.process(..., workers=)``. Hidden processing (no parameters: the wild set) is met by the *auto rule*
+(:meth:`Proposed.match_auto`): every trained controller proposes and renders its effect's settings, and the output
+nearest the reference in the model's own code space is kept; the name of the picked controller is recorded. With
+``auto_best_pick`` the candidate nearest the *target* is also scored, as the labelled upper bound
+``proposed:best_pick``.
 """
 
 from __future__ import annotations
@@ -68,8 +72,10 @@ class EffectHead(nn.Module):
     """One effect's controller with the standardisation of its inputs and of the training settings (buffers,
     saved with it). ``noise`` adds Gaussian noise to the standardised inputs while training (a regulariser)."""
 
-    def __init__(self, n_in: int, n_params: int, hidden: tuple[int, ...], dropout: float = 0.0, noise: float = 0.0):
+    def __init__(self, n_in: int, n_params: int, hidden: tuple[int, ...], dropout: float = 0.0, noise: float = 0.0,
+                 clip: float = 0.0):
         super().__init__()
+        self.clip = clip
         self.register_buffer("mean", torch.zeros(n_in))
         self.register_buffer("std", torch.ones(n_in))
         self.register_buffer("p_std", torch.ones(n_params))
@@ -85,6 +91,8 @@ class EffectHead(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         h = (feats - self.mean) / self.std
+        if self.clip > 0:  # audio unlike the training audio cannot push the controller far outside what it learnt
+            h = h.clamp(-self.clip, self.clip)
         if self.training and self.noise > 0:
             h = h + self.noise * torch.randn_like(h)
         return self.net(h)
@@ -140,8 +148,10 @@ class Proposed(System):
         hidden: list = field(default_factory=lambda: [128, 128, 64, 32])
         dropout: float = 0.3  # after each hidden layer (0: the paper)
         input_noise: float = 0.5  # std of Gaussian noise on the standardised inputs while training (0: the paper)
+        feature_clip: float = 3.0  # standardised inputs are clamped to +-this (0: off)
         lr: float = 1e-3  # warm-up learning rate
         spsa_lr: float = 3e-4  # learning rate of the steps through the effect (fine-tuning)
+        bias_lr_scale: float = 10.0  # the output layer's bias (the controller's baseline setting) learns this much faster
         weight_decay: float = 1e-4
         batch: int = 16
         warmup_steps: int = 300  # parameter loss only (no renders)
@@ -152,9 +162,15 @@ class Proposed(System):
         audio_weight: float = 1.0  # weight of MR-STFT + l1_weight x L1 (0: parameter loss only)
         param_weight: float = 1.0  # weight of the parameter MSE, per parameter in units of its spread (0: the paper)
         stft_sizes: list = field(default_factory=lambda: [256, 1024, 4096])
+        loss_crop: int = 0  # >0: the audio loss of an SPSA step looks at a random window of this many samples
         validate_every: int = 20  # SPSA steps between validations (0: only at the end)
         select_on_valid: bool = True  # keep the controller state with the best validation MR-STFT
         match_batch_size: int = 64
+        # hidden processing (the wild set): the auto rule's candidates, trained controllers by effect name
+        # (empty: all of them), and whether leaving the input unchanged is one of them
+        auto_candidates: list = field(default_factory=list)
+        auto_bypass: bool = True
+        auto_best_pick: bool = True  # also score "proposed:best_pick", the candidate chosen with the target
 
         def validate(self, where: str) -> None:
             if self.features not in FEATURES:
@@ -167,7 +183,7 @@ class Proposed(System):
                       "batch", "perturbations", "beta_cycles", "match_batch_size"):
                 if getattr(self, k) < 1:
                     raise ValueError(f"{where}.{k}: must be at least 1, got {getattr(self, k)}")
-            for k in ("vae_steps", "warmup_steps", "spsa_steps", "validate_every"):
+            for k in ("vae_steps", "warmup_steps", "spsa_steps", "validate_every", "loss_crop"):
                 if getattr(self, k) < 0:
                     raise ValueError(f"{where}.{k}: must be >= 0, got {getattr(self, k)}")
             if not self.hidden or not all(isinstance(h, int) and h > 0 for h in self.hidden):
@@ -190,6 +206,7 @@ class Proposed(System):
         self.use_latent = "latent" in c.features
         self.heads = nn.ModuleDict().to(self.torch_device)
         self.effects: dict[str, dict] = {}  # effect name -> {"key", "n_params", "param_names"}
+        self._effect_objs: dict[str, Effect] = {}  # the trained effects themselves (rebuilt by name after load)
 
     @property
     def code_dim(self) -> int:
@@ -208,13 +225,15 @@ class Proposed(System):
     def _add_head(self, effect: Effect) -> EffectHead:
         key = _key(effect.name)
         self.effects[effect.name] = {"key": key, "n_params": effect.n_params, "param_names": effect.param_names}
+        self._effect_objs[effect.name] = effect
         head = self._new_head(effect.n_params)
         self.heads[key] = head
         return head
 
     def _new_head(self, n_params: int) -> EffectHead:
         c = self.cfg
-        return EffectHead(2 * self.code_dim, n_params, tuple(c.hidden), c.dropout, c.input_noise).to(self.torch_device)
+        return EffectHead(2 * self.code_dim, n_params, tuple(c.hidden), c.dropout, c.input_noise,
+                          c.feature_clip).to(self.torch_device)
 
     @torch.no_grad()
     def code(self, audio: np.ndarray | torch.Tensor, batch: int = 0) -> torch.Tensor:
@@ -253,13 +272,86 @@ class Proposed(System):
     def match_batch(self, inputs, references, effect):
         inputs = np.asarray(inputs, dtype=np.float32)
         if effect.hidden or effect.n_params == 0:
-            # TODO(auto rule): hidden processing is not controlled yet; the input is our best guess
-            return [Estimate(None, x.copy()) for x in inputs]
+            return self.match_auto(inputs, np.asarray(references, dtype=np.float32))[0]
         t0 = time.perf_counter()
         params = self.predict(effect, inputs, np.asarray(references, dtype=np.float32)).astype(np.float32)
         out = effect.process(inputs, self.sample_rate, params, workers=self.workers)
         sec = (time.perf_counter() - t0) / max(1, len(inputs))
         return [Estimate(p, y, {"seconds": sec}) for p, y in zip(params, out, strict=True)]
+
+    def match_examples(self, examples, effect):
+        if not (effect.hidden or effect.n_params == 0) or not self.cfg.auto_best_pick:
+            return super().match_examples(examples, effect)
+        estimates, candidates = self.match_auto(np.stack([e.input for e in examples]),
+                                                np.stack([e.reference for e in examples]))
+        # the labelled upper bound: the candidate closest to the *target* (MR-STFT), which the rule cannot see
+        mrstft = self._mrstft()
+        for i, (est, ex) in enumerate(zip(estimates, examples, strict=True)):
+            target = torch.as_tensor(ex.target[None], dtype=torch.float32, device=self.torch_device)
+            with torch.no_grad():
+                losses = {name: float(mrstft(torch.as_tensor(y[i][None], device=self.torch_device), target))
+                          for name, y in candidates.items()}
+            best = min(losses, key=losses.get)
+            est.info["best_pick"] = best
+            est.variants["best_pick"] = Estimate(None, candidates[best][i].copy(), {"best_pick": best})
+        return estimates
+
+    def _candidate_effects(self) -> dict[str, Effect]:
+        """The trained controllers the auto rule tries, with their effects (rebuilt by registry name after a
+        load; one that cannot be rebuilt, e.g. a VST3 with options, is skipped with a warning)."""
+        from bench.effects import get_effect
+
+        names = list(self.cfg.auto_candidates) or list(self.effects)
+        unknown = [n for n in names if n not in self.effects]
+        if unknown:
+            raise SystemError_(f"{self.name}: auto_candidates {unknown} have no trained controller; trained: "
+                               f"{sorted(self.effects)}")
+        out = {}
+        for n in names:
+            if n not in self._effect_objs:
+                try:
+                    self._effect_objs[n] = get_effect(n)
+                except Exception as e:
+                    warnings.warn(f"{self.name}: controller {n} left out of the auto rule ({e})", stacklevel=2)
+                    continue
+            out[n] = self._effect_objs[n]
+        return out
+
+    @torch.no_grad()
+    def match_auto(self, inputs: np.ndarray, references: np.ndarray) -> tuple[list[Estimate], dict[str, np.ndarray]]:
+        """Hidden processing: every candidate controller predicts its effect's settings for each example and
+        renders them; the output whose code is nearest the reference's code (Euclidean, each dimension in units
+        of its spread over the dry training inputs) is the answer. The target is never looked at. Returns the
+        estimates (``info``: ``picked``, its settings, every candidate's distance) and every candidate's outputs."""
+        t0 = time.perf_counter()
+        effects = self._candidate_effects()
+        if not effects:
+            raise SystemError_(f"{self.name}: no trained controller to match hidden processing with")
+        code_in, code_ref = self.code(inputs), self.code(references)
+        scale = torch.stack([h.std[self.code_dim:] for h in self.heads.values()]).mean(0).clamp_min(1e-6)
+        outputs: dict[str, np.ndarray] = {}
+        settings: dict[str, np.ndarray] = {}
+        dist: dict[str, torch.Tensor] = {}
+        if self.cfg.auto_bypass:
+            outputs["bypass"] = inputs
+            dist["bypass"] = (((code_in - code_ref) / scale) ** 2).mean(1)
+        for name, eff in effects.items():
+            p = self.predict_from_codes(eff, code_in, code_ref).astype(np.float32)
+            y = eff.process(inputs, self.sample_rate, p, workers=self.workers)
+            outputs[name], settings[name] = y, p
+            dist[name] = (((self.code(y) - code_ref) / scale) ** 2).mean(1)
+        names = list(dist)
+        d = torch.stack([dist[n] for n in names], dim=1).cpu().numpy()  # (B, candidates)
+        sec = (time.perf_counter() - t0) / max(1, len(inputs))
+        estimates = []
+        for i, j in enumerate(d.argmin(axis=1)):
+            pick = names[j]
+            info = {"seconds": sec, "renders": len(effects), "picked": pick,
+                    "distances": {n: round(float(v), 5) for n, v in zip(names, d[i], strict=True)}}
+            if pick in settings:
+                info["picked_params01"] = [round(float(v), 5) for v in settings[pick][i]]
+            estimates.append(Estimate(None, outputs[pick][i].copy(), info))
+        return estimates, outputs
 
     @classmethod
     def search_space(cls, trial) -> dict:
@@ -390,7 +482,10 @@ class Proposed(System):
         head.prepare(feats, d["params"].to(dev))
         tensors = {"feats": feats.cpu(), "input": d["input"], "target": d["target"], "params": d["params"]}
         mrstft = self._mrstft()
-        opt = torch.optim.AdamW(head.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        out_bias = head.net.net[-1].bias
+        rest = [p for p in head.parameters() if p is not out_bias]
+        opt = torch.optim.AdamW([{"params": rest}, {"params": [out_bias]}], lr=c.lr,
+                                weight_decay=c.weight_decay)
         name = f"controller/{effect.name}"
         seed = ctx.seed + sum(map(ord, effect.name))
         rng = np.random.default_rng(seed)
@@ -442,8 +537,8 @@ class Proposed(System):
         checkpoint_best()
 
         if c.spsa_steps:
-            for group in opt.param_groups:
-                group["lr"] = c.spsa_lr
+            opt.param_groups[0]["lr"] = c.spsa_lr
+            opt.param_groups[1]["lr"] = c.spsa_lr * c.bias_lr_scale
 
             def spsa_step(batch):
                 with autocast(dev):
@@ -454,7 +549,11 @@ class Proposed(System):
                 if c.audio_weight > 0:
                     y = spsa_effect(p, batch["input"], effect, sr, eps=c.eps, k=c.perturbations, pool=pool,
                                     rng=rng, timer=timer).to(dev, non_blocking=True)
-                    al = audio_loss(y, batch["target"].to(dev, non_blocking=True), mrstft, c.l1_weight)
+                    tgt = batch["target"].to(dev, non_blocking=True)
+                    if 0 < c.loss_crop < y.shape[1]:  # the whole clip is rendered; the loss sees a window of it
+                        o = int(rng.integers(0, y.shape[1] - c.loss_crop + 1))
+                        y, tgt = y[:, o : o + c.loss_crop], tgt[:, o : o + c.loss_crop]
+                    al = audio_loss(y, tgt, mrstft, c.l1_weight)
                     loss = loss + c.audio_weight * al["audio"]
                     out.update(mrstft=al["mrstft"], l1=al["l1"])
                 if c.param_weight > 0:
