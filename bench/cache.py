@@ -55,14 +55,13 @@ def warm_librosa_numba() -> None:
     with open(lock, "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            import numpy as np
-
             import librosa
             import librosa.beat
             import librosa.core.audio
             import librosa.core.pitch
             import librosa.onset
             import librosa.util.utils
+            import numpy as np
 
             noise = np.random.default_rng(0).standard_normal(8192)
             for dtype in (np.float32, np.float64):

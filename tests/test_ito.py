@@ -13,7 +13,7 @@ import pytest
 
 from baselines.ito.features import FeatureSpec, StyleFeatures
 from baselines.ito.system import ItoCmaes
-from bench.effects import Effect, ParamSpec, get_effect
+from bench.effects import Chain, Effect, EffectError, ParamSpec, get_effect
 from bench.systems import CheckpointError, SystemError_, get_system
 
 SR = 24000
@@ -160,12 +160,33 @@ def test_deterministic_given_the_seed_and_independent_of_order():
     assert not np.array_equal(other.params01, first[0].params01)
 
 
-def test_hidden_effects_return_the_input():
+def test_hidden_processing_is_met_by_searching_the_configured_chain():
+    """Hidden processing (a -9 dB gain behind a recipe): ITO searches ``wild_chain`` instead, within its budget,
+    and records what it searched and the chain's settings."""
+    x = stationary_source(0.5)
+    ref = Hidden().process_one(x, SR, None) * np.float32(10 ** (-6 / 20))  # -9 dB in all
+    est = ito(renders=32, wild_chain=["gain"]).match(x, ref, Hidden())
+    assert est.params01 is None  # nothing of the hidden effect's own is estimated
+    assert est.info["searched"] == "gain" and 0 < est.info["renders"] <= 32
+    (stage,) = est.info["chain"]
+    want = get_effect("gain").process_one(x, SR, np.asarray(stage["params01"]))
+    np.testing.assert_allclose(est.output, want, atol=1e-4)
+    level = 20 * np.log10(np.sqrt(np.mean(est.output**2)) / np.sqrt(np.mean(x**2)))
+    assert level == pytest.approx(-9.0, abs=1.5)
+
+
+def test_chain_effect_runs_its_stages_in_order():
+    chain = Chain(["gain", "distortion"])
+    assert chain.name == "gain+distortion" and chain.param_names[0].startswith("gain.")
+    assert chain.n_params == get_effect("gain").n_params + get_effect("distortion").n_params
     x = stationary_source(0.25)
-    est = ito(renders=16).match(x, x, Hidden())
-    assert est.params01 is None
-    np.testing.assert_array_equal(est.output, x)
-    assert est.info["renders"] == 0
+    p = np.random.default_rng(0).uniform(size=chain.n_params)
+    g, d = chain.split(p)
+    want = get_effect("distortion").process_one(get_effect("gain").process_one(x, SR, g), SR, d)
+    np.testing.assert_array_equal(chain.process_one(x, SR, p), want)
+    assert chain.sample(np.random.default_rng(1), SR).shape == (chain.n_params,)
+    with pytest.raises(EffectError, match="chain"):
+        Chain(["gain", Hidden()])
 
 
 def test_config_is_checked_by_name():

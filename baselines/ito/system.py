@@ -26,12 +26,12 @@ import contextlib
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from bench.effects import Effect, default_workers
+from bench.effects import Chain, Effect, default_workers
 from bench.systems import CheckpointError, Estimate, System, SystemError_, register_system
 
 from .features import KINDS, FeatureSpec, StyleFeatures
@@ -110,6 +110,8 @@ class ItoCmaes(System):
         seed: int = 0
         workers: int = 0  # render threads; 0 = all cores
         encoder_checkpoint: str = ""  # a checkpoint of the proposed system, for feature = embedding/auto
+        # hidden processing (the wild set): the chain of known effects searched instead, in this order
+        wild_chain: list = field(default_factory=lambda: ["peq4", "compressor", "delay", "reverb"])
 
         def validate(self, where: str) -> None:
             if self.feature not in FEATURES:
@@ -132,6 +134,8 @@ class ItoCmaes(System):
                 raise ValueError(f"{where}.select: {self.select!r}; valid: {', '.join(SELECT)}")
             if self.mbr_temperature <= 0:
                 raise ValueError(f"{where}.mbr_temperature: must be positive, got {self.mbr_temperature}")
+            if not self.wild_chain or not all(isinstance(n, str) for n in self.wild_chain):
+                raise ValueError(f"{where}.wild_chain: a list of effect names, got {self.wild_chain!r}")
 
     def __init__(self, config=None, **kw):
         super().__init__(config, **kw)
@@ -145,6 +149,12 @@ class ItoCmaes(System):
                                                                  temporal_weight=c.temporal_weight))
         if c.encoder_checkpoint:
             self.load(Path(c.encoder_checkpoint))
+
+    @property
+    def wild_chain(self) -> Chain:
+        if getattr(self, "_chain", None) is None:
+            self._chain = Chain(list(self.cfg.wild_chain))
+        return self._chain
 
     # --- checkpoint: only the optional encoder ----------------------------------------------------------------
     def load(self, path: Path) -> None:
@@ -221,8 +231,14 @@ class ItoCmaes(System):
     def _match(self, input: np.ndarray, reference: np.ndarray, effect: Effect) -> Estimate:
         t0, c0 = time.perf_counter(), time.process_time()
         x = np.asarray(input, dtype=np.float32)
-        if effect.hidden or effect.n_params == 0:  # nothing to search: the input unchanged, for now
-            return Estimate(None, x.copy(), {"renders": 0, "seconds": time.perf_counter() - t0, "cpu_seconds": 0.0})
+        if effect.hidden or effect.n_params == 0:  # hidden processing: search the configured chain instead
+            chain = self.wild_chain
+            est = self._match(x, reference, chain)
+            stages = zip(chain.stages, chain.split(est.params01), strict=True)
+            est.info["searched"] = chain.name
+            est.info["chain"] = [{"effect": st.name, "params01": [round(float(v), 5) for v in p]} for st, p in stages]
+            est.info["seconds"], est.info["cpu_seconds"] = time.perf_counter() - t0, time.process_time() - c0
+            return Estimate(None, est.output, est.info)
         c = self.cfg
         P = effect.n_params
         rng = self._seed(x, reference)

@@ -8,6 +8,7 @@ those that silence the audio or barely change it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -230,6 +231,34 @@ class Effect:
 
     def __repr__(self) -> str:
         return f"<Effect {self.name}: {', '.join(self.param_names) or 'no parameters'}>"
+
+
+class Chain(Effect):
+    """Known effects in series as one effect: the stages' parameters side by side, each named
+    ``<stage>.<param>``; ``sample`` draws each stage from its own distribution. Used to search a fixed chain for
+    processing whose recipe is hidden (ITO on the wild set)."""
+
+    def __init__(self, stages: list[str | Effect]):
+        self.stages = [get_effect(s) if isinstance(s, str) else s for s in stages]
+        if not self.stages or any(s.hidden or s.n_params == 0 for s in self.stages):
+            raise EffectError(f"chain: needs effects with parameters, got {[s.name for s in self.stages]}")
+        self.name = "+".join(s.name for s in self.stages)
+        self.params = [dataclasses.replace(p, name=f"{s.name}.{p.name}") for s in self.stages for p in s.params]
+        self._cuts = np.cumsum([0] + [s.n_params for s in self.stages])
+
+    def split(self, params01: np.ndarray) -> list[np.ndarray]:
+        """The stages' own parameter vectors."""
+        p = self._check_params(params01)
+        return [p[a:b] for a, b in zip(self._cuts[:-1], self._cuts[1:], strict=True)]
+
+    def process_one(self, audio, sample_rate, params01):
+        y = np.asarray(audio, dtype=np.float32)
+        for stage, p in zip(self.stages, self.split(params01), strict=True):
+            y = stage.process_one(y, sample_rate, p)
+        return y
+
+    def sample(self, rng, sample_rate=24000):
+        return np.concatenate([s.sample(rng, sample_rate) for s in self.stages]).astype(np.float32)
 
 
 def get_effect(name: str, **options) -> Effect:
