@@ -7,6 +7,7 @@ some clip would otherwise clip, and the page states it.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,8 @@ class AudioExample:
     clips: list[Clip] = field(default_factory=list)
     gain_db: float = 0.0
     sample_rate: int = 0
+    recipe: str = ""  # a wild example's hidden processing, in one line (example.json's meta.recipe)
+    recipe_json: str = ""  # the same recipe in full
     arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # label -> audio, for spectrograms
 
 
@@ -92,8 +95,19 @@ def collect(r: Results, report_dir: Path) -> list[AudioExample]:
         for rank, ex in picks:
             item = _copy(r, report_dir, index.clips(task, ex), task, ex, rank, metric, table)
             if item is not None:
+                _add_recipe(item, index.meta(task, ex))
                 result.append(item)
     return result
+
+
+def _add_recipe(item: AudioExample, meta: dict) -> None:
+    """Attach the hidden recipe of a wild example, so the page says what was done to the audio one hears."""
+    from reports.wild import recipe_summary
+
+    recipe = (meta.get("meta") or {}).get("recipe") if isinstance(meta.get("meta"), dict) else None
+    if isinstance(recipe, dict) and recipe:
+        item.recipe = recipe_summary(recipe)
+        item.recipe_json = json.dumps(recipe, indent=1, default=str)
 
 
 def _copy(r: Results, report_dir: Path, files: dict[str, Path], task: str, ex: int, rank: str, metric,

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from reports import stats as S
+from reports.results import system_label
 
 DPI = 110
 
@@ -87,7 +88,8 @@ def _pointplot(ax, sub: pd.DataFrame, columns: list[tuple[str, str]], systems: l
                 lo.append(row["mean"] - row["ci_low"] if np.isfinite(row["ci_low"]) else 0.0)
                 hi.append(row["ci_high"] - row["mean"] if np.isfinite(row["ci_high"]) else 0.0)
         if xs:
-            ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", ms=4, capsize=2, lw=1, color=colors[s], label=s)
+            ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", ms=4, capsize=2, lw=1, color=colors[s],
+                        label=system_label(s, short=True))
             drawn = True
     ax.set_xticks(range(len(columns)), [lab for _, lab in columns])
     ax.set_xlim(-0.6, len(columns) - 0.4)
@@ -104,7 +106,8 @@ def _ylabel(m: str) -> str:
 def _legend(F: Figures, fig, systems: list[str], anchor=(0.91, 0.89)) -> None:
     from matplotlib.lines import Line2D
 
-    fig.legend([Line2D([], [], color=F.colors[s], marker="o", ls="") for s in systems], systems,
+    fig.legend([Line2D([], [], color=F.colors[s], marker="o", ls="") for s in systems],
+               [system_label(s, short=True) for s in systems],
                loc="upper left", bbox_to_anchor=anchor, fontsize=7, frameon=False)
 
 
@@ -191,7 +194,8 @@ def bypass_heatmaps(F: Figures, stats: pd.DataFrame, metrics: list[str], effects
             ax.axis("off")
             continue
         m, rows, mat = panels[k]
-        sns.heatmap(pd.DataFrame(mat, index=rows, columns=effects), ax=ax, cmap="RdBu", center=0, vmin=-100,
+        labels = [system_label(s, short=True) for s in rows]
+        sns.heatmap(pd.DataFrame(mat, index=labels, columns=effects), ax=ax, cmap="RdBu", center=0, vmin=-100,
                     vmax=100, annot=True, fmt=".0f", annot_kws={"fontsize": 6.5}, cbar=False,
                     mask=~np.isfinite(mat), linewidths=0.5, linecolor="white")
         ax.set_title(f"{m}: % better than bypass", fontsize=8)
@@ -254,7 +258,8 @@ def param_errors(F: Figures, stats: pd.DataFrame, effects: list[str]) -> None:
     handles = {s: F.colors[s] for s in F.systems if (sub_all["system"] == s).any()}
     from matplotlib.lines import Line2D
 
-    fig.legend([Line2D([], [], color=c, marker="o", ls="") for c in handles.values()], list(handles),
+    fig.legend([Line2D([], [], color=c, marker="o", ls="") for c in handles.values()],
+               [system_label(s, short=True) for s in handles],
                loc="upper left", bbox_to_anchor=(0.91, 0.89), fontsize=7, frameon=False)
     F.save(fig, "param_errors", "Parameter error per parameter, per effect: mean absolute error in the "
            "normalised [0, 1] space with 95% CI (systems that estimate no parameters are absent).", "params")
@@ -293,7 +298,8 @@ def param_scatter(F: Figures, params: pd.DataFrame, effects: list[str]) -> None:
             ax.set_ylabel("estimate", fontsize=8)
         from matplotlib.lines import Line2D
 
-        fig.legend([Line2D([], [], color=F.colors[s], marker="o", ls="") for s in present], present,
+        fig.legend([Line2D([], [], color=F.colors[s], marker="o", ls="") for s in present],
+                   [system_label(s, short=True) for s in present],
                    loc="upper left", bbox_to_anchor=(0.91, 0.89), fontsize=7, frameon=False)
         fig.suptitle(f"{e}: estimated vs true (normalised)", fontsize=9, y=1 - 0.1 / height)
         F.save(fig, f"params_scatter_{_safe(e)}", f"{e}: estimated vs true parameters (normalised), every test "
@@ -350,3 +356,30 @@ def mel_grid(F: Figures, name: str, clips: list[tuple[str, np.ndarray]], sr: int
     fig.colorbar(im, ax=axes[:, 0].tolist(), shrink=0.9, pad=0.01, label="dB")
     fig.suptitle(f"{title}; each panel {dur:.2f} s", fontsize=9)
     return F.save(fig, name, caption, "examples")
+
+
+# --- the wild set -------------------------------------------------------------------------------------------
+def wild_picks(F: Figures, matrices: list[tuple[str, pd.DataFrame]]):
+    """Heatmaps of kinds x controllers (examples per controller), one panel per chooser: the proposed model's
+    auto rule, and the best pick made with the target when it was stored. None when nothing was picked."""
+    import seaborn as sns
+
+    panels = [(title, m) for title, m in matrices if not m.empty]
+    if not panels:
+        return None
+    ncols = len(panels)
+    width = max(m.shape[1] for _, m in panels)
+    height = max(m.shape[0] for _, m in panels)
+    fig, axes = F.new((0.55 * width + 1.8) * ncols + 0.4, 0.4 * height + 1.3, ncols=ncols)
+    fig.subplots_adjust(wspace=0.45)
+    vmax = max(int(m.to_numpy().max()) for _, m in panels)
+    for ax, (title, m) in zip(axes[0], panels, strict=True):
+        sns.heatmap(m, ax=ax, cmap="Blues", vmin=0, vmax=max(1, vmax), annot=True, fmt="d", cbar=False,
+                    annot_kws={"fontsize": 7}, linewidths=0.5, linecolor="white")
+        ax.set_title(title, fontsize=8)
+        ax.set(xlabel="controller", ylabel="")
+        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+        ax.tick_params(axis="y", labelrotation=0, labelsize=7)
+    return F.save(fig, "wild_picks", "Wild set: which controller the proposed model used, per kind (examples per "
+                  "controller). Left: its auto rule, which never sees the target; right, when stored: the best "
+                  "controller chosen with the target (an upper bound, proposed:best_pick).", "wild")

@@ -13,6 +13,11 @@ SCORE_COLUMNS = ["system", "task", "effect", "effect_set", "corpus", "corpus_set
                  "source_id", "metric", "value"]
 REFERENCE_SYSTEMS = ("bypass", "random", "oracle")  # anchors, not contenders
 UNRANKED = frozenset({"oracle"})  # knows the true settings: never "best" in a column
+# A labelled variant answer is scored by the runner as "<system>:<variant>". It may use what a contender may not
+# (best_pick chooses the proposed model's controller with the target), so it is treated like the oracle: never
+# ranked, never the focus of a paired test, always shown with its label. The notes below say what it is.
+VARIANT_SEP = ":"
+VARIANT_NOTES = {"best_pick": "upper bound, chooses with the target"}
 SET_ORDER = {"seen": 0, "unseen": 1, "wild": 2}
 
 
@@ -89,18 +94,46 @@ def load_results(out: Path) -> Results:
     return r
 
 
+def is_variant(system: str) -> bool:
+    """A labelled variant answer ("proposed:best_pick"), not a system of its own."""
+    return VARIANT_SEP in system
+
+
+def is_reference(system: str) -> bool:
+    """Anchors (bypass, random, oracle) and labelled variants: shown, compared against, never contenders."""
+    return system in REFERENCE_SYSTEMS or is_variant(system)
+
+
+def is_ranked(system: str) -> bool:
+    """May this system be marked "best" in a column? Not the oracle (it knows the true settings) and not a
+    labelled variant (it may use the target, e.g. best_pick)."""
+    return system not in UNRANKED and not is_variant(system)
+
+
+def system_label(system: str, *, short: bool = False) -> str:
+    """The name shown for a system: a variant carries what it is ("proposed:best_pick (upper bound, chooses with
+    the target)") wherever it appears, so it is never read as a contender. ``short``: for legends."""
+    if not is_variant(system):
+        return system
+    base, variant = system.split(VARIANT_SEP, 1)
+    note = VARIANT_NOTES.get(variant, f"variant of {base}, not ranked")
+    if short:
+        note = note.split(",", 1)[0]
+    return f"{system} ({note})"
+
+
 def pick_focus(systems: list[str]) -> str | None:
     """The system the report is about: "proposed", else the first non-reference system, else the first system
-    that is not bypass (so the paired tests still compare something), else none."""
+    that is neither bypass nor a labelled variant (so the paired tests still compare something), else none."""
     if "proposed" in systems:
         return "proposed"
     for s in systems:
-        if s not in REFERENCE_SYSTEMS:
+        if not is_reference(s):
             return s
     for s in systems:
-        if s != "bypass":
+        if s != "bypass" and not is_variant(s):
             return s
-    return systems[0] if systems else None
+    return next((s for s in systems if not is_variant(s)), None)
 
 
 def _read_json(path: Path) -> dict:

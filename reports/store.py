@@ -74,6 +74,16 @@ class AudioIndex:
     def examples(self, task: str) -> list[int]:
         return sorted(self.dirs.get(task, {}))
 
+    def meta(self, task: str, example: int) -> dict:
+        """The example's ``example.json`` (its tags, source, and ``meta`` such as a wild kind's hidden recipe);
+        {} when absent or unreadable."""
+        d = self.dirs.get(task, {}).get(example)
+        try:
+            data = json.loads((d / "example.json").read_text()) if d is not None else {}
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
     def clips(self, task: str, example: int) -> dict[str, Path]:
         """{"input": path, "reference": ..., "target": ..., "<system slug>": path, ...}"""
         d = self.dirs.get(task, {}).get(example)

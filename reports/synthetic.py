@@ -1,11 +1,16 @@
 """A small synthetic results directory in the runner's format, for the report's tests and for trying the report
 without running the benchmark (``python -m reports.synthetic OUT`` then ``afx-bench report --out OUT``).
 
-Five systems (bypass, random, oracle, proposed, a baseline that fails on one cell), two corpora (speech seen,
-music unseen), three effects (a seen EQ, an unseen delay, a "wild" effect with hidden settings), metrics of
-every kind the report distinguishes: parameter error (n/a for bypass and for the hidden effect), spectral
+Six systems (bypass, random, oracle, proposed, a baseline that fails on one cell, DeepAFx-ST), two corpora
+(speech seen, music unseen), four effects (a seen EQ, an unseen delay, two "wild" kinds with hidden recipes),
+metrics of every kind the report distinguishes: parameter error (n/a for bypass and for the wild kinds), spectral
 distances, signed AudioCommons deltas, PESQ (higher is better, speech only), cost. Values are drawn so that the
-proposed system is clearly better than bypass on the EQ, worse on the delay.
+proposed system is clearly better than bypass on the EQ, worse on the delay, clearly better than DeepAFx-ST on
+the room and clearly worse on lofi (so the wild set's hypothesis test has a known answer per kind).
+
+On the wild kinds, as the runner does: the oracle's scores are NaN (no oracle exists), the proposed model has a
+labelled variant ``proposed:best_pick`` (better than everything: it chooses with the target), and
+``info.parquet`` holds the controllers it picked (:data:`PICKS`, cycled over the examples).
 """
 
 from __future__ import annotations
@@ -20,9 +25,17 @@ import pandas as pd
 
 from reports import store
 
-SYSTEMS = ["bypass", "random", "oracle", "proposed", "oneshot_eq"]
+SYSTEMS = ["bypass", "random", "oracle", "proposed", "oneshot_eq", "deepafx_st_autodiff"]
 EFFECTS = {"peq": ("seen", ["gain_db", "freq_hz"]), "delay": ("unseen", ["time_ms", "mix"]),
-           "room": ("wild", [])}
+           "room": ("wild", []), "lofi": ("wild", [])}
+VARIANT = "proposed:best_pick"  # scored on the wild kinds only, like the runner's labelled variant answers
+# info.parquet: the controller picked for example i of a wild kind is PICKS[kind][key][i % len]
+PICKS = {"room": {"picked": ["reverb", "reverb", "delay"], "best_pick": ["reverb", "delay", "delay"]},
+         "lofi": {"picked": ["peq", "distortion"], "best_pick": ["distortion", "distortion"]}}
+RECIPES = {"room": {"kind": "room", "rt60_requested_s": 0.8, "room_m": [6.2, 4.1, 3.0], "absorption": 0.21,
+                    "full_order": 60, "max_order": 12, "distance_m": 2.3, "tail_seed": 7, "rt60_measured_s": 0.79},
+           "lofi": {"kind": "lofi", "style": "telephone", "drive_db": 6.0, "highpass_hz": 300.0,
+                    "lowpass_hz": 3400.0, "resample_hz": 8000.0, "codec": "gsm", "mp3_vbr_quality": None}}
 CORPORA = {"speech": "seen", "music": "unseen"}
 FEATURES = ["brightness", "depth", "warmth"]
 SR = 8000
@@ -34,18 +47,26 @@ def make_results(out: Path, *, n: int = 8, n_audio: int = 3, seed: int = 0, mlfl
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    rows, params = [], []
+    rows, params, info = [], [], []
     for corpus, cset in CORPORA.items():
         for effect, (eset, pnames) in EFFECTS.items():
             task = f"{corpus}/{effect}/test"
             tags = {"task": task, "effect": effect, "effect_set": eset, "corpus": corpus, "corpus_set": cset,
                     "split": "test"}
             examples = [_example(rng, i, pnames, hidden=not pnames) for i in range(n)]
-            for system in SYSTEMS:
+            wild = eset == "wild"
+            for system in SYSTEMS + ([VARIANT] if wild else []):
                 if (system, task) == FAILED:
                     continue
                 est = [_estimate(rng, system, ex, effect) for ex in examples]
-                _save_audio(out, system, tags, examples[:n_audio], est[:n_audio])
+                if not (wild and system == "oracle"):  # no oracle output on the wild set
+                    _save_audio(out, system, tags, examples[:n_audio], est[:n_audio])
+                if wild and system in ("proposed", VARIANT):
+                    key = "picked" if system == "proposed" else "best_pick"
+                    info += [{"system": system, **tags, "example": ex.index, "key": key,
+                              "value": PICKS[effect][key][ex.index % len(PICKS[effect][key])]} for ex in examples]
+                    info += [{"system": system, **tags, "example": ex.index, "key": "note", "value": "ignored"}
+                             for ex in examples[:1]]  # other keys are not picks
                 params += _param_rows(system, tags, examples, est)
                 for ex, e in zip(examples, est, strict=True):
                     for metric, value in _scores(rng, system, effect, corpus, ex, e).items():
@@ -54,6 +75,8 @@ def make_results(out: Path, *, n: int = 8, n_audio: int = 3, seed: int = 0, mlfl
                                      "example": ex.index, "source_id": f"{corpus}-{ex.index % 3}",
                                      "metric": metric, "value": value})
     pd.DataFrame(params, columns=store.PARAM_COLUMNS).to_parquet(out / "params.parquet", index=False)
+    info_cols = ["system", "task", "effect", "effect_set", "corpus", "corpus_set", "split", "example", "key", "value"]
+    pd.DataFrame(info, columns=info_cols).to_parquet(out / "info.parquet", index=False)
     scores = pd.DataFrame(rows)
     scores.to_parquet(out / "scores.parquet", index=False)
     cols = ["system", "effect", "effect_set", "corpus", "corpus_set", "split", "metric"]
@@ -92,7 +115,8 @@ def _save_audio(out: Path, system: str, tags: dict, examples: list, estimates: l
                         (store.slug(system), est.output)):
             peak = float(np.max(np.abs(x)))
             sf.write(str(d / f"{name}.flac"), x / peak * 0.99 if peak > 0.99 else x, SR, subtype="PCM_24")
-        (d / "example.json").write_text(json.dumps({**tags, "example": ex.index}))
+        meta = {"recipe": RECIPES[tags["effect"]]} if tags["effect"] in RECIPES else {}
+        (d / "example.json").write_text(json.dumps({**tags, "example": ex.index, "meta": meta}))
 
 
 def _param_rows(system: str, tags: dict, examples: list, estimates: list) -> list[dict]:
@@ -120,7 +144,8 @@ def _example(rng, i: int, pnames: list[str], hidden: bool):
 def _estimate(rng, system: str, ex, effect: str):
     p = None
     if ex.true_params01 is not None and system != "bypass":
-        noise = {"random": 0.4, "oracle": 0.0, "proposed": 0.08, "oneshot_eq": 0.15}[system]
+        noise = {"random": 0.4, "oracle": 0.0, "proposed": 0.08, "oneshot_eq": 0.15, "deepafx_st_autodiff": 0.2}[
+            system]
         p = np.clip(ex.true_params01 + noise * rng.standard_normal(ex.true_params01.size), 0, 1)
         if system == "random":
             p = rng.uniform(0, 1, ex.true_params01.size)
@@ -136,9 +161,14 @@ def _estimate(rng, system: str, ex, effect: str):
 
 
 def _scores(rng, system, effect, corpus, ex, est) -> dict[str, float]:
-    quality = {"bypass": 1.0, "random": 1.3, "oracle": 0.05, "proposed": 0.45, "oneshot_eq": 0.7}[system]
+    quality = {"bypass": 1.0, "random": 1.3, "oracle": 0.05, "proposed": 0.45, "oneshot_eq": 0.7,
+               "deepafx_st_autodiff": 0.8, VARIANT: 0.3}[system]
     if system == "proposed" and effect == "delay":
         quality = 1.25  # worse than bypass on the unseen effect
+    if effect == "room" and system == "deepafx_st_autodiff":
+        quality = 1.0  # the proposed model (0.45) is clearly better on the room
+    if effect == "lofi" and system == "proposed":
+        quality = 1.4  # ... and clearly worse than DeepAFx-ST (0.8) on lofi
     d: dict[str, float] = {}
     if est.params01 is None or ex.true_params01 is None:
         d["param_mae"] = float("nan")
@@ -158,6 +188,8 @@ def _scores(rng, system, effect, corpus, ex, est) -> dict[str, float]:
     d["pesq"] = float(np.clip(4.5 - 2.5 * quality + 0.2 * rng.standard_normal(), 1, 4.5)) if corpus == "speech" \
         else float("nan")
     d["cost/seconds"] = float({"bypass": 0.0, "oracle": 0.0}.get(system, 0.01 + 0.002 * rng.random()))
+    if system == "oracle" and not ex.param_names:  # hidden processing: no oracle, every cell not applicable
+        d = {k: float("nan") for k in d}
     return d
 
 

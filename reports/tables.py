@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from reports import stats as S
-from reports.results import UNRANKED, Results
+from reports.results import Results, is_ranked, system_label
 
 NA, MISSING = "n/a", "—"
 
@@ -100,9 +100,12 @@ class Table:
     cells: dict[tuple[str, str], Cell]
     col_n: dict[str, int] = field(default_factory=dict)
     decimals: int = 3
+    heading: str = ""  # overrides the default title (e.g. the wild set's tables)
 
     @property
     def title(self) -> str:
+        if self.heading:
+            return self.heading
         what = "effect set" if self.level == "set" else "effect"
         return f"{self.metric} by {what}"
 
@@ -128,34 +131,37 @@ class Table:
         return f"{col.label} (n={n})" if n else col.label
 
 
-def make_table(stats: pd.DataFrame, r: Results, metric: str, level: str, columns: list[Column]) -> Table:
+def make_table(stats: pd.DataFrame, r: Results, metric: str, level: str, columns: list[Column], *,
+               systems: list[str] | None = None, name: str = "", heading: str = "") -> Table:
+    """One metric's table at one level. ``systems`` (default: all) are its rows; ``name`` and ``heading`` replace
+    the default file name and title, for tables of a subset such as the wild set."""
     how = S.direction(metric)
+    systems = list(r.systems if systems is None else systems)
     sub = stats[(stats["metric"] == metric) & (stats["level"] == level)]
-    cells: dict[tuple[str, str], Cell] = {(s, c.key): Cell() for s in r.systems for c in columns}
+    cells: dict[tuple[str, str], Cell] = {(s, c.key): Cell() for s in systems for c in columns}
     for row in sub.itertuples(index=False):
         if (row.system, row.column) in cells:
             cells[(row.system, row.column)] = Cell(row.mean, row.ci_low, row.ci_high, int(row.n), row.status)
     col_n = {}
     for c in columns:
-        ns = [cells[(s, c.key)].n for s in r.systems if cells[(s, c.key)].status == "ok"]
+        ns = [cells[(s, c.key)].n for s in systems if cells[(s, c.key)].status == "ok"]
         if ns:
             col_n[c.key] = max(set(ns), key=lambda k: (ns.count(k), k))
-            for s in r.systems:
+            for s in systems:
                 cell = cells[(s, c.key)]
                 cell.show_n = cell.status == "ok" and cell.n != col_n[c.key]
-        ranked = [cells[(s, c.key)].mean for s in r.systems
-                  if s not in UNRANKED and cells[(s, c.key)].status == "ok"]
+        ranked = [cells[(s, c.key)].mean for s in systems if is_ranked(s) and cells[(s, c.key)].status == "ok"]
         if len(ranked) >= 2:
             best = S.best_value(ranked, how)
-            for s in r.systems:
+            for s in systems:
                 cell = cells[(s, c.key)]
-                cell.best = s not in UNRANKED and cell.status == "ok" and _close(cell.mean, best)
+                cell.best = is_ranked(s) and cell.status == "ok" and _close(cell.mean, best)
     means = [abs(c.mean) for c in cells.values() if c.status == "ok" and np.isfinite(c.mean) and c.mean != 0]
     decimals = 3
     if means:
         decimals = int(np.clip(2 - math.floor(math.log10(float(np.median(means)))), 0, 6))
-    name = f"{_safe(metric)}__{level}"
-    return Table(name, metric, level, how, columns, list(r.systems), cells, col_n, decimals)
+    name = name or f"{_safe(metric)}__{level}"
+    return Table(name, metric, level, how, columns, systems, cells, col_n, decimals, heading)
 
 
 def _close(a: float, b: float) -> bool:
@@ -225,7 +231,8 @@ def significance_summary(sig: pd.DataFrame) -> pd.DataFrame:
 def stat_note(n_resamples: int) -> str:
     return (f"Mean over examples with its 95% bootstrap confidence interval (percentile method, {n_resamples} "
             "resamples); n = examples per cell (stated in the column header, and in a cell when it differs). "
-            "Bold: best in the column (oracle, which knows the true settings, is not ranked). "
+            "Bold: best in the column (oracle, which knows the true settings, is not ranked, nor is a labelled "
+            "variant such as proposed:best_pick, which chooses with the target). "
             f"{NA}: not applicable; {MISSING}: no result (the cell failed or was not run).")
 
 
@@ -239,7 +246,7 @@ def to_markdown(t: Table) -> str:
             v, ci, n = t.cell_parts(s, c.key)
             txt = " ".join(x for x in (v, ci, f"({n})" if n else "") if x)
             cells.append(f"**{txt}**" if t.cells[(s, c.key)].best else txt)
-        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+        lines.append(f"| {system_label(s)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -274,7 +281,7 @@ def to_latex(t: Table, n_resamples: int) -> str:
             if n:
                 body += rf" {{\scriptsize ({n})}}"
             cells.append(body)
-        out.append(latex_escape(s) + " & " + " & ".join(cells) + r" \\")
+        out.append(latex_escape(system_label(s)) + " & " + " & ".join(cells) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}"]
     if wide:
         out.append("}")
@@ -296,6 +303,8 @@ def _sig_fmt(col: str, v) -> str:
         return "n/a" if not np.isfinite(v) else (f"{v:.3f}" if v >= 0.001 else "<0.001")
     if col in ("mean_diff", "rank_biserial", "statistic"):
         return "n/a" if not np.isfinite(v) else (f"{v:.3g}" if col == "mean_diff" else f"{v:.2f}")
+    if col == "baseline":
+        return system_label(str(v))
     return str(v)
 
 
@@ -330,7 +339,7 @@ def summary_markdown(summary: pd.DataFrame, focus: str) -> str:
              "| metric | vs | tasks | better | worse | n.s. | median r |", "|---|---|---|---|---|---|---|"]
     for row in summary.itertuples(index=False):
         r_ = "n/a" if not np.isfinite(row.median_r) else f"{row.median_r:.2f}"
-        lines.append(f"| {row.metric} | {row.baseline} | {row.tasks} | {row.better} | {row.worse} | {row[5]} | "
+        lines.append(f"| {row.metric} | {system_label(row.baseline)} | {row.tasks} | {row.better} | {row.worse} | {row[5]} | "
                      f"{r_} |")
     return "\n".join(lines) + "\n"
 
@@ -340,7 +349,7 @@ def summary_latex(summary: pd.DataFrame, focus: str) -> str:
            r"Metric & vs & Tasks & Better & Worse & n.s. & median $r$ \\", r"\midrule"]
     for row in summary.itertuples(index=False):
         r_ = "n/a" if not np.isfinite(row.median_r) else f"{row.median_r:.2f}"
-        out.append(f"{latex_escape(row.metric)} & {latex_escape(row.baseline)} & {row.tasks} & {row.better} & "
+        out.append(f"{latex_escape(row.metric)} & {latex_escape(system_label(row.baseline))} & {row.tasks} & {row.better} & "
                    f"{row.worse} & {row[5]} & {r_} \\\\")
     cap = (f"Tasks on which {latex_escape(focus)} is significantly better or worse than each system "
            "(paired Wilcoxon signed-rank, Holm-adjusted, $\\alpha=0.05$).")
