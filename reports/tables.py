@@ -339,8 +339,8 @@ def summary_markdown(summary: pd.DataFrame, focus: str) -> str:
              "| metric | vs | tasks | better | worse | n.s. | median r |", "|---|---|---|---|---|---|---|"]
     for row in summary.itertuples(index=False):
         r_ = "n/a" if not np.isfinite(row.median_r) else f"{row.median_r:.2f}"
-        lines.append(f"| {row.metric} | {system_label(row.baseline)} | {row.tasks} | {row.better} | {row.worse} | {row[5]} | "
-                     f"{r_} |")
+        lines.append(f"| {row.metric} | {system_label(row.baseline)} | {row.tasks} | {row.better} | "
+                     f"{row.worse} | {row[5]} | {r_} |")
     return "\n".join(lines) + "\n"
 
 
@@ -349,8 +349,8 @@ def summary_latex(summary: pd.DataFrame, focus: str) -> str:
            r"Metric & vs & Tasks & Better & Worse & n.s. & median $r$ \\", r"\midrule"]
     for row in summary.itertuples(index=False):
         r_ = "n/a" if not np.isfinite(row.median_r) else f"{row.median_r:.2f}"
-        out.append(f"{latex_escape(row.metric)} & {latex_escape(system_label(row.baseline))} & {row.tasks} & {row.better} & "
-                   f"{row.worse} & {row[5]} & {r_} \\\\")
+        out.append(f"{latex_escape(row.metric)} & {latex_escape(system_label(row.baseline))} & {row.tasks} & "
+                   f"{row.better} & {row.worse} & {row[5]} & {r_} \\\\")
     cap = (f"Tasks on which {latex_escape(focus)} is significantly better or worse than each system "
            "(paired Wilcoxon signed-rank, Holm-adjusted, $\\alpha=0.05$).")
     out += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{cap}}}", r"\label{tab:sig-summary}", r"\end{table}"]

@@ -281,3 +281,190 @@ def test_missing_scores_is_a_clear_error(tmp_path):
 
     with pytest.raises(ReportError, match="no scores"):
         build_report(tmp_path)
+
+
+# --- labelled variants and the wild set ---------------------------------------------------------------------
+def test_variants_are_labelled_never_ranked_never_focus():
+    from reports.results import is_ranked, is_reference, is_variant, pick_focus, system_label
+
+    assert is_variant("proposed:best_pick") and not is_variant("proposed")
+    assert not is_ranked("proposed:best_pick") and not is_ranked("oracle") and is_ranked("bypass")
+    assert is_reference("proposed:best_pick") and not is_reference("oneshot_eq")
+    assert pick_focus(["proposed:best_pick", "bypass", "oneshot_eq"]) == "oneshot_eq"
+    assert pick_focus(["bypass", "x:y"]) == "bypass" and pick_focus(["x:y"]) is None
+    assert system_label("proposed:best_pick") == "proposed:best_pick (upper bound, chooses with the target)"
+    assert system_label("proposed:best_pick", short=True) == "proposed:best_pick (upper bound)"
+    assert "not ranked" in system_label("ito_cmaes:other") and system_label("oracle") == "oracle"
+
+
+def _wild_results(tmp_path, systems=("bypass", "oracle", "proposed", "deepafx_st_autodiff", "deepafx_st_spsa",
+                                     "proposed:best_pick"), n=10, picks=True):
+    """Two wild kinds on two corpora: proposed clearly better than DeepAFx-ST (autodiff) on room, clearly worse on
+    lofi; the SPSA variant is indistinguishable from proposed; the best_pick variant is the lowest everywhere."""
+    rng = np.random.default_rng(5)
+    rows, info = [], []
+    level = {"bypass": {"room": 1.0, "lofi": 1.0}, "oracle": {"room": np.nan, "lofi": np.nan},
+             "proposed": {"room": 0.4, "lofi": 1.5}, "deepafx_st_autodiff": {"room": 0.9, "lofi": 0.7},
+             "proposed:best_pick": {"room": 0.1, "lofi": 0.1}}
+    for corpus, cset in (("speech", "seen"), ("music", "unseen")):
+        for kind in ("room", "lofi"):
+            task = f"{corpus}/{kind}/test"
+            tags = {"task": task, "effect": kind, "effect_set": "wild", "corpus": corpus, "corpus_set": cset,
+                    "split": "test"}
+            noise = rng.normal(0, 0.05, n)
+            for s in systems:
+                v = level.get(s, level["proposed"])[kind] + (noise if s == "deepafx_st_spsa" else 0) \
+                    + rng.normal(0, 0.02, n)
+                for i in range(n):
+                    base = {"system": s, **tags, "example": i, "source_id": f"{corpus}{i}"}
+                    rows.append({**base, "metric": "mrstft", "value": float(v[i])})
+                    rows.append({**base, "metric": "param_mae", "value": np.nan})
+                    if s == "proposed" and picks:
+                        info.append({**{k: v for k, v in base.items() if k != "source_id"}, "key": "picked",
+                                     "value": "reverb" if kind == "room" else json.dumps("peq")})
+        for s in systems:  # a seen task too: the wild set is one part of the run
+            for i in range(n):
+                rows.append({"system": s, "task": f"{corpus}/peq/test", "effect": "peq", "effect_set": "seen",
+                             "corpus": corpus, "corpus_set": cset, "split": "test", "example": i,
+                             "source_id": "x", "metric": "mrstft", "value": float(rng.uniform(0, 1))})
+    pd.DataFrame(rows).to_parquet(tmp_path / "scores.parquet")
+    if picks:
+        pd.DataFrame(info).to_parquet(tmp_path / "info.parquet")
+    return load_results(tmp_path)
+
+
+def test_wild_hypothesis_verdicts_and_holm(tmp_path):
+    from reports import wild as W
+
+    r = _wild_results(tmp_path)
+    assert W.kinds_of(r) == ["room", "lofi"] and r.focus == "proposed"
+    stats = T.compute_stats(r, {"mrstft": ["set", "effect"], "param_mae": ["set", "effect"]}, n_resamples=200)
+    sec = W.build(r, stats, ["param_mae", "mrstft"])
+    assert sec.left_out == ["param_mae"] and [t.metric for t in sec.tables] == ["mrstft"]
+    assert "oracle" not in sec.systems and "proposed:best_pick" in sec.systems
+    tests = sec.tests.set_index(["baseline", "kind"])
+    assert set(sec.tests["baseline"]) == {"deepafx_st_autodiff", "deepafx_st_spsa"}  # never a variant
+    # paired by task and example: 2 corpora x 10 examples per kind
+    assert (sec.tests["n"] == 20).all()
+    assert tests.loc[("deepafx_st_autodiff", "room"), "verdict"] == "better"
+    assert tests.loc[("deepafx_st_autodiff", "lofi"), "verdict"] == "worse"
+    # Holm per baseline over its kinds x metrics: >= raw p, monotone in raw p, equal to the hand computation
+    for _, fam in sec.tests.groupby("baseline"):
+        assert list(fam["p_holm"]) == pytest.approx(list(S.holm(fam["p"])))
+        assert (fam["p_holm"] >= fam["p"] - 1e-15).all()
+        ordered = fam.sort_values("p")["p_holm"].to_numpy()
+        assert (np.diff(ordered) >= -1e-15).all()
+    # the raw p is scipy's Wilcoxon on the same pairs
+    sub = r.scores[(r.scores["effect"] == "room") & (r.scores["metric"] == "mrstft")]
+    wide = sub.pivot_table(index=["task", "example"], columns="system", values="value")
+    p = sps.wilcoxon(wide["deepafx_st_autodiff"] - wide["proposed"]).pvalue
+    assert tests.loc[("deepafx_st_autodiff", "room"), "p"] == pytest.approx(p)
+    v = {(x.baseline, x.scope): x.verdict for x in sec.verdicts}
+    assert v[("deepafx_st_autodiff", "room")] == "supported"
+    assert v[("deepafx_st_autodiff", "lofi")] == "contradicted"
+    assert v[("deepafx_st_autodiff", "overall")] == "mixed"
+    assert v[("deepafx_st_spsa", "room")] == W.NO_DIFFERENCE == "not supported (no significant difference)"
+    overall = next(x for x in sec.verdicts if x.scope == "overall" and x.baseline == "deepafx_st_autodiff")
+    assert "supported on room" in overall.sentence and "contradicted on lofi" in overall.sentence
+    md = W.hypothesis_markdown(sec)
+    assert "lofi, proposed vs deepafx_st_autodiff: contradicted." in md and "proposed:best_pick" not in md
+    # the variant is the lowest mean on both kinds, yet proposed or the baseline is bold, never it
+    t = sec.tables[0]
+    assert t.cells[("proposed", "room")].best and not t.cells[("proposed:best_pick", "room")].best
+    assert t.cells[("proposed:best_pick", "room")].mean < t.cells[("proposed", "room")].mean
+    line = next(x for x in T.to_markdown(t).splitlines() if x.startswith("| proposed:best_pick"))
+    assert "(upper bound, chooses with the target)" in line and "**" not in line
+    assert r"\textbf" not in next(x for x in T.to_latex(t, 200).splitlines() if x.startswith("proposed:best"))
+    # picks: a JSON-quoted value is read as text
+    assert W.pick_matrix(sec.picks).to_dict() == {"reverb": {"room": 20, "lofi": 0}, "peq": {"room": 0, "lofi": 20}}
+
+
+def test_wild_comparisons_that_cannot_be_made(tmp_path):
+    from reports import wild as W
+
+    r = _wild_results(tmp_path, systems=("bypass", "proposed"), picks=False)
+    r.failures = pd.DataFrame([{"system": "deepafx_st_autodiff", "task": "speech/room/test", "effect_set": "wild",
+                                "stage": "evaluate", "error": "x"}])
+    r.systems = r.systems + ["deepafx_st_autodiff"]  # in the run, but its wild cells failed
+    stats = T.compute_stats(r, {"mrstft": ["effect"]}, n_resamples=100)
+    sec = W.build(r, stats, ["mrstft"])
+    assert sec.tests.empty and sec.verdicts == []
+    assert len(sec.notes) == 1 and "deepafx_st_autodiff could not be tested" in sec.notes[0]
+    assert "failed" in sec.notes[0]  # deepafx_st_spsa is not in this run: optional, no note
+    assert sec.picks.empty and "No info.parquet" in sec.picks_note
+    assert "could not be tested" in W.hypothesis_markdown(sec) and "No info.parquet" in W.picks_markdown(sec)
+    (tmp_path / "b").mkdir()
+    r2 = _wild_results(tmp_path / "b", systems=("bypass", "deepafx_st_autodiff"), picks=False)
+    sec2 = W.build(r2, T.compute_stats(r2, {"mrstft": ["effect"]}, n_resamples=100), ["mrstft"])
+    assert sec2.tests.empty and "proposed has no scores on the wild set" in sec2.notes[0]
+    # no wild task: no section
+    seen = r2.scores[r2.scores["effect_set"] != "wild"]
+    (tmp_path / "c").mkdir()
+    seen.to_parquet(tmp_path / "c" / "scores.parquet")
+    r3 = load_results(tmp_path / "c")
+    assert W.build(r3, T.compute_stats(r3, {"mrstft": ["effect"]}, n_resamples=100), ["mrstft"]) is None
+
+
+def test_build_without_wild_tasks_has_no_wild_section(tmp_path):
+    from reports.build import build_report
+
+    _small_results(tmp_path)  # seen and unseen effects only
+    page = build_report(tmp_path, n_resamples=100).read_text()
+    assert 'id="wild"' not in page and 'href="#wild"' not in page
+    assert not (tmp_path / "report" / "wild.md").exists()
+    assert "wild set" not in (tmp_path / "report" / "tables.md").read_text()
+
+
+def test_recipe_summary():
+    from reports.wild import recipe_summary
+
+    chain = {"kind": "pedal_chain", "chain": [{"effect": "distortion", "params01": [0.1]},
+                                              {"effect": "reverb", "params01": [0.5]}], "trim_db": -2.5}
+    assert recipe_summary(chain) == "chain distortion → reverb, trim_db -2.5"
+    room = {"kind": "room", "rt60_requested_s": 0.8123, "room_m": [6.2, 4.1, 3.0], "tail_seed": 9}
+    assert recipe_summary(room) == "rt60_requested_s 0.812, room_m 6.2 x 4.1 x 3"
+    assert recipe_summary(None) == "" and len(recipe_summary({"a": "x" * 500}, limit=50)) == 50
+
+
+def test_build_has_the_wild_section(built):
+    from reports.synthetic import CORPORA, PICKS
+
+    out, html = built
+    d = out / "report"
+    for f in ("wild.md", "wild_hypothesis.md", "tables/wild_hypothesis.csv", "tables/wild_stats.csv",
+              "tables/wild_picks.csv", "tables/wild_verdicts.csv", "tables/wild__mrstft.tex",
+              "tables/wild_hypothesis.tex", "figures/wild_picks.png", "figures/wild_picks.pdf"):
+        assert (d / f).is_file(), f
+    verdicts = pd.read_csv(d / "tables" / "wild_verdicts.csv").set_index("scope")["verdict"].to_dict()
+    assert verdicts == {"room": "supported", "lofi": "contradicted", "overall": "mixed"}
+    hyp = pd.read_csv(d / "tables" / "wild_hypothesis.csv")
+    assert set(hyp["baseline"]) == {"deepafx_st_autodiff"} and "mrstft" in set(hyp["metric"])
+    assert (hyp["p_holm"] >= hyp["p"]).all() and list(hyp["p_holm"]) == pytest.approx(list(S.holm(hyp["p"])))
+    # picked-controller counts: what the synthetic data put in (6 examples per task, one task per corpus)
+    picks = pd.read_csv(d / "tables" / "wild_picks.csv")
+    n = 6
+    for kind, keys in PICKS.items():
+        for key, cycle in keys.items():
+            got = picks[(picks["kind"] == kind) & (picks["key"] == key)].set_index("controller")["count"].to_dict()
+            want: dict[str, int] = {}
+            for i in range(n):
+                want[cycle[i % len(cycle)]] = want.get(cycle[i % len(cycle)], 0) + len(CORPORA)
+            assert got == want, (kind, key)
+    page = html.read_text()
+    sec = re.search(r'<section id="wild">(.*?)</section>', page, re.S).group(1)
+    assert "No oracle exists for this set" in sec and 'src="figures/wild_picks.png"' in sec
+    assert "supported" in sec and "contradicted" in sec and "mixed" in sec
+    for body in re.findall(r'<table class="results" id="table-wild__[^"]*">(.*?)</table>', sec, re.S):
+        assert '<td class="sys">oracle</td>' not in body
+    # anywhere on the page: the variant is labelled and never bold
+    rows = re.findall(r'<td class="sys">proposed:best_pick([^<]*)</td>(.*?)</tr>', page, re.S)
+    assert rows and all(label == " (upper bound, chooses with the target)" for label, _ in rows)
+    assert all("best" not in cls for _, body in rows for cls in re.findall(r'<td class="([^"]*)"', body))
+    md = (d / "tables.md").read_text()
+    assert all("**" not in line for line in md.splitlines() if line.startswith("| proposed:best_pick"))
+    sig = pd.read_csv(d / "tables" / "significance.csv")
+    assert set(sig["focus"]) == {"proposed"}
+    # wild audio: the variant's clip is played, and the hidden recipe is stated next to the example
+    assert list((d / "audio").rglob("proposed_best_pick.wav"))
+    assert "hidden recipe: rt60_requested_s 0.8, room_m 6.2 x 4.1 x 3" in page
+    assert "hidden recipe: style telephone" in page
