@@ -61,10 +61,11 @@ def make_results(out: Path, *, n: int = 8, n_audio: int = 3, seed: int = 0, mlfl
                 est = [_estimate(rng, system, ex, effect) for ex in examples]
                 if not (wild and system == "oracle"):  # no oracle output on the wild set
                     _save_audio(out, system, tags, examples[:n_audio], est[:n_audio])
-                if wild and system in ("proposed", VARIANT):
-                    key = "picked" if system == "proposed" else "best_pick"
-                    info += [{"system": system, **tags, "example": ex.index, "key": key,
-                              "value": PICKS[effect][key][ex.index % len(PICKS[effect][key])]} for ex in examples]
+                if wild and system in ("proposed", VARIANT):  # as the runner: best_pick in both systems' info
+                    for key in ("picked", "best_pick") if system == "proposed" else ("best_pick",):
+                        info += [{"system": system, **tags, "example": ex.index, "key": key,
+                                  "value": PICKS[effect][key][ex.index % len(PICKS[effect][key])]}
+                                 for ex in examples]
                     info += [{"system": system, **tags, "example": ex.index, "key": "note", "value": "ignored"}
                              for ex in examples[:1]]  # other keys are not picks
                 params += _param_rows(system, tags, examples, est)

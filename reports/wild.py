@@ -68,7 +68,7 @@ class Section:
     tests: pd.DataFrame  # HYPOTHESIS_COLUMNS
     verdicts: list[Verdict]
     notes: list[str]  # comparisons that could not be made, and why
-    picks: pd.DataFrame  # kind, key, chooser, system, controller, count
+    picks: pd.DataFrame  # kind, key, chooser, controller, count
     agreement: pd.DataFrame  # kind, examples, same: auto pick == best pick
     picks_note: str = ""  # why there is no pick table, when there is none
     metrics: list[str] = field(default_factory=list)  # the hypothesis metrics
@@ -268,19 +268,22 @@ def _text(v) -> str:
 
 
 def pick_counts(info: pd.DataFrame | None, kinds: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(counts, agreement). counts: per kind, chooser (the info key), system and controller, how many examples
-    chose it. agreement: per kind, on how many of the examples with both, the auto pick equals the best pick."""
-    counts_cols = ["kind", "key", "chooser", "system", "controller", "count"]
+    """(counts, agreement). counts: per kind, chooser (the info key) and controller, how many examples chose it.
+    agreement: per kind, on how many of the examples with both, the auto pick equals the best pick.
+
+    One pick per example and key: the runner stores ``best_pick`` twice (in the proposed model's own info and in
+    its ``proposed:best_pick`` variant's), which must not count twice."""
+    counts_cols = ["kind", "key", "chooser", "controller", "count"]
     agree_cols = ["kind", "examples", "same"]
     if info is None or info.empty:
         return pd.DataFrame(columns=counts_cols), pd.DataFrame(columns=agree_cols)
     sub = info[(info["effect_set"].astype(str) == WILD) & info["key"].isin(list(PICK_KEYS))
-               & info["effect"].isin(kinds)].copy()
+               & info["effect"].isin(kinds)].drop_duplicates(["task", "example", "key"]).copy()
     if sub.empty:
         return pd.DataFrame(columns=counts_cols), pd.DataFrame(columns=agree_cols)
     sub["controller"] = sub["value"].map(_text)
     sub["kind"] = sub["effect"].astype(str)
-    g = sub.groupby(["kind", "key", "system", "controller"]).size().rename("count").reset_index()
+    g = sub.groupby(["kind", "key", "controller"]).size().rename("count").reset_index()
     g["chooser"] = g["key"].map(PICK_KEYS)
     order = {k: i for i, k in enumerate(kinds)}
     keys = {k: i for i, k in enumerate(PICK_KEYS)}
@@ -288,8 +291,7 @@ def pick_counts(info: pd.DataFrame | None, kinds: list[str]) -> tuple[pd.DataFra
         ["_k", "_c", "count", "controller"], ascending=[True, True, False, True])
     counts = g[counts_cols].reset_index(drop=True)
     agree = []
-    by_key = {k: d.drop_duplicates(["task", "example"]).set_index(["task", "example"])["controller"]
-              for k, d in sub.groupby("key")}
+    by_key = {k: d.set_index(["task", "example"])["controller"] for k, d in sub.groupby("key")}
     if len(by_key) == 2:
         both = pd.concat(by_key, axis=1, join="inner")
         both["kind"] = sub.drop_duplicates(["task", "example"]).set_index(["task", "example"])["kind"]
