@@ -31,7 +31,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-dev-shm-usage", "--remote-debugging-pipe"]  # small /dev/shm in containers
 WIDTH, HEIGHT = 1400, 1000
 MAX_FULL_HEIGHT = 12000  # the full-page screenshot is cut here
-SECTION_SHOTS = ("significance", "figures", "audio")  # also one screen from the top of each (by id)
+SECTION_SHOTS = ("significance", "wild", "figures", "audio")  # also one screen from the top of each (by id)
 
 
 class BrowserError(RuntimeError):

@@ -215,7 +215,8 @@ def _figures(r: Results, d: Path, stats, heads, set_cols, params, max_mel, tick,
         for item in mel_picks(audio, r, max_mel):
             name = f"mel_{X.task_dir(item.task)}_{item.example:04d}"
             score = f", {item.metric} {item.value:.3g}" if np.isfinite(item.value) else ""
-            fig = F.mel_grid(figs, name, list(item.arrays.items()), item.sample_rate,
+            clips = [(system_label(k, short=True), x) for k, x in item.arrays.items()]
+            fig = F.mel_grid(figs, name, clips, item.sample_rate,
                              f"{item.task}, example {item.example} ({item.rank}{score})",
                              f"Mel spectrograms of {item.task}, example {item.example}: input, reference, target and "
                              "each system's output, on one dB scale.")

@@ -17,7 +17,7 @@ UNRANKED = frozenset({"oracle"})  # knows the true settings: never "best" in a c
 # (best_pick chooses the proposed model's controller with the target), so it is treated like the oracle: never
 # ranked, never the focus of a paired test, always shown with its label. The notes below say what it is.
 VARIANT_SEP = ":"
-VARIANT_NOTES = {"best_pick": "upper bound, chooses with the target"}
+VARIANT_NOTES = {"best_pick": ("upper bound, chooses with the target", "upper bound, uses target")}  # (long, short)
 SET_ORDER = {"seen": 0, "unseen": 1, "wild": 2}
 
 
@@ -112,14 +112,12 @@ def is_ranked(system: str) -> bool:
 
 def system_label(system: str, *, short: bool = False) -> str:
     """The name shown for a system: a variant carries what it is ("proposed:best_pick (upper bound, chooses with
-    the target)") wherever it appears, so it is never read as a contender. ``short``: for legends."""
+    the target)") wherever it appears, so it is never read as a contender. ``short``: for legends and panels."""
     if not is_variant(system):
         return system
     base, variant = system.split(VARIANT_SEP, 1)
-    note = VARIANT_NOTES.get(variant, f"variant of {base}, not ranked")
-    if short:
-        note = note.split(",", 1)[0]
-    return f"{system} ({note})"
+    notes = VARIANT_NOTES.get(variant, (f"variant of {base}, not ranked", "variant, not ranked"))
+    return f"{system} ({notes[1] if short else notes[0]})"
 
 
 def pick_focus(systems: list[str]) -> str | None:

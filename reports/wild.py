@@ -79,9 +79,15 @@ class Section:
         return [v for v in self.verdicts if v.scope == "overall"]
 
     def matrices(self) -> list[tuple[str, pd.DataFrame]]:
-        """(chooser, kinds x controllers counts) for each chooser with picks: the page's tables and figure."""
-        out = [(chooser, pick_matrix(self.picks, key)) for key, chooser in PICK_KEYS.items()]
-        return [(c, m) for c, m in out if not m.empty]
+        """(chooser, kinds x controllers counts) for each chooser with picks: the page's tables and figure. All
+        share one row and column order (controllers by total count), so that they can be compared side by side."""
+        if self.picks.empty:
+            return []
+        kinds = list(dict.fromkeys(self.picks["kind"]))
+        order = list(self.picks.groupby("controller", sort=False)["count"].sum().sort_values(
+            ascending=False, kind="stable").index)
+        return [(chooser, pick_matrix(self.picks, key, kinds, order)) for key, chooser in PICK_KEYS.items()
+                if (self.picks["key"] == key).any()]
 
 
 def kinds_of(r: Results) -> list[str]:
@@ -302,14 +308,18 @@ def pick_counts(info: pd.DataFrame | None, kinds: list[str]) -> tuple[pd.DataFra
     return counts, pd.DataFrame(agree, columns=agree_cols)
 
 
-def pick_matrix(counts: pd.DataFrame, key: str = "picked") -> pd.DataFrame:
-    """Kinds x controllers: how many examples of each kind the given chooser sent to each controller."""
+def pick_matrix(counts: pd.DataFrame, key: str = "picked", kinds: list[str] | None = None,
+                controllers: list[str] | None = None) -> pd.DataFrame:
+    """Kinds x controllers: how many examples of each kind the given chooser sent to each controller. Rows and
+    columns default to those present (controllers by count); missing combinations are 0."""
     sub = counts[counts["key"] == key]
     if sub.empty:
         return pd.DataFrame()
     m = sub.pivot_table(index="kind", columns="controller", values="count", aggfunc="sum", fill_value=0)
-    m = m.reindex(list(dict.fromkeys(sub["kind"])))
-    return m[m.sum().sort_values(ascending=False, kind="stable").index].astype(int)
+    if controllers is None:
+        controllers = list(m.sum().sort_values(ascending=False, kind="stable").index)
+    rows = kinds if kinds is not None else list(dict.fromkeys(sub["kind"]))
+    return m.reindex(index=rows, columns=controllers, fill_value=0).astype(int)
 
 
 # --- recipes of the audio examples --------------------------------------------------------------------------
@@ -390,10 +400,7 @@ def picks_markdown(sec: Section) -> str:
     if sec.picks.empty:
         return f"{sec.picks_note}\n"
     lines = [f"**Controllers the {FOCUS} model picked, per wild kind** (examples per controller)", ""]
-    for key, chooser in PICK_KEYS.items():
-        m = pick_matrix(sec.picks, key)
-        if m.empty:
-            continue
+    for chooser, m in sec.matrices():
         lines += [f"*{chooser}*", "", "| kind | " + " | ".join(m.columns) + " | examples |",
                   "|---|" + "---:|" * (len(m.columns) + 1)]
         for kind, row in m.iterrows():

@@ -293,7 +293,7 @@ def test_variants_are_labelled_never_ranked_never_focus():
     assert pick_focus(["proposed:best_pick", "bypass", "oneshot_eq"]) == "oneshot_eq"
     assert pick_focus(["bypass", "x:y"]) == "bypass" and pick_focus(["x:y"]) is None
     assert system_label("proposed:best_pick") == "proposed:best_pick (upper bound, chooses with the target)"
-    assert system_label("proposed:best_pick", short=True) == "proposed:best_pick (upper bound)"
+    assert system_label("proposed:best_pick", short=True) == "proposed:best_pick (upper bound, uses target)"
     assert "not ranked" in system_label("ito_cmaes:other") and system_label("oracle") == "oracle"
 
 
