@@ -346,7 +346,10 @@ def recipe_summary(recipe, limit: int = 220) -> str:
 
 
 def _num(x) -> str:
-    return f"{x:.3g}" if isinstance(x, float) else str(x)
+    """3 significant digits, without an exponent for rates and frequencies (5260, not 5.26e+03)."""
+    if isinstance(x, float):
+        return f"{x:.0f}" if abs(x) >= 100 else f"{x:.3g}"
+    return str(x)
 
 
 # --- Markdown, LaTeX, CSV -----------------------------------------------------------------------------------

@@ -424,6 +424,7 @@ def test_recipe_summary():
     room = {"kind": "room", "rt60_requested_s": 0.8123, "room_m": [6.2, 4.1, 3.0], "tail_seed": 9}
     assert recipe_summary(room) == "rt60_requested_s 0.812, room_m 6.2 x 4.1 x 3"
     assert recipe_summary(None) == "" and len(recipe_summary({"a": "x" * 500}, limit=50)) == 50
+    assert recipe_summary({"lowpass_hz": 5262.4, "resample_hz": 16300.0}) == "lowpass_hz 5262, resample_hz 16300"
 
 
 def test_build_has_the_wild_section(built):
