@@ -415,6 +415,37 @@ def test_build_without_wild_tasks_has_no_wild_section(tmp_path):
     assert "wild set" not in (tmp_path / "report" / "tables.md").read_text()
 
 
+def test_reads_the_picks_the_runner_stores(tmp_path):
+    """The contract with bench/runner.py's info.parquet: the picks it writes are the ones the report counts."""
+    from types import SimpleNamespace as NS
+
+    import bench.runner as runner
+    from reports import wild as W
+
+    if not hasattr(runner, "info_rows"):
+        pytest.skip("this bench/runner.py stores no info.parquet")
+    tags = {"task": "speech/room/test", "effect": "room", "effect_set": "wild", "corpus": "speech",
+            "corpus_set": "seen", "split": "test"}
+    task = NS(id=tags["task"], sample_rate=8000, tags=lambda: dict(tags))
+    examples = [NS(index=i) for i in range(3)]
+    own = [NS(info={"picked": c, "best_pick": "delay", "renders": 4, "distances": {"reverb": 0.1}})
+           for c in ("reverb", "delay", "reverb")]
+    variant = [NS(info={"best_pick": "delay"}) for _ in examples]
+    res = runner.Results(tmp_path)
+    rows = pd.DataFrame([{"system": "proposed", **tags, "example": 0, "source_id": "s", "metric": "mrstft",
+                          "value": 1.0, "cell_key": "k"}])
+    info = pd.concat([runner.info_rows("proposed", task, examples, own),
+                      runner.info_rows("proposed:best_pick", task, examples, variant)], ignore_index=True)
+    res.write_cell("proposed", task, rows, None, info)
+    res.rebuild_tables()
+    stored, note = W.load_info(tmp_path)
+    assert note == "" and set(stored["key"]) == {"picked", "best_pick", "distances"}  # numbers are scores
+    counts, agreement = W.pick_counts(stored, ["room"])
+    got = {(k, c): n for k, c, n in counts[["key", "controller", "count"]].itertuples(index=False)}
+    assert got == {("picked", "reverb"): 2, ("picked", "delay"): 1, ("best_pick", "delay"): 3}
+    assert agreement.to_dict("records") == [{"kind": "room", "examples": 3, "same": 1}]
+
+
 def test_recipe_summary():
     from reports.wild import recipe_summary
 
