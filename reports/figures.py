@@ -170,11 +170,35 @@ def relative_to_bypass(stats: pd.DataFrame, m: str, systems: list[str], effects:
     return rows, mat
 
 
+def annotated_heatmap(ax, mat: np.ndarray, rows: list[str], cols: list[str], *, cmap: str, vmin: float,
+                      vmax: float, fmt: str, fontsize: float = 6.5) -> None:
+    """A matrix as coloured cells with its values written in them (NaN cells blank), rows top to bottom.
+
+    Drawn directly rather than with seaborn's heatmap, which draws the whole figure once per call to decide
+    whether tick labels overlap: on a tall figure of many panels that cost seconds and ~0.3 GB per panel."""
+    import matplotlib as mpl
+
+    mat = np.asarray(mat, dtype=float)
+    cm = mpl.colormaps[cmap]
+    norm = mpl.colors.Normalize(vmin, vmax)
+    ax.pcolormesh(np.ma.masked_invalid(mat), cmap=cm, norm=norm, edgecolors="white", linewidth=0.5)
+    for (i, j), v in np.ndenumerate(mat):
+        if np.isfinite(v):
+            r, g, b, _ = cm(norm(v))
+            ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+            ax.text(j + 0.5, i + 0.5, format(v, fmt), ha="center", va="center", fontsize=fontsize, color=ink)
+    ax.set_xlim(0, mat.shape[1])
+    ax.set_ylim(mat.shape[0], 0)
+    ax.set_xticks(np.arange(mat.shape[1]) + 0.5, cols, ha="right", rotation_mode="anchor")
+    ax.set_yticks(np.arange(mat.shape[0]) + 0.5, rows)
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
 def bypass_heatmaps(F: Figures, stats: pd.DataFrame, metrics: list[str], effects: list[str]) -> None:
     """Relative improvement over bypass per effect, in % (positive: better than leaving the input alone); one
     panel per metric, one figure."""
-    import seaborn as sns
-
     panels = []
     for m in metrics:
         if not m.startswith("cost/"):
@@ -195,9 +219,7 @@ def bypass_heatmaps(F: Figures, stats: pd.DataFrame, metrics: list[str], effects
             continue
         m, rows, mat = panels[k]
         labels = [system_label(s, short=True) for s in rows]
-        sns.heatmap(pd.DataFrame(mat, index=labels, columns=effects), ax=ax, cmap="RdBu", center=0, vmin=-100,
-                    vmax=100, annot=True, fmt=".0f", annot_kws={"fontsize": 6.5}, cbar=False,
-                    mask=~np.isfinite(mat), linewidths=0.5, linecolor="white")
+        annotated_heatmap(ax, mat, labels, list(effects), cmap="RdBu", vmin=-100, vmax=100, fmt=".0f")
         ax.set_title(f"{m}: % better than bypass", fontsize=8)
         ax.set(xlabel="", ylabel="")
         ax.tick_params(axis="x", labelrotation=30, labelsize=7, labelbottom=k + ncols >= len(panels))
@@ -362,8 +384,6 @@ def mel_grid(F: Figures, name: str, clips: list[tuple[str, np.ndarray]], sr: int
 def wild_picks(F: Figures, matrices: list[tuple[str, pd.DataFrame]]):
     """Heatmaps of kinds x controllers (examples per controller), one panel per chooser: the proposed model's
     auto rule, and the best pick made with the target when it was stored. None when nothing was picked."""
-    import seaborn as sns
-
     panels = [(title, m) for title, m in matrices if not m.empty]
     if not panels:
         return None
@@ -374,8 +394,8 @@ def wild_picks(F: Figures, matrices: list[tuple[str, pd.DataFrame]]):
     fig.subplots_adjust(wspace=0.45)
     vmax = max(int(m.to_numpy().max()) for _, m in panels)
     for ax, (title, m) in zip(axes[0], panels, strict=True):
-        sns.heatmap(m, ax=ax, cmap="Blues", vmin=0, vmax=max(1, vmax), annot=True, fmt="d", cbar=False,
-                    annot_kws={"fontsize": 7}, linewidths=0.5, linecolor="white")
+        annotated_heatmap(ax, m.to_numpy(), [str(i) for i in m.index], [str(c) for c in m.columns], cmap="Blues",
+                          vmin=0, vmax=max(1, vmax), fmt=".0f", fontsize=7)
         ax.set_title(title, fontsize=8)
         ax.set(xlabel="controller", ylabel="")
         ax.tick_params(axis="x", labelrotation=30, labelsize=7)
