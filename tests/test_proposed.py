@@ -192,6 +192,25 @@ def test_fit_trains_the_encoder_on_seen_effects_and_one_controller_per_effect(fi
     assert not any(p.requires_grad for p in fitted.vae.parameters())  # frozen after pretraining
 
 
+def test_hedge_is_the_validated_blend_towards_the_best_constant(fitted):
+    for name in ("gain", "delay"):
+        h = fitted.stats["hedge"][name]
+        scores = {float(a): v for a, v in h["valid_mrstft"].items()}
+        assert set(scores) == {0.0, 0.25, 0.5, 0.75, 1.0}
+        assert h["alpha"] == min(scores, key=scores.get)  # the share with the lowest validation MR-STFT
+        assert h["best_constant_mrstft"] <= scores[1.0] + 1e-6  # alpha = 1 is that constant
+        head = fitted._head(get_effect(name))
+        assert float(head.hedge_alpha) == h["alpha"]
+        feats = torch.randn(5, head.mean.shape[0])
+        with torch.no_grad():
+            blended = head(feats)
+            alpha = head.hedge_alpha.clone()
+            head.hedge_alpha.zero_()
+            own = head(feats)
+            head.hedge_alpha.copy_(alpha)
+        assert torch.allclose(blended, own + alpha * (head.hedge - own), atol=1e-6)
+
+
 def test_match_batch_renders_the_predicted_settings(fitted):
     task = _tasks(["delay"], "test")[0]
     examples = task.examples(7)
