@@ -600,8 +600,8 @@ class Proposed(System):
                          vx: np.ndarray, vy: np.ndarray, own: float, mrstft: MRSTFT) -> float:
         """Where per-example predictions are unreliable (an LFO's phase, a modulation rate), a spectral loss
         rewards a cautious constant setting more than a confident wrong one. Find the constant setting with the
-        lowest validation MR-STFT (among ``hedge_candidates`` training settings, their mean and the effect's
-        default), then the share alpha in {0, 1/4, 1/2, 3/4, 1} of the way from the controller's answer towards
+        lowest validation MR-STFT (the best of ``hedge_candidates`` training settings, their mean and the effect's
+        default, refined by one pass of coordinate search over {0, 1/4, 1/2, 3/4, 1} per parameter), then the share alpha in {0, 1/4, 1/2, 3/4, 1} of the way from the controller's answer towards
         it that scores best on validation; store both in the head. Returns the validation MR-STFT chosen."""
         dev, sr = self.torch_device, self.sample_rate
         head.eval()
@@ -615,7 +615,15 @@ class Proposed(System):
         consts = np.concatenate([tp[: self.cfg.hedge_candidates], tp.mean(0, keepdims=True),
                                  effect.default01()[None].astype(np.float64)])
         const_scores = [score(np.broadcast_to(k, (len(vx), len(k)))) for k in consts]
-        hedge = consts[int(np.argmin(const_scores))]
+        hedge, best_const = consts[int(np.argmin(const_scores))].copy(), float(min(const_scores))
+        for i in range(len(hedge)):  # one pass of coordinate search: the cautious corners (little mix or depth)
+            for v in (0.0, 0.25, 0.5, 0.75, 1.0):  # are rarely among random training settings
+                if v != hedge[i]:
+                    trial = hedge.copy()
+                    trial[i] = v
+                    sc = score(np.broadcast_to(trial, (len(vx), len(trial))))
+                    if sc < best_const:
+                        hedge, best_const = trial, sc
         with autocast(dev):
             p = head(vfeats.to(dev)).float().cpu().numpy().astype(np.float64)
         results = {0.0: own}
@@ -625,7 +633,8 @@ class Proposed(System):
         head.hedge.copy_(torch.as_tensor(hedge, dtype=head.hedge.dtype))
         head.hedge_alpha.fill_(alpha)
         self.stats.setdefault("hedge", {})[effect.name] = {"alpha": alpha, "valid_mrstft": results,
-                                                          "best_constant_mrstft": float(min(const_scores))}
+                                                          "best_constant_mrstft": best_const,
+                                                          "constant": [round(float(v), 4) for v in hedge]}
         return results[alpha]
 
     # --- checkpoints --------------------------------------------------------------------------------------
