@@ -17,10 +17,22 @@ def test_smoke_preset_end_to_end(tmp_path, capsys):
     fails = pd.read_csv(out / "failures.csv")
     assert fails.empty, fails.to_string()
     n_tasks = len(cfg.corpora()) * len(cfg.effect_sets())
-    assert set(scores["system"]) == set(cfg.system_names())
-    assert scores.groupby("system")["task"].nunique().eq(n_tasks).all()
+    own = scores[~scores["system"].str.contains(":")]
+    assert set(own["system"]) == set(cfg.system_names())
+    assert own.groupby("system")["task"].nunique().eq(n_tasks).all()
     assert {"speech", "music"} == set(scores["corpus"])
-    assert {"seen", "unseen"} <= set(scores["effect_set"])
+    assert {"seen", "unseen", "wild"} == set(scores["effect_set"])
+    # the wild set: no parameters anywhere, no oracle, the proposed model's picks and its labelled upper bound
+    wild = scores[scores["effect_set"] == "wild"]
+    assert wild[wild["metric"] == "param_mae"]["value"].isna().all()
+    assert wild[wild["system"] == "oracle"]["value"].isna().all()
+    assert set(wild["system"]) == set(cfg.system_names()) | {"proposed:best_pick"}
+    info = pd.read_parquet(out / "info.parquet")
+    picks = info[(info["system"] == "proposed") & (info["key"] == "picked") & (info["effect_set"] == "wild")]
+    assert len(picks) == 3 * 2 * cfg.tasks.n_test  # every example of 3 kinds x 2 corpora
+    assert set(picks["value"]) <= set(cfg.effects.seen) | set(cfg.effects.unseen) | {"bypass"}
+    searched = info[(info["system"] == "ito_cmaes") & (info["key"] == "searched")]
+    assert set(searched["value"]) == {"peq4+compressor+delay+reverb"}
     assert not scores.duplicated(["system", "task", "example", "metric"]).any()
     assert {"system", "effect", "effect_set", "corpus", "corpus_set", "split", "metric", "mean", "std", "n"} <= set(
         summary.columns)

@@ -251,3 +251,21 @@ def test_pairs_corpus_runs_end_to_end(tmp_path):
     rows = summary[(summary.effect == "recorded") & (summary.metric == "mrstft")]
     assert set(rows.system) == {"bypass", "random"} and set(rows.effect_set) == {"wild"}
     assert summary[summary.metric == "param_mae"]["mean"].isna().all()
+
+
+def test_pairs_corpus_runs_every_registered_system(tmp_path):
+    """Every registered system on recorded pairs: trainable ones learn on the pairs' dry side processed by the
+    smoke preset's seen effects, then all of them meet the recorded processing (scored, never failed)."""
+    root = make_pairs(tmp_path / "p", n=6)
+    systems = load_config("smoke").system_names()  # every system this project registers
+    cfg = load_config("smoke", corpora=[f"pairs:{root}"], effects=["recorded", "peq4", "peq_comp"], systems=systems,
+                      sets=["run.report=false", "tasks.n_test=2", "tracking.enabled=false", "data.train_sources=3",
+                            "data.valid_sources=1", "data.test_sources=2", 'metrics.include=["param_mae", "mrstft"]'])
+    summary = run(cfg, tmp_path / "out", log=lambda *_: None)
+    fails = pd.read_csv(tmp_path / "out" / "failures.csv")
+    assert fails.empty, fails.to_string()
+    rec = summary[(summary.effect == "recorded") & (summary.metric == "mrstft")]
+    assert set(systems) - {"oracle"} <= set(rec.system)
+    assert rec[rec.system != "oracle"]["mean"].notna().all()
+    assert rec[rec.system == "oracle"]["mean"].isna().all()  # no oracle exists for recorded processing
+    assert summary[(summary.effect == "recorded") & (summary.metric == "param_mae")]["mean"].isna().all()
