@@ -186,18 +186,21 @@ def bench_training(preset: str, device: str, workers: int) -> dict:
     return out
 
 
-def bench_end_to_end(preset: str, workers: int) -> dict:
+def bench_end_to_end(preset: str, workers: int, cold: bool = False) -> dict:
+    """``afx-bench run --preset P`` in a subprocess; ``cold``: with an empty cache dir, as on a fresh machine
+    (corpora, examples and AudioCommons features all made anew), else with the user's cache."""
     with tempfile.TemporaryDirectory() as d:
         cmd = [sys.executable, "-m", "bench", "run", "--preset", preset, "--out", d, "--set", "run.progress=false"]
+        env = dict(os.environ, AFX_BENCH_CACHE=str(Path(d) / "cache")) if cold else None
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         wall = time.perf_counter() - t0
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         fails = 0
         f = Path(d) / "failures.csv"
         if f.exists():
             fails = max(0, len(f.read_text().strip().splitlines()) - 1)
-    return {"preset": preset, "wall_seconds": wall, "peak_rss_mib": peak_kib / 1024, "returncode": proc.returncode,
+    return {"preset": preset, "cold_cache": cold, "wall_seconds": wall, "peak_rss_mib": peak_kib / 1024, "returncode": proc.returncode,
             "failed_cells": fails, "stderr_tail": proc.stderr[-500:] if proc.returncode else ""}
 
 
@@ -212,6 +215,7 @@ def main(argv=None) -> int:
     p.add_argument("--sample-rate", type=int, default=24000)
     p.add_argument("--seconds", type=float, default=3.0, help="clip length for effects and metrics")
     p.add_argument("--device", default="auto")
+    p.add_argument("--cold", action="store_true", help="e2e: start from an empty cache dir, as a fresh machine does")
     args = p.parse_args(argv)
     from bench.effects import default_workers
     from bench.runner import resolve_device
@@ -238,7 +242,7 @@ def main(argv=None) -> int:
         elif s == "training":
             results[s] = bench_training(args.preset, device, workers)
         elif s == "e2e":
-            results[s] = bench_end_to_end(args.preset, workers)
+            results[s] = bench_end_to_end(args.preset, workers, cold=args.cold)
         print(f"{s} ({time.perf_counter() - t0:.1f} s):\n{json.dumps(results[s], indent=1)}", flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
