@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -58,7 +57,6 @@ class Task:
         self.effect_set = effect_set
         self.corpus_set = corpus_set
         self._sources: dict[str, np.ndarray] = {}
-        self._source_lock = threading.Lock()  # examples are made on a thread pool: each source loaded once
 
     @property
     def id(self) -> str:
@@ -94,10 +92,6 @@ class Task:
 
     def _source(self, spec) -> np.ndarray:
         """The source, ``(n,)``; for recorded pairs ``(2, n)``: dry and wet."""
-        with self._source_lock:
-            return self._load_source(spec)
-
-    def _load_source(self, spec) -> np.ndarray:
         if spec.source_id not in self._sources:
             x = np.stack(self.corpus.load_pair(spec)) if self.paired else self.corpus.load_source(spec)
             if x.shape[-1] < 2 * self.segment_samples:
@@ -153,41 +147,20 @@ class Task:
         return stable_hash([EXAMPLES_VERSION, self.id, self.seed, n, self.segment_samples, self.sample_rate,
                             self.corpus.version, specs, eff])
 
-    def examples(self, n: int, *, cache: bool = True, progress: bool = False,
-                 workers: int | None = None) -> list[Example]:
-        """The first ``n`` examples, cached on disk (one .npz per task and size). Made on a thread pool of
-        ``workers`` (default: all cores; effects and codecs release the GIL); each example is a function of its
-        index alone, so the pool changes nothing but the time."""
+    def examples(self, n: int, *, cache: bool = True, progress: bool = False) -> list[Example]:
+        """The first ``n`` examples, cached on disk (one .npz per task and size)."""
         path = cache_dir() / "examples" / f"{self.cache_key(n)}.npz"
         if cache and path.exists():
             try:
                 return self._read(path)
             except (ValueError, OSError, KeyError):
                 path.unlink(missing_ok=True)
-        from concurrent.futures import ThreadPoolExecutor
-
-        from bench.effects import default_workers
-
-        workers = max(1, min(n, workers or default_workers()))
-        bar = None
+        it = range(n)
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=n, desc=f"examples {self.id}", leave=False)
-
-        def make(i: int) -> Example:
-            ex = self.example(i)
-            if bar is not None:
-                bar.update(1)
-            return ex
-
-        if workers == 1:
-            out = [make(i) for i in range(n)]
-        else:
-            with ThreadPoolExecutor(workers, thread_name_prefix="examples") as pool:
-                out = list(pool.map(make, range(n)))
-        if bar is not None:
-            bar.close()
+            it = tqdm(it, desc=f"examples {self.id}", leave=False)
+        out = [self.example(i) for i in it]
         if cache:
             self._write(path, out)
         return out

@@ -26,16 +26,6 @@ def test_examples_are_deterministic_and_cached(tones):
         assert x.source_id == y.source_id and x.param_names == y.param_names
 
 
-@pytest.mark.parametrize("effect", ["reverb", "pedal_chain", "room"])
-def test_the_thread_pool_changes_nothing_but_the_time(tones, effect):
-    serial = make(tones, effect).examples(6, cache=False, workers=1)
-    pooled = make(tones, effect).examples(6, cache=False, workers=3)
-    for x, y in zip(serial, pooled, strict=True):
-        assert x.index == y.index and x.source_id == y.source_id and x.meta == y.meta
-        for k in ("input", "reference", "target"):
-            assert np.array_equal(getattr(x, k), getattr(y, k))
-
-
 def test_example_structure(tones):
     task = make(tones, "distortion")
     ex = task.example(0)
