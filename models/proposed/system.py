@@ -174,6 +174,7 @@ class Proposed(System):
         # share (0, 1/4 ... 1) that scores best on validation: hedging where the controller is unreliable
         hedge: bool = True
         hedge_candidates: int = 32  # constant settings tried: this many training settings, their mean, the default
+        hedge_refine: float = 0.8  # refine that constant only if the controller's validation MR-STFT >= this x its
         match_batch_size: int = 64
         # hidden processing (the wild set): the auto rule's candidates, trained controllers by effect name
         # (empty: all of them), and whether leaving the input unchanged is one of them
@@ -186,6 +187,8 @@ class Proposed(System):
                 raise ValueError(f"{where}.features: {self.features!r}; valid: {', '.join(FEATURES)}")
             if not 0 < self.eps < 0.5:
                 raise ValueError(f"{where}.eps: must be in (0, 0.5), got {self.eps}")
+            if self.hedge_refine < 0:
+                raise ValueError(f"{where}.hedge_refine: must be >= 0 (0: always refine), got {self.hedge_refine}")
             if self.beta_min < 0 or self.beta_max < self.beta_min:
                 raise ValueError(f"{where}: need 0 <= beta_min <= beta_max, got {self.beta_min}, {self.beta_max}")
             for k in ("train_examples", "valid_examples", "latent", "width", "pool_freq", "pool_time", "vae_batch",
@@ -601,8 +604,10 @@ class Proposed(System):
         """Where per-example predictions are unreliable (an LFO's phase, a modulation rate), a spectral loss
         rewards a cautious constant setting more than a confident wrong one. Find the constant setting with the
         lowest validation MR-STFT (the best of ``hedge_candidates`` training settings, their mean and the effect's
-        default, refined by one pass of coordinate search over {0, 1/4, 1/2, 3/4, 1} per parameter), then the share alpha in {0, 1/4, 1/2, 3/4, 1} of the way from the controller's answer towards
-        it that scores best on validation; store both in the head. Returns the validation MR-STFT chosen."""
+        default, refined by one pass of coordinate search over {0, 1/4, 1/2, 3/4, 1} per parameter when the
+        controller's own score is not far below it: ``hedge_refine``), then the share alpha in
+        {0, 1/4, 1/2, 3/4, 1} of the way from the controller's answer towards it that scores best on validation;
+        store both in the head. Returns the validation MR-STFT chosen."""
         dev, sr = self.torch_device, self.sample_rate
         head.eval()
         target = torch.from_numpy(vy).to(dev)
@@ -616,8 +621,11 @@ class Proposed(System):
                                  effect.default01()[None].astype(np.float64)])
         const_scores = [score(np.broadcast_to(k, (len(vx), len(k)))) for k in consts]
         hedge, best_const = consts[int(np.argmin(const_scores))].copy(), float(min(const_scores))
-        for i in range(len(hedge)):  # one pass of coordinate search: the cautious corners (little mix or depth)
-            for v in (0.0, 0.25, 0.5, 0.75, 1.0):  # are rarely among random training settings
+        # one pass of coordinate search: the cautious corners (little mix or depth) are rarely among random
+        # training settings. Only where a constant competes with the controller: elsewhere alpha stays 0 anyway
+        refine = own >= self.cfg.hedge_refine * best_const
+        for i in range(len(hedge) if refine else 0):
+            for v in (0.0, 0.25, 0.5, 0.75, 1.0):
                 if v != hedge[i]:
                     trial = hedge.copy()
                     trial[i] = v
@@ -634,7 +642,8 @@ class Proposed(System):
         head.hedge_alpha.fill_(alpha)
         self.stats.setdefault("hedge", {})[effect.name] = {"alpha": alpha, "valid_mrstft": results,
                                                           "best_constant_mrstft": best_const,
-                                                          "constant": [round(float(v), 4) for v in hedge]}
+                                                          "constant": [round(float(v), 4) for v in hedge],
+                                                          "refined": bool(refine)}
         return results[alpha]
 
     # --- checkpoints --------------------------------------------------------------------------------------
