@@ -11,6 +11,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,21 @@ import torch
 from torch import nn
 
 from bench.systems import CheckpointError, SystemError_
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run with ``n`` torch intra-op threads (0: leave torch's setting), then restore. A small net gains ~1.5x
+    from a second thread on an idle 2-core CPU, but loses a lot when another process holds that core (OpenMP
+    threads wait for it): systems expose it as config (``torch_threads``)."""
+    old = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n > 0:
+            torch.set_num_threads(old)
 
 
 class DivergedError(SystemError_):

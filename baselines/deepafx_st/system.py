@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import torch
 from bench.effects import default_workers, get_effect
 from bench.systems import CheckpointError, Estimate, FitContext, System, SystemError_, register_system
 from bench.tasks import Task
+from models.nn import torch_threads
 
 EFFECT = "peq_comp"
 
@@ -81,20 +81,6 @@ class DeepAFxConfig:
         if bad:
             raise ValueError(f"{where}: invalid value(s) for {bad}: " + ", ".join(f"{k}={getattr(self, k)!r}"
                                                                                   for k in bad))
-
-
-@contextmanager
-def torch_threads(n: int):
-    """Run with ``n`` intra-op threads (0: leave torch's setting), then restore. Small convolution nets gain little
-    from a second thread on a 2-core CPU and lose a lot when another process holds that core (OpenMP waits)."""
-    old = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n > 0:
-            torch.set_num_threads(old)
 
 
 ARCH_KEYS = ("n_fft", "hop", "spec_power", "width", "depth", "stages", "embed_dim", "hidden")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,15 @@ import torch
 from baselines.oneshot_eq.model import DECODINGS, OneShotEQNet, decode, soft_targets
 from bench.effects import Effect, default_workers, get_effect
 from bench.systems import CheckpointError, Estimate, FitContext, System, register_system
-from models.nn import autocast, load_checkpoint, load_state, pick_device, save_checkpoint, train_loop
+from models.nn import (
+    autocast,
+    load_checkpoint,
+    load_state,
+    pick_device,
+    save_checkpoint,
+    torch_threads,
+    train_loop,
+)
 
 NAME = "oneshot_eq"
 EFFECT = "peq4"
@@ -28,20 +35,6 @@ LOSSES = ("ce", "expected_l1", "ce+l1")
 # config keys that shape the network or its features: a checkpoint only loads into the same values
 ARCHITECTURE = ("n_classes", "linear_mel", "n_mels", "window_ms", "hop_ms", "channels", "conv_layers", "kernel",
                 "time_stride", "compare_kernel", "batch_norm", "hidden")
-
-
-@contextmanager
-def intra_op_threads(n: int):
-    """``n`` torch intra-op threads inside the block (0: unchanged), restored after. A net this small gains little
-    from a second thread on a 2-core CPU and loses much when another process holds that core (OpenMP waits)."""
-    old = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n > 0:
-            torch.set_num_threads(old)
 
 
 class PoolBatches:
@@ -172,7 +165,7 @@ class OneShotEQ(System):
         return out
 
     def fit(self, tasks: list, ctx: FitContext) -> None:
-        with intra_op_threads(self.cfg.torch_threads):
+        with torch_threads(self.cfg.torch_threads):
             self._fit(tasks, ctx)
 
     def _fit(self, tasks: list, ctx: FitContext) -> None:
@@ -270,7 +263,7 @@ class OneShotEQ(System):
 
     def predict(self, inputs: np.ndarray, references: np.ndarray) -> np.ndarray:
         """Normalised peq4 settings ``(B, 12)`` for batches of input and reference clips."""
-        with intra_op_threads(self.cfg.torch_threads):
+        with torch_threads(self.cfg.torch_threads):
             return decode(self.logits(inputs, references), self.cfg.decode).cpu().numpy().astype(np.float32)
 
     def match_batch(self, inputs, references, effect: Effect) -> list[Estimate]:
