@@ -271,6 +271,12 @@ def summarise(scores: pd.DataFrame) -> pd.DataFrame:
 def cell_rows(system: str, task: Task, examples: list, estimates: list[Estimate], metrics: list[Metric],
               seconds: float, key: str, warn) -> pd.DataFrame:
     per_example: list[dict[str, float]] = [{} for _ in examples]
+    for m in metrics:  # slow metrics (AudioCommons' worker pool) start now and run while the others score
+        k = getattr(m, "max_examples", 0) or len(examples)
+        try:
+            m.prefetch(estimates[:k], examples[:k])
+        except Exception as e:  # score_batch will meet the same problem and record it
+            warn(f"metric {m.name} could not start early on {system} / {task.id}: {type(e).__name__}: {e}")
     for m in metrics:
         k = getattr(m, "max_examples", 0) or len(examples)
         try:

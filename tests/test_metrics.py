@@ -409,6 +409,31 @@ def test_ac_adapter_is_thread_safe():
     assert seen == [True, True] and util.np is np
 
 
+def test_ac_prefetch_gives_the_same_scores_and_computes_each_clip_once(ac_cache):
+    from bench.metrics import audiocommons
+
+    ref = _load_reference_script().clips()
+    targets = [ref["pluck"], ref["bursts"]]
+    exs = [ex(t, i) for i, t in enumerate(targets)]
+    outs = [est(lowpass(targets[0], 2000)), est(lowpass(targets[1], 1500))]
+    m = get_metric("ac", {"workers": 2, "disk_cache": False}, sample_rate=SR)
+    try:
+        m.prefetch(outs, exs)  # the four clips go to the pool in the background
+        assert len(m._pending) == 4
+        m.prefetch(outs, exs)  # asking again submits nothing new
+        assert len(m._pending) == 4
+        early = m.score_batch(outs, exs)
+        assert m.stats["computed"] == 4 and not m._pending
+    finally:
+        m.close()
+    audiocommons.clear_memory_cache()
+    plain = get_metric("ac", {"workers": 1, "disk_cache": False}, sample_rate=SR)  # no pool, no prefetch
+    plain.prefetch(outs, exs)
+    assert not plain._pending
+    for a, b in zip(plain.score_batch(outs, exs), early, strict=True):
+        assert a == pytest.approx(b)
+
+
 def test_ac_metric_pool_cache_and_values(ac_cache):
     from bench.metrics import audiocommons
 

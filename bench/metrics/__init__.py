@@ -52,6 +52,10 @@ class Metric:
         """Scores per example; the default loops over :meth:`score`. Override to batch."""
         return [self.score(est, ex) for est, ex in zip(estimates, examples, strict=True)]
 
+    def prefetch(self, estimates: list, examples: list) -> None:
+        """Start slow work for these examples in the background; the runner calls it for every metric of a cell
+        before scoring any, and :meth:`score_batch` collects it. Default: nothing."""
+
 
 def get_metric(name: str, config: dict | None = None, **kwargs) -> Metric:
     return METRICS.get(name)(config, **kwargs)

@@ -296,6 +296,7 @@ class WorkerPool:
         self.procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
                       for _ in range(max(1, int(n)))]
         self._lock = threading.Lock()  # one map at a time: the pipes carry one job per worker
+        self._submitter = None  # a thread that runs submitted maps in the background
 
     @property
     def size(self) -> int:
@@ -305,6 +306,14 @@ class WorkerPool:
         """timbral_features of every clip, in order."""
         with self._lock:
             return self._map(clips, sample_rate)
+
+    def submit(self, clips: list, sample_rate: int):
+        """:meth:`map` in the background: a Future of its result."""
+        if self._submitter is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._submitter = ThreadPoolExecutor(1, thread_name_prefix="ac-pool")
+        return self._submitter.submit(self.map, clips, sample_rate)
 
     def _map(self, clips: list, sample_rate: int) -> list:
         import pickle
@@ -347,6 +356,10 @@ class WorkerPool:
     def close(self) -> None:
         import subprocess
 
+        if self._submitter is not None:  # a failing background map closes the pool from the submitter's thread
+            inside = threading.current_thread().name.startswith("ac-pool")
+            self._submitter.shutdown(wait=not inside)
+            self._submitter = None
         for p in self.procs:
             try:
                 p.stdin.close()
@@ -394,6 +407,7 @@ class AudioCommons(Metric):
                               "pip install --no-deps timbral_models==0.4.0")
         self.workers = int(self.cfg.workers) or _available_cores()
         self._pool = None
+        self._pending: dict[str, tuple] = {}  # clip key -> (Future of a background map, index in it)
         self.stats = {"computed": 0, "memory_hits": 0, "disk_hits": 0}
 
     # cache ---------------------------------------------------------------------------------------------------
@@ -456,6 +470,9 @@ class AudioCommons(Metric):
         for k, x in zip(keys, clips, strict=True):
             if k in recs or k in todo:
                 continue
+            if k in self._pending:
+                recs[k] = self._collect(k)
+                continue
             rec = self._lookup(k)
             if rec is None:
                 todo[k] = x
@@ -474,6 +491,42 @@ class AudioCommons(Metric):
                         log.warning("ac: timbral_models %s failed on a clip: %s", f, err)
                 recs[k] = self._store(k, feats, errors)
         return [recs[k] for k in keys]
+
+    def _collect(self, key: str) -> dict:
+        """The record of a clip whose features a :meth:`prefetch` is computing (waits for it)."""
+        fut, i = self._pending[key]
+        try:
+            results = fut.result()
+        except BaseException:
+            for k in [k for k, (f, _) in self._pending.items() if f is fut]:
+                del self._pending[k]
+            raise
+        for k in [k for k, (f, _) in self._pending.items() if f is fut]:  # store the whole batch at once
+            feats, errors = results[self._pending.pop(k)[1]]
+            self.stats["computed"] += 1
+            for f, err in errors.items():
+                if err != "silent clip":
+                    log.warning("ac: timbral_models %s failed on a clip: %s", f, err)
+            self._store(k, feats, errors)
+        return _MEMORY[key] if key in _MEMORY else self._lookup(key)
+
+    def prefetch(self, estimates, examples) -> None:
+        """Hand the clips whose features are not cached to the worker pool now, so that they are computed while
+        the runner scores the cell's other metrics; :meth:`score_batch` collects them."""
+        from bench.metrics._audio import audio_pairs
+
+        if self.workers <= 1:
+            return
+        outs, tgts = audio_pairs(estimates, examples, self.name)
+        todo: dict[str, object] = {}
+        for x in outs + tgts:
+            k = clip_key(x, self.sample_rate)
+            if k not in todo and k not in self._pending and self._lookup(k) is None:
+                todo[k] = x
+        if todo:
+            fut = self._executor().submit(list(todo.values()), self.sample_rate)
+            for i, k in enumerate(todo):
+                self._pending[k] = (fut, i)
 
     def score_batch(self, estimates, examples):
         from bench.metrics._audio import audio_pairs
