@@ -43,6 +43,27 @@ class Example:
     def example_id(self) -> str:
         return f"{self.task_id}#{self.index}"
 
+    def query(self) -> Query:
+        """What a system may see of this example: input and reference, never the target or true settings."""
+        return Query(self.task_id, self.index, self.source_id, self.input, self.reference, self.param_names)
+
+
+@dataclass(frozen=True)
+class Query:
+    """The view of an example a system is given to match: its ids, input and reference. The target, the true
+    settings and the meta (which may hold a hidden recipe) stay with the harness."""
+
+    task_id: str
+    index: int
+    source_id: str
+    input: np.ndarray
+    reference: np.ndarray
+    param_names: tuple[str, ...] = ()
+
+    @property
+    def example_id(self) -> str:
+        return f"{self.task_id}#{self.index}"
+
 
 class Task:
     """One cell's data: a corpus split processed by one effect."""
@@ -125,27 +146,20 @@ class Task:
             seg_a, reference, target = seg_a[0], seg_b[1], seg_a[1]
             params = None
             meta["recipe"] = {"kind": self.effect.name, "pair": spec.source_id}
-        elif self.effect.hidden:
-            recipe = self.effect.draw(rng, sr)
-            reference = self.effect.render(seg_b, sr, recipe)
-            target = self.effect.render(seg_a, sr, recipe)
-            params = None
-            meta["recipe"] = recipe
-        else:
-            params = self.effect.sample(rng, sr)
-            both = self.effect.process(np.stack([seg_b, seg_a]), sr, params)
-            reference, target = both[0], both[1]
+        else:  # a setting drawn from the effect's data distribution: parameters, or a hidden recipe
+            setting = self.effect.draw_setting(rng, sr)
+            reference, target = self.effect.apply(np.stack([seg_b, seg_a]), sr, setting)
+            params = setting.params01
+            if setting.recipe is not None:
+                meta["recipe"] = setting.recipe
         return Example(self.id, int(index), spec.source_id, seg_a, reference, target, params, meta,
                        tuple(self.effect.param_names))
 
     # --- cached evaluation sets ---------------------------------------------------------------------------
     def cache_key(self, n: int) -> str:
         specs = [(s.source_id, s.recipe) for s in self._specs]
-        eff = [self.effect.name, [(p.name, p.minimum, p.maximum, p.scale) for p in self.effect.params]]
-        if self.effect.hidden:  # hidden recipes change with the effect's version
-            eff.append(getattr(self.effect, "version", 0))
         return stable_hash([EXAMPLES_VERSION, self.id, self.seed, n, self.segment_samples, self.sample_rate,
-                            self.corpus.version, specs, eff])
+                            self.corpus.version, specs, self.effect.identity()])
 
     def examples(self, n: int, *, cache: bool = True, progress: bool = False) -> list[Example]:
         """The first ``n`` examples, cached on disk (one .npz per task and size)."""

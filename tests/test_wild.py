@@ -11,7 +11,7 @@ import soundfile as sf
 from bench.config import load_config
 from bench.corpora import CorpusError, get_corpus
 from bench.corpora.pairs import MAX_LAG_MS, estimate_lag
-from bench.effects import get_effect, probe_signal
+from bench.effects import HiddenEffect, get_effect, probe_signal
 from bench.effects import wild as W
 from bench.metrics import get_metric
 from bench.runner import run
@@ -47,7 +47,7 @@ def test_room_measured_rt60_matches_the_requested_one():
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_wild_kind_is_deterministic(kind):
     e = get_effect(kind)
-    assert e.hidden and e.n_params == 0 and e.params == []
+    assert isinstance(e, HiddenEffect) and e.n_params == 0 and e.params == []
     x = probe_signal(SR)
     r1 = e.draw(np.random.default_rng([3, 1]), SR)
     r2 = e.draw(np.random.default_rng([3, 1]), SR)

@@ -117,6 +117,14 @@ def _probe_levels(sample_rate: int) -> np.ndarray:
     return _band_levels(probe_signal(sample_rate), sample_rate)
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One drawn setting of an effect: normalised parameters, or (hidden processing) a recipe."""
+
+    params01: np.ndarray | None = None
+    recipe: dict | None = None
+
+
 class Effect:
     """Base class. Subclasses set ``name`` and ``params`` and implement :meth:`board`."""
 
@@ -207,16 +215,18 @@ class Effect:
         change = np.mean(np.abs(_band_levels(y, sample_rate) - _probe_levels(sample_rate)))
         return bool(change >= self.min_change_db)
 
-    # --- effects with hidden settings (the `wild` set) override these two -----------------------------------
-    hidden: bool = False  # True: no parameters are exposed; each example draws a hidden recipe instead
+    # --- a setting: how examples are made and how the random system answers ---------------------------------
+    def draw_setting(self, rng: np.random.Generator, sample_rate: int = 24000) -> Setting:
+        """One setting from the data distribution: here, normalised parameters from :meth:`sample`."""
+        return Setting(self.sample(rng, sample_rate))
 
-    def draw(self, rng: np.random.Generator, sample_rate: int) -> dict:
-        """A hidden, JSON-able recipe (chain, room, settings) for one example of a parameterless effect."""
-        raise NotImplementedError(f"{self.name} has parameters: use sample()")
+    def apply(self, audio: np.ndarray, sample_rate: int, setting: Setting, *, workers: int = 1) -> np.ndarray:
+        """Process a clip ``(n,)`` or a batch ``(B, n)`` with one setting from :meth:`draw_setting`."""
+        return self.process(audio, sample_rate, setting.params01, workers=workers)
 
-    def render(self, audio: np.ndarray, sample_rate: int, recipe: dict) -> np.ndarray:
-        """Process one clip with a recipe from :meth:`draw`."""
-        raise NotImplementedError(f"{self.name} has parameters: use process()")
+    def identity(self) -> list:
+        """What cached examples of this effect depend on (its name and parameter ranges)."""
+        return [self.name, [(p.name, p.minimum, p.maximum, p.scale) for p in self.params]]
 
     def sample_raw(self, rng: np.random.Generator) -> np.ndarray:
         """The data distribution before rejection: uniform in the normalised space (log-uniform on log scales)."""
@@ -233,6 +243,43 @@ class Effect:
         return f"<Effect {self.name}: {', '.join(self.param_names) or 'no parameters'}>"
 
 
+class HiddenEffect(Effect):
+    """Processing with hidden settings (the `wild` set): no parameters to estimate; each example draws a
+    JSON-able *recipe* (a room, a chain and its settings...) with :meth:`draw` and renders it with
+    :meth:`render`. Tasks make examples through :meth:`draw_setting` / :meth:`apply`, so nothing downstream checks
+    which kind of effect it has: a system sees an effect with ``n_params == 0``, and an example without true
+    settings (its recipe stays with the harness)."""
+
+    params: list = []
+    version = 1  # bump when draw or render change, so cached examples are rebuilt
+
+    def draw(self, rng: np.random.Generator, sample_rate: int) -> dict:
+        """A hidden, JSON-able recipe for one example."""
+        raise NotImplementedError
+
+    def render(self, audio: np.ndarray, sample_rate: int, recipe: dict) -> np.ndarray:
+        """Process one clip with a recipe from :meth:`draw`."""
+        raise NotImplementedError
+
+    def draw_setting(self, rng, sample_rate=24000):
+        return Setting(None, self.draw(rng, sample_rate))
+
+    def apply(self, audio, sample_rate, setting, *, workers=1):
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim == 1:
+            return self.render(audio, sample_rate, setting.recipe)
+        return np.stack([self.render(a, sample_rate, setting.recipe) for a in audio])
+
+    def identity(self):
+        return [*super().identity(), self.version]
+
+    def board(self, values, sample_rate):
+        raise EffectError(f"{self.name}: has hidden settings; use draw() and render()")
+
+    def sample(self, rng, sample_rate=24000):
+        raise EffectError(f"{self.name}: has hidden settings; use draw()")
+
+
 class Chain(Effect):
     """Known effects in series as one effect: the stages' parameters side by side, each named
     ``<stage>.<param>``; ``sample`` draws each stage from its own distribution. Used to search a fixed chain for
@@ -240,7 +287,7 @@ class Chain(Effect):
 
     def __init__(self, stages: list[str | Effect]):
         self.stages = [get_effect(s) if isinstance(s, str) else s for s in stages]
-        if not self.stages or any(s.hidden or s.n_params == 0 for s in self.stages):
+        if not self.stages or any(s.n_params == 0 for s in self.stages):
             raise EffectError(f"chain: needs effects with parameters, got {[s.name for s in self.stages]}")
         self.name = "+".join(s.name for s in self.stages)
         self.params = [dataclasses.replace(p, name=f"{s.name}.{p.name}") for s in self.stages for p in s.params]

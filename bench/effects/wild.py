@@ -25,7 +25,7 @@ from collections import OrderedDict
 import numpy as np
 
 from bench import audio as A
-from bench.effects import Effect, EffectError, get_effect, probe_signal, register_effect
+from bench.effects import EffectError, HiddenEffect, get_effect, probe_signal, register_effect
 
 SPEED_OF_SOUND = 343.0
 
@@ -44,18 +44,8 @@ def _finish(y: np.ndarray, n: int, what: str) -> np.ndarray:
     return y
 
 
-class WildEffect(Effect):
-    """Base of the hidden effects: no parameters, a recipe per example."""
-
-    hidden = True
-    params: list = []
-    version = 1  # bump when draw or render change, so cached examples are rebuilt
-
-    def board(self, values, sample_rate):
-        raise EffectError(f"{self.name}: has hidden settings; use draw() and render()")
-
-    def sample(self, rng, sample_rate=24000):
-        raise EffectError(f"{self.name}: has hidden settings; use draw()")
+class WildEffect(HiddenEffect):
+    """Base of the wild set's effects: a recipe per example, checked by kind."""
 
     def _check_recipe(self, recipe: dict) -> dict:
         if not isinstance(recipe, dict) or recipe.get("kind") != self.name:
