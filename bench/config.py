@@ -127,12 +127,15 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _typed(cls, values: dict, where: str):
-    """Build a dataclass from a dict, refusing unknown keys and wrong types by name."""
+def parse_section(cls, values: dict, where: str):
+    """Build dataclass ``cls`` from ``values``: the one parser of every config section (the run's own, and each
+    system's and metric's ``Config``). Unknown keys and wrongly typed values fail with the key and what is
+    allowed; then the dataclass's own ``validate(where)``, if any, checks ranges. Every failure is a
+    :class:`ConfigError`."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {sorted(fields)}")
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {unknown}; valid: {sorted(fields)}")
     defaults = cls()
     kwargs = {}
     for k, v in values.items():
@@ -141,11 +144,13 @@ def _typed(cls, values: dict, where: str):
         if dataclasses.is_dataclass(d):
             if not isinstance(v, dict):
                 raise ConfigError(f"{key}: expected a table, got {v!r}")
-            v = _typed(type(d), v, key)
+            v = parse_section(type(d), v, key)
         elif isinstance(d, bool):
             if not isinstance(v, bool):
                 raise ConfigError(f"{key}: expected true or false, got {v!r}")
         elif isinstance(d, int):
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ConfigError(f"{key}: expected an integer, got {v!r}")
         elif isinstance(d, float):
@@ -156,13 +161,23 @@ def _typed(cls, values: dict, where: str):
             if not isinstance(v, str):
                 raise ConfigError(f"{key}: expected a string, got {v!r}")
         elif isinstance(d, list):
-            if not isinstance(v, list):
+            if not isinstance(v, (list, tuple)):
                 raise ConfigError(f"{key}: expected a list, got {v!r}")
+            v = list(v)
         elif isinstance(d, dict):
             if not isinstance(v, dict):
                 raise ConfigError(f"{key}: expected a table, got {v!r}")
         kwargs[k] = v
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        try:
+            check(where)
+        except ConfigError:
+            raise
+        except ValueError as e:  # sections' own checks raise ValueError with the key in the message
+            raise ConfigError(str(e)) from e
+    return obj
 
 
 def preset_dict(preset: str) -> dict:
@@ -207,7 +222,7 @@ def load_config(preset: str = "quick", *, file: str | Path | None = None, sets: 
     for s in sets or []:
         d = apply_set(d, s)
     d["preset"] = preset
-    cfg = _typed(Config, d, "")
+    cfg = parse_section(Config, d, "")
     if systems:
         cfg.systems["include"] = list(systems)
     if effects:  # "wild" stands for the wild set (effects.wild, else WILD_EFFECTS)
@@ -278,10 +293,6 @@ def validate(cfg: Config) -> None:
         for k, v in getattr(cfg, sec).items():
             if k != "include" and not isinstance(v, dict):
                 raise ConfigError(f"{sec}.{k}: expected a table of settings, got {v!r}")
-    for k, v in cfg.metrics.items():
-        limit = v.get("max_examples", 0) if isinstance(v, dict) else 0
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise ConfigError(f"metrics.{k}.max_examples: expected an integer >= 0 (0 = all), got {limit!r}")
     valid_effects = set(EFFECTS.names()) | set(cfg.effects.vst3)
     names = [n for n, _ in cfg.effect_sets()]
     bad = [n for n in names if n not in valid_effects]

@@ -1,9 +1,14 @@
 """The System protocol, its registry, and the reference systems every table needs (bypass, random, oracle).
 
-A system is constructed with its own config section (a dict of hyper-parameters), the working sample rate and a
-device; ``fit`` trains it on the training tasks, ``save``/``load`` persist it, and ``match`` estimates the
-settings of ``effect`` that make ``input`` sound like ``reference``. A system that cannot control an effect still
-returns its best output audio, with ``params01 = None`` (parameter metrics are then not applicable).
+A system is constructed with its own config section (a dict of hyper-parameters), the working sample rate and the
+run's device (resolved once, by :mod:`bench.plan`); ``fit`` trains it on the training tasks, ``save``/``load``
+persist it, and ``match`` estimates the settings of ``effect`` that make ``input`` sound like ``reference``. A
+system that cannot control an effect still returns its best output audio, with ``params01 = None`` (parameter
+metrics are then not applicable).
+
+What a system sees at match time is a :class:`bench.tasks.Query` per example: ids, input and reference. Never the
+target, the true settings or a hidden recipe. The oracle is the one exception, and it is not a system that
+matches: the harness builds its answers from the true settings (:mod:`bench.cell`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.config import parse_section
 from bench.effects import Effect
 from bench.registry import Registry
 
@@ -48,10 +54,13 @@ class Estimate:
     params01: np.ndarray | None  # None when the system does not control the effect
     output: np.ndarray
     info: dict = field(default_factory=dict)  # per-example extras: renders, seconds, picked controller...
-    # labelled alternative answers scored as systems of their own, "<system>:<name>" (e.g. the proposed model's
-    # best controller chosen with the target, an upper bound on its auto rule); every estimate of a cell has the
-    # same names
+    # labelled alternative answers scored as systems of their own, "<system>:<name>"; every estimate of a cell
+    # has the same names
     variants: dict[str, Estimate] = field(default_factory=dict)
+    # labelled candidate outputs the system chose among (e.g. one per controller of the proposed model's auto
+    # rule). The harness, which alone sees the target, scores the candidate nearest it as "<system>:best_pick":
+    # an upper bound on the system's own choice, labelled as such
+    candidates: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -59,8 +68,7 @@ class FitContext:
     """What ``fit`` gets besides its tasks."""
 
     valid_tasks: list = field(default_factory=list)
-    tracker: Any = None  # bench.tracking.Tracker or None
-    device: str = "cpu"
+    tracker: Any = None  # bench.tracking.Run or None
     seed: int = 0
     workers: int = 1
     progress: bool = True
@@ -78,14 +86,14 @@ class System:
     name: str = ""
     controls: set[str] | str = set()  # effect names, or "any"
     trainable: bool = False
-    hidden_ok: bool = True  # False: the system is undefined on hidden effects (cells are n/a, not failures)
+    sees_truth: bool = False  # only the oracle: the harness answers for it from the true settings
 
     @dataclass
     class Config:
         pass
 
     def __init__(self, config: dict | None = None, *, sample_rate: int = 24000, device: str = "cpu"):
-        self.cfg = parse_config(self.Config, config or {}, f"systems.{self.name}")
+        self.cfg = parse_section(self.Config, config or {}, f"systems.{self.name}")
         self.sample_rate = int(sample_rate)
         self.device = device
 
@@ -111,9 +119,9 @@ class System:
         """Batched matching; the default loops over :meth:`match`. Override for speed."""
         return [self.match(x, r, effect) for x, r in zip(inputs, references, strict=True)]
 
-    def match_examples(self, examples: list, effect: Effect) -> list[Estimate]:
-        """What the runner calls. Only the oracle looks past input and reference."""
-        return self.match_batch(np.stack([e.input for e in examples]), np.stack([e.reference for e in examples]),
+    def match_examples(self, queries: list, effect: Effect) -> list[Estimate]:
+        """What the harness calls, with one :class:`bench.tasks.Query` per example (ids, input, reference)."""
+        return self.match_batch(np.stack([q.input for q in queries]), np.stack([q.reference for q in queries]),
                                 effect)
 
     @classmethod
@@ -123,32 +131,6 @@ class System:
 
     def config_dict(self) -> dict:
         return dataclasses.asdict(self.cfg)
-
-
-def parse_config(cls, values: dict, where: str):
-    """Build dataclass ``cls`` from ``values``; unknown keys and wrongly typed values fail with their name."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; valid: {sorted(fields)}")
-    out = {}
-    for k, v in values.items():
-        default = getattr(cls(), k)
-        if isinstance(default, bool):
-            if not isinstance(v, bool):
-                raise ValueError(f"{where}.{k}: expected true/false, got {v!r}")
-        elif isinstance(default, (int, float)) and not isinstance(default, bool):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ValueError(f"{where}.{k}: expected a number, got {v!r}")
-            v = type(default)(v) if not (isinstance(default, int) and isinstance(v, float) and v != int(v)) else v
-        elif isinstance(default, str) and not isinstance(v, str):
-            raise ValueError(f"{where}.{k}: expected a string, got {v!r}")
-        out[k] = v
-    cfg = cls(**out)
-    check = getattr(cfg, "validate", None)
-    if check:
-        check(where)
-    return cfg
 
 
 def get_system(name: str, config: dict | None = None, **kwargs) -> System:
@@ -174,7 +156,8 @@ class Bypass(System):
 
 @register_system("random")
 class RandomSettings(System):
-    """Random settings drawn from the same distribution as the data (the effect's ``sample``).
+    """Random settings drawn from the same distribution as the data (the effect's setting: parameters, or a
+    random recipe of hidden processing).
 
     Each example's draw is seeded by (seed, example id), so a resumed run gives the same numbers."""
 
@@ -186,32 +169,27 @@ class RandomSettings(System):
         seed: int = 12345
 
     def _draw(self, input, effect, rng) -> Estimate:
-        if effect.hidden:
-            recipe = effect.draw(rng, self.sample_rate)
-            return Estimate(None, effect.render(input, self.sample_rate, recipe), {"recipe": recipe})
-        p = effect.sample(rng, self.sample_rate)
-        return Estimate(p, effect.process(input, self.sample_rate, p))
+        setting = effect.draw_setting(rng, self.sample_rate)
+        info = {"recipe": setting.recipe} if setting.recipe is not None else {}
+        return Estimate(setting.params01, effect.apply(input, self.sample_rate, setting), info)
 
     def match(self, input, reference, effect):
         return self._draw(input, effect, np.random.default_rng(self.cfg.seed))
 
-    def match_examples(self, examples, effect):
-        return [self._draw(e.input, effect, np.random.default_rng([self.cfg.seed, zlib.crc32(e.example_id.encode())]))
-                for e in examples]
+    def match_examples(self, queries, effect):
+        return [self._draw(q.input, effect, np.random.default_rng([self.cfg.seed, zlib.crc32(q.example_id.encode())]))
+                for q in queries]
 
 
 @register_system("oracle")
 class Oracle(System):
-    """The true settings: the lower bound of every error (not defined for hidden effects)."""
+    """The true settings: the lower bound of every error. The harness answers for it from each example's true
+    settings and target (:func:`bench.cell.oracle_estimates`); it is not applicable where there are none
+    (hidden processing)."""
 
     name = "oracle"
     controls = "any"
-    hidden_ok = False  # no oracle exists for hidden processing: its cells are recorded as not applicable
+    sees_truth = True
 
     def match(self, input, reference, effect):
-        raise SystemError_("oracle: needs the examples' true settings; the runner calls match_examples")
-
-    def match_examples(self, examples, effect):
-        if effect.hidden:
-            raise SystemError_(f"oracle: {effect.name} has hidden settings, so no oracle exists for it")
-        return [Estimate(e.true_params01, e.target.copy()) for e in examples]
+        raise SystemError_("oracle: needs the examples' true settings, which only the harness holds")

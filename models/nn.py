@@ -41,7 +41,8 @@ class DivergedError(SystemError_):
     """Training produced a NaN/Inf loss; the message names the system and the step."""
 
 
-def pick_device(device: str) -> torch.device:
+def torch_device(device: str) -> torch.device:
+    """The torch device of the run's device string (decided once, by :func:`bench.plan.resolve_device`)."""
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemError_(f"device {device!r} requested but torch sees no CUDA device")
     return torch.device(device)

@@ -155,7 +155,7 @@ def _copy(r: Results, report_dir: Path, files: dict[str, Path], task: str, ex: i
 
 
 def task_dir(task: str) -> str:
-    """A file-name-safe, collision-free name for a task inside the report."""
-    import hashlib
+    """A file-name-safe, collision-free name for a task inside the report (the results store's own rule)."""
+    from bench.results import task_slug
 
-    return f"{store.slug(task)}-{hashlib.sha1(task.encode()).hexdigest()[:6]}"
+    return task_slug(task)

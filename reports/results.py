@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-SCORE_COLUMNS = ["system", "task", "effect", "effect_set", "corpus", "corpus_set", "split", "example",
-                 "source_id", "metric", "value"]
+from bench.results import CONFIG_FILE, FAILURES_FILE, SCORE_COLUMNS, SCORES_FILE
+
 REFERENCE_SYSTEMS = ("bypass", "random", "oracle")  # anchors, not contenders
 UNRANKED = frozenset({"oracle"})  # knows the true settings: never "best" in a column
 # A labelled variant answer is scored by the runner as "<system>:<variant>". It may use what a contender may not
@@ -55,7 +55,7 @@ class Results:
 
 def load_results(out: Path) -> Results:
     out = Path(out)
-    path = out / "scores.parquet"
+    path = out / SCORES_FILE
     if not path.is_file():
         raise ReportError(f"{path}: no scores; run `afx-bench run --out {out}` first")
     try:
@@ -69,7 +69,7 @@ def load_results(out: Path) -> Results:
     scores["value"] = pd.to_numeric(scores["value"], errors="coerce").astype("float64")
     for c in ("system", "task", "effect", "effect_set", "corpus", "corpus_set", "split", "metric"):
         scores[c] = scores[c].astype(str)
-    config = _read_json(out / "config.json")
+    config = _read_json(out / CONFIG_FILE)
     failures = _read_failures(out)
     r = Results(out, scores, config, failures)
     order = list(config.get("systems", {}).get("include", [])) if config else []
@@ -144,7 +144,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _read_failures(out: Path) -> pd.DataFrame:
-    p = out / "failures.csv"
+    p = out / FAILURES_FILE
     if p.is_file():
         try:
             return pd.read_csv(p, dtype=str).fillna("")

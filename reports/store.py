@@ -14,27 +14,22 @@
   example, param, estimate, true; normalised [0, 1] values), or the per-cell ``cells/**/*.params.pq`` files it
   is rebuilt from.
 
-Slugs follow the runner's rule (:func:`slug`). Nothing here imports the harness.
+The file names, columns and slug rule come from :mod:`bench.results`, where the results schema is defined once;
+nothing else of the harness is imported.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pandas as pd
 
-AUDIO_DIR = "audio"
-CLIPS = ("input", "reference", "target")
+from bench.results import AUDIO as AUDIO_DIR
+from bench.results import CELLS, CLIPS, PARAM_COLUMNS, PARAMS_FILE, slug
+
 AUDIO_EXTS = (".flac", ".wav")
-PARAM_COLUMNS = ["system", "task", "effect", "effect_set", "corpus", "corpus_set", "split", "example", "param",
-                 "estimate", "true"]
-
-
-def slug(s: str) -> str:
-    """The runner's file-name slug of a system or task name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(s)).strip("_")[:80]
+__all__ = ["AUDIO_DIR", "AUDIO_EXTS", "CLIPS", "PARAM_COLUMNS", "AudioIndex", "load_params", "slug"]
 
 
 class AudioIndex:
@@ -100,11 +95,11 @@ def load_params(out: Path) -> pd.DataFrame:
     """All stored parameter estimates: ``<out>/params.parquet``, else the per-cell ``*.params.pq`` files."""
     out = Path(out)
     parts = []
-    single = out / "params.parquet"
+    single = out / PARAMS_FILE
     if single.is_file():
         parts.append(pd.read_parquet(single))
     else:
-        for p in sorted((out / "cells").rglob("*.params.pq")):
+        for p in sorted((out / CELLS).rglob("*.params.pq")):
             try:
                 parts.append(pd.read_parquet(p))
             except Exception:

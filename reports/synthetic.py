@@ -23,6 +23,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
+from bench.results import INFO_COLUMNS
 from reports import store
 
 SYSTEMS = ["bypass", "random", "oracle", "proposed", "oneshot_eq", "deepafx_st_autodiff"]
@@ -76,8 +77,7 @@ def make_results(out: Path, *, n: int = 8, n_audio: int = 3, seed: int = 0, mlfl
                                      "example": ex.index, "source_id": f"{corpus}-{ex.index % 3}",
                                      "metric": metric, "value": value})
     pd.DataFrame(params, columns=store.PARAM_COLUMNS).to_parquet(out / "params.parquet", index=False)
-    info_cols = ["system", "task", "effect", "effect_set", "corpus", "corpus_set", "split", "example", "key", "value"]
-    pd.DataFrame(info, columns=info_cols).to_parquet(out / "info.parquet", index=False)
+    pd.DataFrame(info, columns=INFO_COLUMNS).to_parquet(out / "info.parquet", index=False)
     scores = pd.DataFrame(rows)
     scores.to_parquet(out / "scores.parquet", index=False)
     cols = ["system", "effect", "effect_set", "corpus", "corpus_set", "split", "metric"]

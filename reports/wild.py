@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.results import INFO_FILE
 from reports import stats as S
 from reports import tables as T
 from reports.results import Results
@@ -40,7 +41,6 @@ NO_ORACLE = ("No oracle exists for this set: the hidden processing is a recipe (
              "and its row is left out. Parameter error does not apply either (no system controls these effects).")
 # the info.parquet keys holding a controller name, and what chose it
 PICK_KEYS = {"picked": "auto rule (without the target)", "best_pick": "best with the target (upper bound)"}
-INFO_FILE = "info.parquet"
 HYPOTHESIS_COLUMNS = ["baseline", "kind", "metric", "n", "n_nonzero", "focus_mean", "baseline_mean", "mean_diff",
                       "median_diff", "statistic", "p", "p_holm", "rank_biserial", "verdict"]
 

@@ -47,10 +47,35 @@ def test_unknown_preset():
         load_config("huge")
 
 
-def test_system_config_keys_are_checked():
+def test_system_and_metric_sections_raise_the_one_config_error():
+    from bench.metrics import get_metric
     from bench.systems import get_system
 
-    with pytest.raises(ValueError, match=r"systems.random: unknown key\(s\) \['sed'\]; valid: \['seed'\]"):
+    with pytest.raises(ConfigError, match=r"systems.random: unknown key\(s\) \['sed'\]; valid: \['seed'\]"):
         get_system("random", {"sed": 1})
-    with pytest.raises(ValueError, match="systems.random.seed: expected a number"):
+    with pytest.raises(ConfigError, match="systems.random.seed: expected an integer, got 'x'"):
         get_system("random", {"seed": "x"})
+    with pytest.raises(ConfigError, match="systems.random.seed: expected an integer, got 1.5"):
+        get_system("random", {"seed": 1.5})
+    assert get_system("random", {"seed": 3.0}).cfg.seed == 3  # an integral float is an integer
+    with pytest.raises(ConfigError, match=r"systems.proposed.eps: must be in \(0, 0.5\)"):  # a section's own check
+        get_system("proposed", {"eps": 0.9})
+    with pytest.raises(ConfigError, match=r"metrics.mrstft: unknown key\(s\) \['fft'\]; valid: \[.*'max_examples'"):
+        get_metric("mrstft", {"fft": [1]})
+    with pytest.raises(ConfigError, match="metrics.pesq.max_examples: expected an integer >= 0"):
+        get_metric("pesq", {"max_examples": -1})
+    assert get_metric("pesq", {"max_examples": 2}).limit(24) == 2  # per-metric options live in its own config
+
+
+def test_a_bad_section_stops_the_run_before_training_with_the_key(tmp_path, capsys):
+    from bench.cli import main
+
+    code = main(["run", "--preset", "smoke", "--out", str(tmp_path), "--systems", "bypass",
+                 "--set", "metrics.mrstft.fft_sizez=[256]"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "config error: metrics.mrstft: unknown key(s) ['fft_sizez']" in err and "valid:" in err
+    assert "Traceback" not in err
+    code = main(["run", "--preset", "smoke", "--out", str(tmp_path), "--systems", "random",
+                 "--set", "systems.random.seed=\"x\""])
+    assert code == 2 and "systems.random.seed: expected an integer" in capsys.readouterr().err

@@ -131,15 +131,16 @@ def test_records_renders_and_seconds_within_the_budget():
 
 
 def test_cost_appears_in_the_runners_rows(tones):
+    from bench.cell import Evaluator
     from bench.metrics import get_metric
-    from bench.runner import cell_rows
+    from bench.results import score_rows
     from bench.tasks import Task
 
     task = Task(tones, get_effect("gain"), "test", segment_samples=SR // 2)
     examples = task.examples(2, cache=False)
-    estimates = ito(renders=24).match_examples(examples, task.effect)
-    rows = cell_rows("ito_cmaes", task, examples, estimates, [get_metric("param_mae", sample_rate=SR)], 1.0, "k",
-                     warn=print)
+    cell = Evaluator([get_metric("param_mae", sample_rate=SR)], sample_rate=SR, device="cpu").evaluate(
+        "ito_cmaes", ito(renders=24), task, examples)
+    rows = score_rows("ito_cmaes", task, examples, cell.scores["ito_cmaes"], "k")
     by = rows.pivot_table(index="example", columns="metric", values="value")
     assert (by["cost/renders"] <= 24).all() and (by["cost/renders"] > 0).all()
     assert (by["cost/seconds"] > 0).all() and (by["cost/cpu_seconds"] > 0).all()

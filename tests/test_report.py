@@ -174,10 +174,11 @@ def test_significance_is_holm_adjusted_per_task(tmp_path):
 
 # --- what the runner stores ---------------------------------------------------------------------------------
 def test_reads_what_the_runner_stores(tmp_path):
-    """The contract with bench/runner.py: its audio and parameter files are found and read."""
+    """The contract with bench/results.py: the audio and parameter files it stores are found and read."""
     from types import SimpleNamespace as NS
 
-    from bench.runner import Results, param_rows
+    from bench.results import ResultStore as Results
+    from bench.results import param_rows
 
     tags = {"task": "folder:/x y/peq4/test", "effect": "peq4", "effect_set": "seen", "corpus": "folder:/x y",
             "corpus_set": "seen", "split": "test"}
@@ -416,14 +417,11 @@ def test_build_without_wild_tasks_has_no_wild_section(tmp_path):
 
 
 def test_reads_the_picks_the_runner_stores(tmp_path):
-    """The contract with bench/runner.py's info.parquet: the picks it writes are the ones the report counts."""
+    """The contract with bench/results.py's info.parquet: the picks it writes are the ones the report counts."""
     from types import SimpleNamespace as NS
 
-    import bench.runner as runner
+    import bench.results as runner
     from reports import wild as W
-
-    if not hasattr(runner, "info_rows"):
-        pytest.skip("this bench/runner.py stores no info.parquet")
     tags = {"task": "speech/room/test", "effect": "room", "effect_set": "wild", "corpus": "speech",
             "corpus_set": "seen", "split": "test"}
     task = NS(id=tags["task"], sample_rate=8000, tags=lambda: dict(tags))
@@ -431,7 +429,7 @@ def test_reads_the_picks_the_runner_stores(tmp_path):
     own = [NS(info={"picked": c, "best_pick": "delay", "renders": 4, "distances": {"reverb": 0.1}})
            for c in ("reverb", "delay", "reverb")]
     variant = [NS(info={"best_pick": "delay"}) for _ in examples]
-    res = runner.Results(tmp_path)
+    res = runner.ResultStore(tmp_path)
     rows = pd.DataFrame([{"system": "proposed", **tags, "example": 0, "source_id": "s", "metric": "mrstft",
                           "value": 1.0, "cell_key": "k"}])
     info = pd.concat([runner.info_rows("proposed", task, examples, own),

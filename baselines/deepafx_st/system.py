@@ -93,10 +93,10 @@ class DeepAFxSTBase(System):
 
     def __init__(self, config=None, **kw):
         super().__init__(config, **kw)
-        from models.nn import pick_device
+        from models.nn import torch_device
 
         self.effect = get_effect(EFFECT)
-        self.torch_device = pick_device(self.device)
+        self.torch_device = torch_device(self.device)
         self.model = self._build_model()
         self.train_stats: dict = {}
 

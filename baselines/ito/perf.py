@@ -75,12 +75,12 @@ def components(tasks, data, sr: int, reps: int = 64) -> None:
     import numpy as np
 
     from baselines.ito.features import StyleFeatures
-    from baselines.ito.system import _one_blas_thread
+    from baselines.ito.system import one_blas_thread
 
     feats = StyleFeatures(sr)
     print("\n| part | CPU ms |")
     print("| --- | --- |")
-    with _one_blas_thread():
+    with one_blas_thread():
         x = data[tasks[0].effect.name][0].input
         batch = np.stack([x] * 8)
         feats.analyse(batch)

@@ -42,7 +42,7 @@ ENCODER_METHODS = ("embed", "code", "encode")  # looked up in this order on the 
 PRIORS = ("sample", "uniform")
 
 
-def _one_blas_thread():
+def one_blas_thread():
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
@@ -225,13 +225,13 @@ class ItoCmaes(System):
 
     def match(self, input: np.ndarray, reference: np.ndarray, effect: Effect) -> Estimate:
         # the feature's small matmuls run in the worker threads: BLAS's own threads would only oversubscribe
-        with _one_blas_thread():
+        with one_blas_thread():
             return self._match(input, reference, effect)
 
     def _match(self, input: np.ndarray, reference: np.ndarray, effect: Effect) -> Estimate:
         t0, c0 = time.perf_counter(), time.process_time()
         x = np.asarray(input, dtype=np.float32)
-        if effect.hidden or effect.n_params == 0:  # hidden processing: search the configured chain instead
+        if effect.n_params == 0:  # hidden processing: search the configured chain instead
             chain = self.wild_chain
             est = self._match(x, reference, chain)
             stages = zip(chain.stages, chain.split(est.params01), strict=True)

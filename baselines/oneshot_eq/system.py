@@ -23,7 +23,7 @@ from models.nn import (
     autocast,
     load_checkpoint,
     load_state,
-    pick_device,
+    torch_device,
     save_checkpoint,
     torch_threads,
     train_loop,
@@ -122,7 +122,7 @@ class OneShotEQ(System):
     def __init__(self, config=None, **kw):
         super().__init__(config, **kw)
         self.effect = get_effect(EFFECT)
-        self.dev = pick_device(self.device)
+        self.dev = torch_device(self.device)
         self.model = self._build().to(self.dev)
         self.trained = False
         self.train_info: dict = {}
@@ -176,7 +176,6 @@ class OneShotEQ(System):
         if not train:
             raise ValueError(f"{NAME}: no training tasks to build peq4 examples from")
         valid = self.peq4_tasks(ctx.valid_tasks, "valid") if c.valid_examples > 0 else []
-        self.dev = pick_device(ctx.device or self.device)
         torch.manual_seed(ctx.seed)
         self.model = self._build().to(self.dev)
         workers = c.loader_workers if c.loader_workers >= 0 else max(0, ctx.workers or default_workers())
@@ -272,7 +271,7 @@ class OneShotEQ(System):
         params = self.predict(inputs, references)
         outputs = self.effect.process(inputs, self.sample_rate, params, workers=default_workers())
         per = (time.perf_counter() - t0) / max(1, len(inputs))
-        controls = effect.name == EFFECT and not effect.hidden
+        controls = effect.name == EFFECT
         return [Estimate(p if controls else None, y, {"seconds": per})
                 for p, y in zip(params, outputs, strict=True)]
 

@@ -41,7 +41,7 @@ def measure(preset: str = "quick", steps: int = 100, render: int = 256, device: 
     def fit(**over):
         s = get_system("oneshot_eq", {**base, **over}, sample_rate=cfg.run.sample_rate, device=device)
         cpu0 = time.process_time()
-        s.fit([task], FitContext(workers=workers, progress=False, seed=cfg.run.seed, device=device))
+        s.fit([task], FitContext(workers=workers, progress=False, seed=cfg.run.seed))
         return s.train_info, time.process_time() - cpu0
 
     b = int(base.get("batch_size", 16))

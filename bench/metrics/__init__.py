@@ -29,21 +29,36 @@ METRICS = Registry(
 register_metric = METRICS.register
 
 
+@dataclass
+class MetricConfig:
+    """The options every metric has; a metric's own ``Config`` derives from this and adds its settings."""
+
+    max_examples: int = 0  # score only the first N examples of each cell (0 = all of them)
+
+
 class Metric:
     name: str = ""
     higher_is_better: bool = False
     needs: frozenset = frozenset({"audio"})
 
     @dataclass
-    class Config:
+    class Config(MetricConfig):
         pass
 
     def __init__(self, config: dict | None = None, *, sample_rate: int = 24000, device: str = "cpu"):
-        from bench.systems import parse_config
+        from bench.config import ConfigError, parse_section
 
-        self.cfg = parse_config(self.Config, config or {}, f"metrics.{self.name}")
+        self.cfg = parse_section(self.Config, config or {}, f"metrics.{self.name}")
+        limit = getattr(self.cfg, "max_examples", 0)
+        if limit < 0:
+            raise ConfigError(f"metrics.{self.name}.max_examples: expected an integer >= 0 (0 = all), got {limit}")
         self.sample_rate = int(sample_rate)
         self.device = device
+
+    def limit(self, n: int) -> int:
+        """How many of a cell's ``n`` examples this metric scores (its ``max_examples``, 0 = all)."""
+        k = getattr(self.cfg, "max_examples", 0)
+        return min(n, k) if k else n
 
     def score(self, estimate, example) -> dict[str, float]:
         raise NotImplementedError

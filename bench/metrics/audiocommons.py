@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from bench.cache import warm_librosa_numba
-from bench.metrics import Metric, register_metric
+from bench.metrics import Metric, MetricConfig, register_metric
 
 log = logging.getLogger(__name__)
 
@@ -393,7 +393,7 @@ class AudioCommons(Metric):
     name = "ac"
 
     @dataclass
-    class Config:
+    class Config(MetricConfig):
         workers: int = 0  # processes; 0: one per available core; 1: in this process
         disk_cache: bool = True  # also keep features under <cache dir>/audiocommons
         signed: bool = True  # also report ac_signed/<feature>

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.metrics import Metric, register_metric
+from bench.metrics import Metric, MetricConfig, register_metric
 from bench.metrics._audio import audio_pairs
 
 LUFS_FLOOR = -70.0  # BS.1770's absolute gate: a clip with no block above it has no integrated loudness
@@ -49,7 +49,7 @@ class LoudnessError(_PerClip):
     name = "loudness"
 
     @dataclass
-    class Config:
+    class Config(MetricConfig):
         block_size: float = 0.4
 
     def __init__(self, config=None, **kw):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bench.metrics import Metric, register_metric
+from bench.metrics import Metric, MetricConfig, register_metric
 from bench.metrics._audio import audio_pairs, grouped
 
 
@@ -66,7 +66,7 @@ class MRSTFT(_TorchMetric):
     name = "mrstft"
 
     @dataclass
-    class Config:
+    class Config(MetricConfig):
         fft_sizes: list = field(default_factory=lambda: [256, 1024, 4096])
         hop_sizes: list = field(default_factory=lambda: [64, 256, 1024])
         win_lengths: list = field(default_factory=lambda: [256, 1024, 4096])
@@ -124,7 +124,7 @@ class MelDistance(_TorchMetric):
     batch_size = 16
 
     @dataclass
-    class Config:
+    class Config(MetricConfig):
         fft_size: int = 65536
         n_mels: int = 128
         w_log_mag: float = 1.0
@@ -175,7 +175,7 @@ class MFCCDistance(_TorchMetric):
     name = "mfcc_dist"
 
     @dataclass
-    class Config:
+    class Config(MetricConfig):
         n_mfcc: int = 20
         n_fft: int = 2048
         hop_length: int = 512
@@ -226,7 +226,7 @@ class CentroidError(_TorchMetric):
     name = "centroid_err"
 
     @dataclass
-    class Config:
+    class Config(MetricConfig):
         n_fft: int = 2048
         hop_length: int = 512
 

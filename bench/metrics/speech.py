@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bench.metrics import Metric, register_metric
+from bench.metrics import Metric, MetricConfig, register_metric
 from bench.metrics._audio import audio_pairs, is_silent
 
 PESQ_RATE = 16000
@@ -39,7 +39,7 @@ class PESQ(Metric):
     higher_is_better = True
 
     @dataclass
-    class Config:
+    class Config(MetricConfig):
         # corpus labels (or corpus names, the part before ':') whose clips are speech
         speech_corpora: list = field(default_factory=lambda: ["speech"])
 

@@ -75,10 +75,9 @@ def bench_effects(sr: int, seconds: float, workers: int) -> dict:
     out = {}
     for name in EFFECTS.names():
         e = get_effect(name)
-        if e.hidden:
-            rng = np.random.default_rng(0)
-            recipe = e.draw(rng, sr)
-            t1 = _timeit(lambda e=e, r=recipe: e.render(x, sr, r))
+        if e.n_params == 0:  # hidden processing: one drawn recipe, one clip at a time
+            setting = e.draw_setting(np.random.default_rng(0), sr)
+            t1 = _timeit(lambda e=e, st=setting: e.apply(x, sr, st))
             out[name] = {"rtf_1_thread": seconds / t1}
             continue
         rng = np.random.default_rng(0)
@@ -155,11 +154,13 @@ class _Capture:
 
 def bench_training(preset: str, device: str, workers: int) -> dict:
     from bench.config import load_config
-    from bench.runner import Grid
-    from bench.systems import SYSTEMS, FitContext, get_system
+    from bench.cell import build_system, fit_system
+    from bench.plan import Plan
+    from bench.systems import SYSTEMS
 
-    cfg = load_config(preset, sets=["run.progress=false"], effects=["peq_comp", "peq4", "delay"])
-    grid = Grid.build(cfg)
+    cfg = load_config(preset, sets=["run.progress=false", f"run.workers={workers}"],
+                      effects=["peq_comp", "peq4", "delay"])
+    plan = Plan.build(cfg, device)
     out = {}
     for name in SYSTEMS.names():
         try:
@@ -169,15 +170,10 @@ def bench_training(preset: str, device: str, workers: int) -> dict:
             continue
         if not getattr(cls, "trainable", False):
             continue
-        conf = cfg.system_config(name)
-        conf.pop("checkpoint", None)
         try:
-            system = get_system(name, conf, sample_rate=cfg.run.sample_rate, device=device)
+            system = build_system(name, cfg, plan.device)
             cap = _Capture()
-            ctx = FitContext(valid_tasks=grid.valid, tracker=cap, device=device, workers=workers, progress=False)
-            t0 = time.perf_counter()
-            system.fit(grid.train, ctx)
-            wall = time.perf_counter() - t0
+            wall = fit_system(system, plan, run=cap, progress=False)
         except Exception as err:
             out[name] = {"error": f"{type(err).__name__}: {err}"}
             continue
@@ -218,7 +214,7 @@ def main(argv=None) -> int:
     p.add_argument("--cold", action="store_true", help="e2e: start from an empty cache dir, as a fresh machine does")
     args = p.parse_args(argv)
     from bench.effects import default_workers
-    from bench.runner import resolve_device
+    from bench.plan import resolve_device
 
     device = resolve_device(args.device)
     workers = default_workers()

@@ -1,4 +1,4 @@
-"""Latent-space exploration of a trained controller: ``afx-bench latent --system proposed --effect E --out DIR``.
+"""Latent-space exploration of a trained controller (the API behind ``afx-bench latent``, :mod:`bench.commands.latent`).
 
 Two probes, both on the test examples of one effect (first evaluated corpus), with one input clip held fixed:
 
@@ -88,7 +88,7 @@ def explore(system, effect, examples: list, *, features, feature_source: str = "
     import torch
 
     _check_system(system)
-    if effect.hidden or effect.n_params == 0:
+    if effect.n_params == 0:
         raise ValueError(f"latent: {effect.name} has no parameters to decode")
     if len(examples) < 2:
         raise ValueError("latent: needs at least two examples (two references to interpolate)")
@@ -240,45 +240,3 @@ def write(res: Exploration, out_dir: Path, sample_rate: int) -> dict[str, Path]:
     pd.DataFrame(res.axes).to_csv(paths["axes"], index=False)
     mel_grid(res, sample_rate, paths["figure"])
     return paths
-
-
-# --- the CLI command ------------------------------------------------------------------------------------------
-
-
-def add_command(subparsers, config_args) -> None:
-    p = subparsers.add_parser("latent", help="latent-space exploration of a trained controller for one effect")
-    config_args(p)
-    p.add_argument("--system", default="proposed", help="the system to explore (default: proposed)")
-    p.add_argument("--effect", required=True, help="the effect whose controller is explored")
-    p.add_argument("--steps", type=int, default=7, help="positions along each path (default: 7)")
-    p.add_argument("--axes", type=int, default=4, help="principal axes to walk (default: 4)")
-    p.add_argument("--span", type=float, default=2.0, help="axis walk range in standard deviations (default: 2)")
-    p.add_argument("--example", type=int, default=0, help="which test example's input is processed (default: 0)")
-    p.set_defaults(func=cmd_latent)
-
-
-def cmd_latent(args) -> int:
-    from bench.cli import load, out_dir
-    from bench.config import ConfigError
-    from bench.runner import Grid, Runner
-
-    cfg = load(args)
-    names = [n for n, _ in cfg.effect_sets()]
-    if args.effect not in names:
-        raise ConfigError(f"--effect: {args.effect!r} is not among this config's effects; valid: {', '.join(names)}")
-    out = out_dir(args)
-    runner = Runner(cfg, out)  # fits or loads the system exactly as `afx-bench run --out` does (same checkpoint)
-    grid = Grid.build(cfg)
-    system = runner.prepare_system(args.system, grid)
-    task = next(t for t in grid.test if t.effect.name == args.effect)
-    examples = task.examples(cfg.tasks.n_test, progress=cfg.run.progress)
-    fn, source = ac_features(cfg.run.sample_rate)
-    res = explore(system, task.effect, examples, features=fn, feature_source=source, steps=args.steps,
-                  axes=args.axes, span=args.span, example=args.example)
-    paths = write(res, out / "latent", cfg.run.sample_rate)
-    for a in res.axes:
-        print(f"{a['axis']}: {a['explained_variance']:.0%} of the variance; moves {a['main_feature'] or '-'} "
-              f"(selectivity {a['selectivity']:.2f}); main parameter {a['main_param']}")
-    for k, p in paths.items():
-        print(f"{k}: {p}")
-    return 0

@@ -19,8 +19,8 @@
 ``effect.process(..., workers=)``. Hidden processing (no parameters: the wild set) is met by the *auto rule*
 (:meth:`Proposed.match_auto`): every trained controller proposes and renders its effect's settings, and the output
 nearest the reference in the model's own code space is kept; the name of the picked controller is recorded. With
-``auto_best_pick`` the candidate nearest the *target* is also scored, as the labelled upper bound
-``proposed:best_pick``.
+``auto_best_pick`` every candidate's output goes to the harness, labelled, and the harness (which alone holds the
+target) scores the one nearest the target as the labelled upper bound ``proposed:best_pick``.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.config import parse_section
 from bench.effects import Effect, default_workers
 from bench.systems import (
     CheckpointError,
@@ -44,10 +45,9 @@ from bench.systems import (
     FitContext,
     System,
     SystemError_,
-    parse_config,
     register_system,
 )
-from models.nn import autocast, load_checkpoint, load_state, pick_device, save_checkpoint, train_loop
+from models.nn import autocast, load_checkpoint, load_state, save_checkpoint, torch_device, train_loop
 from models.proposed.controller import Controller, Descriptors
 from models.proposed.losses import MRSTFT, audio_loss
 from models.proposed.spsa import EffectTimer, spsa_effect
@@ -180,7 +180,7 @@ class Proposed(System):
         # (empty: all of them), and whether leaving the input unchanged is one of them
         auto_candidates: list = field(default_factory=list)
         auto_bypass: bool = True
-        auto_best_pick: bool = True  # also score "proposed:best_pick", the candidate chosen with the target
+        auto_best_pick: bool = True  # hand the harness every candidate, so it scores "proposed:best_pick"
 
         def validate(self, where: str) -> None:
             if self.features not in FEATURES:
@@ -205,7 +205,7 @@ class Proposed(System):
 
     def __init__(self, config=None, **kw):
         super().__init__(config, **kw)
-        self.torch_device = pick_device(self.device)
+        self.torch_device = torch_device(self.device)
         self.workers = default_workers()
         self._build()
         self.stats: dict = {}  # training measurements (throughput, effect-call share), saved in meta.json
@@ -283,7 +283,7 @@ class Proposed(System):
 
     def match_batch(self, inputs, references, effect):
         inputs = np.asarray(inputs, dtype=np.float32)
-        if effect.hidden or effect.n_params == 0:
+        if effect.n_params == 0:  # hidden processing: the auto rule
             return self.match_auto(inputs, np.asarray(references, dtype=np.float32))[0]
         t0 = time.perf_counter()
         params = self.predict(effect, inputs, np.asarray(references, dtype=np.float32)).astype(np.float32)
@@ -291,21 +291,15 @@ class Proposed(System):
         sec = (time.perf_counter() - t0) / max(1, len(inputs))
         return [Estimate(p, y, {"seconds": sec}) for p, y in zip(params, out, strict=True)]
 
-    def match_examples(self, examples, effect):
-        if not (effect.hidden or effect.n_params == 0) or not self.cfg.auto_best_pick:
-            return super().match_examples(examples, effect)
-        estimates, candidates = self.match_auto(np.stack([e.input for e in examples]),
-                                                np.stack([e.reference for e in examples]))
-        # the labelled upper bound: the candidate closest to the *target* (MR-STFT), which the rule cannot see
-        mrstft = self._mrstft()
-        for i, (est, ex) in enumerate(zip(estimates, examples, strict=True)):
-            target = torch.as_tensor(ex.target[None], dtype=torch.float32, device=self.torch_device)
-            with torch.no_grad():
-                losses = {name: float(mrstft(torch.as_tensor(y[i][None], device=self.torch_device), target))
-                          for name, y in candidates.items()}
-            best = min(losses, key=losses.get)
-            est.info["best_pick"] = best
-            est.variants["best_pick"] = Estimate(None, candidates[best][i].copy(), {"best_pick": best})
+    def match_examples(self, queries, effect):
+        if effect.n_params > 0 or not self.cfg.auto_best_pick:
+            return super().match_examples(queries, effect)
+        estimates, candidates = self.match_auto(np.stack([q.input for q in queries]),
+                                                np.stack([q.reference for q in queries]))
+        # every controller's output, labelled: the harness scores the one nearest the target as the upper bound
+        # "proposed:best_pick" (the auto rule never sees the target, and neither does this system)
+        for i, est in enumerate(estimates):
+            est.candidates = {name: y[i] for name, y in candidates.items()}
         return estimates
 
     def _candidate_effects(self) -> dict[str, Effect]:
@@ -388,7 +382,7 @@ class Proposed(System):
         torch.manual_seed(ctx.seed)
         self.workers = max(1, int(ctx.workers))
         self._build()
-        tasks = [t for t in tasks if not t.effect.hidden and t.effect.n_params > 0]
+        tasks = [t for t in tasks if t.effect.n_params > 0]
         if not tasks:
             raise SystemError_(f"{self.name}: no training task with a parameterised effect")
         by_effect: dict[str, list] = {}
@@ -662,7 +656,7 @@ class Proposed(System):
         stored = meta.get("config", {})
         try:  # the networks take the checkpoint's shape; the other settings stay this run's
             arch = {k: stored[k] for k in ARCH_KEYS if k in stored}
-            self.cfg = parse_config(self.Config, {**self.config_dict(), **arch}, f"systems.{self.name}")
+            self.cfg = parse_section(self.Config, {**self.config_dict(), **arch}, f"systems.{self.name}")
         except (ValueError, TypeError) as e:
             raise CheckpointError(f"{self.name}: checkpoint {path} has an incompatible config: {e}") from e
         self._build()

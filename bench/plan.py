@@ -1,0 +1,94 @@
+"""The run plan: the config resolved into effects, corpora and tasks, and the one place the device is decided.
+
+A :class:`Plan` holds the evaluated (test) tasks, one per (corpus, effect) of the config, and the training and
+validation tasks the trainable systems learn from (the training corpora x every effect that is not hidden
+processing). Its ``device`` is what ``run.device`` resolves to ("auto" becomes "cuda" when torch sees a GPU, else
+"cpu"); systems and metrics receive it once, when they are constructed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bench.config import Config, ConfigError
+from bench.corpora import Corpus, get_corpus
+from bench.effects import Effect, get_effect
+from bench.tasks import Task
+
+SPLITS = ("train", "valid", "test")
+
+
+def resolve_device(device: str) -> str:
+    """``run.device`` -> a concrete torch device string; a CUDA device torch cannot see is a config error."""
+    if device != "auto":
+        if device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ConfigError(f"run.device = {device!r}, but torch sees no CUDA device; valid here: auto, cpu")
+        return device
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def make_effect(cfg: Config, name: str) -> Effect:
+    """An effect of the config by name: a VST3 declared under ``effects.vst3``, else a registered effect."""
+    if name in cfg.effects.vst3:
+        from bench.effects.vst3 import Vst3Effect
+
+        return Vst3Effect(name=name, **cfg.effects.vst3[name])
+    return get_effect(name)
+
+
+@dataclass
+class Plan:
+    """The resolved objects of a run: device, effects, corpora and the train/valid/test tasks."""
+
+    cfg: Config
+    device: str = "cpu"
+    effects: dict[str, Effect] = field(default_factory=dict)
+    corpora: dict[str, Corpus] = field(default_factory=dict)
+    test: list[Task] = field(default_factory=list)
+    train: list[Task] = field(default_factory=list)
+    valid: list[Task] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, cfg: Config, device: str | None = None) -> Plan:
+        """The plan of ``cfg``; ``device`` (already resolved) skips resolving ``run.device`` again."""
+        p = cls(cfg, device or resolve_device(cfg.run.device))
+        for name, _ in cfg.effect_sets():
+            p.effects[name] = make_effect(cfg, name)
+        d = cfg.data
+        sizes = {"train": d.train_sources, "valid": d.valid_sources, "test": d.test_sources}
+        for label in dict.fromkeys([c for c, _ in cfg.corpora()] + cfg.train_corpora()):
+            p.corpora[label] = get_corpus(label, sample_rate=cfg.run.sample_rate, seed=cfg.run.seed,
+                                          sources=sizes, seconds=d.source_seconds)
+
+        def task(label, name, split, eset, cset):
+            return Task(p.corpora[label], p.effects[name], split, segment_samples=cfg.segment_samples,
+                        seed=cfg.run.seed, effect_set=eset, corpus_set=cset)
+
+        for label, cset in cfg.corpora():
+            if getattr(p.corpora[label], "paired", False):  # recorded pairs: the recording is the effect
+                p.effects.setdefault("recorded", make_effect(cfg, "recorded"))
+                p.test.append(task(label, "recorded", "test", "wild", cset))
+                continue
+            for name, eset in cfg.effect_sets():
+                if name != "recorded":  # only a paired corpus has recordings
+                    p.test.append(task(label, name, "test", eset, cset))
+        for label in cfg.train_corpora():
+            for name, eset in cfg.effect_sets():
+                if eset == "wild":  # hidden processing is never trained on
+                    continue
+                p.train.append(task(label, name, "train", eset, "seen"))
+                p.valid.append(task(label, name, "valid", eset, "seen"))
+        return p
+
+    def tasks(self, split: str) -> list[Task]:
+        if split not in SPLITS:
+            raise ConfigError(f"split: {split!r}; valid: {', '.join(SPLITS)}")
+        return {"train": self.train, "valid": self.valid, "test": self.test}[split]

@@ -1,0 +1,184 @@
+"""The house rules of the renovation: targets never reach a system, arrows point one way, one schema, one plan.
+
+Static checks read the source (imports, sizes); the behavioural ones run real systems through the harness.
+"""
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.config import load_config
+from bench.runner import run
+from bench.systems import Estimate, System, register_system
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def test_models_and_baselines_never_import_the_harness_face():
+    forbidden = ("bench.cli", "bench.commands", "bench.runner", "bench.sweep", "bench.cell")
+    bad = {}
+    for path in [*(ROOT / "models").rglob("*.py"), *(ROOT / "baselines").rglob("*.py")]:
+        hits = sorted(n for n in _imports(path) if n.startswith(forbidden))
+        if hits:
+            bad[str(path.relative_to(ROOT))] = hits
+    assert not bad, f"models/baselines reach up into the harness: {bad}"
+
+
+def test_reports_read_stored_results_only():
+    # the schema (and what it is built on), and the metric registry's metadata (which direction is better)
+    allowed = ("bench.results", "bench.cache", "bench.metrics")
+    bad = {}
+    for path in (ROOT / "reports").rglob("*.py"):
+        if path.name == "synthetic.py":  # writes a synthetic results directory (with an MLflow store) for tests
+            continue
+        hits = sorted(n for n in _imports(path) if n.startswith("bench") and not n.startswith(allowed))
+        if hits:
+            bad[str(path.relative_to(ROOT))] = hits
+    assert not bad, bad
+
+
+def test_no_module_imports_another_modules_private_helpers():
+    bad = []
+    for path in [*(ROOT / "bench").rglob("*.py"), *(ROOT / "models").rglob("*.py"),
+                 *(ROOT / "baselines").rglob("*.py"), *(ROOT / "reports").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in (
+                    "bench", "models", "baselines", "reports"):
+                bad += [f"{path.relative_to(ROOT)}: {node.module}.{a.name}" for a in node.names
+                        if a.name.startswith("_") and not a.name.startswith("__")
+                        and node.module.split(".")[-1] != "_audio"]  # a package's own private module is fine
+    assert not bad, bad
+
+
+def test_no_harness_module_is_a_second_house():
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in (ROOT / "bench").rglob("*.py")}
+    big = {p: n for p, n in sizes.items() if n > 560}
+    assert not big, f"modules over ~500 lines: {big}"
+
+
+def test_the_results_schema_is_defined_once():
+    import bench.results as R
+    from reports import results as report_results
+    from reports import store
+
+    assert report_results.SCORE_COLUMNS is R.SCORE_COLUMNS
+    assert store.PARAM_COLUMNS is R.PARAM_COLUMNS
+    assert store.slug is R.slug
+    for path in [*(ROOT / "bench").rglob("*.py"), *(ROOT / "reports").rglob("*.py")]:
+        if path.name == "results.py" and path.parent.name == "bench":
+            continue
+        text = path.read_text()
+        assert 'def _slug' not in text and "def slug" not in text, f"{path} defines a slug of its own"
+
+
+# --- targets never reach a system -------------------------------------------------------------------------
+
+
+SEEN: list = []
+
+
+@register_system("peeker")
+class Peeker(System):
+    """Records what the harness hands it, and answers with the input."""
+
+    name = "peeker"
+    controls = "any"
+
+    def match_examples(self, queries, effect):
+        SEEN.extend(queries)
+        return [Estimate(None, np.asarray(q.input, dtype=np.float32)) for q in queries]
+
+
+@register_system("chooser")
+class Chooser(System):
+    """Answers with the input, and offers two labelled candidates: the input and silence-ish (a tenth of it)."""
+
+    name = "chooser"
+
+    def match(self, input, reference, effect):
+        return Estimate(None, input.copy(), {"picked": "dry"},
+                        candidates={"dry": input.copy(), "quiet": 0.1 * input})
+
+
+def _tones(**kw):
+    sets = ['data.seen_corpora=["tones"]', "data.unseen_corpora=[]", "run.progress=false", "run.report=false",
+            "tasks.n_test=3", 'metrics.include=["param_mae", "mrstft"]', "run.audio_examples=0"]
+    return load_config("smoke", sets=sets, **kw)
+
+
+def test_systems_see_input_and_reference_only(tmp_path):
+    SEEN.clear()
+    run(_tones(systems=["peeker"], effects=["peq4", "room"]), tmp_path, log=lambda *_: None)
+    assert len(SEEN) == 6  # 3 examples x 2 tasks
+    names = {f.name for f in dataclasses.fields(SEEN[0])}
+    assert {"input", "reference"} <= names
+    assert not names & {"target", "true_params01", "meta"}, names  # meta holds a hidden recipe
+    for q in SEEN:
+        assert not hasattr(q, "target") and not hasattr(q, "true_params01")
+
+
+def test_the_oracle_is_the_harness_and_undefined_without_true_settings(tmp_path):
+    summary = run(_tones(systems=["oracle"], effects=["peq4", "room"]), tmp_path, log=lambda *_: None)
+    mean = summary.set_index(["effect", "metric"])["mean"]
+    assert mean["peq4", "mrstft"] == 0.0 and mean["peq4", "param_mae"] == 0.0
+    assert np.isnan(mean["room", "mrstft"])  # not applicable: recorded as NaN, not as a failure
+    assert pd.read_csv(tmp_path / "failures.csv").empty
+
+
+def test_best_pick_is_chosen_by_the_harness_with_the_target(tmp_path):
+    summary = run(_tones(systems=["chooser", "bypass"], effects=["gain"]), tmp_path, log=lambda *_: None)
+    mean = summary.set_index(["system", "metric"])["mean"]
+    # the target is the gained input: whichever of dry / quiet is nearer it, the pick is never worse than either
+    assert mean["chooser:best_pick", "mrstft"] <= mean["chooser", "mrstft"] + 1e-12
+    info = pd.read_parquet(tmp_path / "info.parquet")
+    picks = info[info["key"] == "best_pick"]
+    assert set(picks["system"]) == {"chooser", "chooser:best_pick"}  # recorded on both answers, per example
+    assert len(picks) == 2 * 3 and set(picks["value"]) <= {"dry", "quiet"}
+
+
+# --- hidden processing is a type, met where tasks are made --------------------------------------------------
+
+
+def test_hidden_effects_draw_and_apply_a_recipe_like_any_setting():
+    from bench.effects import HiddenEffect, get_effect
+
+    rng = np.random.default_rng(0)
+    x = (0.1 * np.sin(np.arange(12000) / 10)).astype(np.float32)
+    room, eq = get_effect("room"), get_effect("peq4")
+    assert isinstance(room, HiddenEffect) and not isinstance(eq, HiddenEffect)
+    s = room.draw_setting(rng, 24000)
+    assert s.params01 is None and s.recipe["kind"] == "room"
+    y = room.apply(np.stack([x, x]), 24000, s)
+    assert y.shape == (2, x.size) and np.array_equal(y[0], room.render(x, 24000, s.recipe))
+    s = eq.draw_setting(rng, 24000)
+    assert s.recipe is None and s.params01.shape == (eq.n_params,)
+    assert np.array_equal(eq.apply(x, 24000, s), eq.process(x, 24000, s.params01))
+    assert room.identity()[-1] == room.version  # cached examples follow the recipe's version
+
+
+@pytest.mark.parametrize("device", ["cuda:0"])
+def test_an_unavailable_device_is_a_config_error(device):
+    import torch
+
+    from bench.config import ConfigError
+    from bench.plan import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match="torch sees no CUDA device"):
+        resolve_device(device)
