@@ -22,6 +22,8 @@ COMMANDS = Registry(
         "ui": "bench.commands.report",
         "sweep": "bench.sweep.command",
         "latent": "bench.commands.latent",
+        "check": "bench.commands.check",
+        "list": "bench.commands.listing",
     },
 )
 
