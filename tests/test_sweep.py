@@ -196,13 +196,13 @@ def mlflow_runs(uri, study):
 
 
 def test_objectives_are_checked_at_start(mlflow_uri):
-    from bench.runner import Grid
+    from bench.plan import Plan
     from bench.sweep import parse_objectives
 
-    grid = Grid.build(config(mlflow_uri, effects=["gain", "peq4"]))
-    (o,) = parse_objectives([], [], grid.valid)
+    plan = Plan.build(config(mlflow_uri, effects=["gain", "peq4"]))
+    (o,) = parse_objectives([], [], plan.valid)
     assert (o.key, o.direction, [t.id for t in o.tasks]) == ("mrstft", "minimize", ["tones/gain/valid"])
-    a, b = parse_objectives(["param_mae/gain_db:gain", "mrstft:peq4|gain"], ["max", "minimize"], grid.valid)
+    a, b = parse_objectives(["param_mae/gain_db:gain", "mrstft:peq4|gain"], ["max", "minimize"], plan.valid)
     assert (a.metric, a.direction, len(a.tasks), b.label, len(b.tasks)) == ("param_mae", "maximize", 1,
                                                                            "mrstft:peq4|gain", 2)
     for specs, dirs, match in [
@@ -213,7 +213,7 @@ def test_objectives_are_checked_at_start(mlflow_uri):
         (["mrstft", "mrstft"], [], "named twice"),
     ]:
         with pytest.raises(ConfigError, match=match):
-            parse_objectives(specs, dirs, grid.valid)
+            parse_objectives(specs, dirs, plan.valid)
 
 
 def test_unknown_objective_and_bad_storage_fail_before_any_trial(tmp_path, mlflow_uri, capsys):
@@ -242,7 +242,7 @@ def test_unknown_objective_and_bad_storage_fail_before_any_trial(tmp_path, mlflo
 
 
 def test_toml_writer_round_trips_and_run_reads_it(tmp_path):
-    from bench.cli import _config_args, load
+    from bench.commands import config_args, load
     from bench.sweep import write_best_params
 
     path = tmp_path / "best_params.toml"
@@ -257,7 +257,7 @@ def test_toml_writer_round_trips_and_run_reads_it(tmp_path):
     # `afx-bench run --params-from` applies it
     write_best_params(tmp_path / "only.toml", NAME, {"lr": 0.01, "steps": 20}, {"study": "s", "trial": 1})
     p = argparse.ArgumentParser()
-    _config_args(p)
+    config_args(p)
     cfg = load(p.parse_args(["--preset", "smoke", "--systems", NAME, "--params-from", str(tmp_path / "only.toml")]))
     assert cfg.system_config(NAME) == {"lr": 0.01, "steps": 20}
 
@@ -363,6 +363,108 @@ def test_multi_objective_study(tmp_path, mlflow_uri):
     _, trials = mlflow_runs(mlflow_uri, "multi")
     assert all({"objective/mrstft", "objective/param_mae:gain"} <= set(r.data.metrics) for r in trials)
     assert set(tomllib.loads((tmp_path / "best_params.toml").read_text())["systems"][NAME]) == {"lr", "steps"}
+
+
+# --- objectives of every kind, scored by the runner's Evaluator ---------------------------------------------
+
+# tones count as speech for PESQ; AudioCommons in this process (a worker pool costs seconds to start)
+FAST = ["tracking.enabled=false", 'metrics.pesq.speech_corpora=["tones"]', "metrics.ac.workers=1"]
+KINDS = [  # --objective, the objectives as the study records them, their directions
+    ("mrstft", ["mrstft"], ["minimize"]),
+    ("param_mae/gain_db:gain", ["param_mae/gain_db:gain"], ["minimize"]),  # a metric's sub-key
+    ("ac/brightness", ["ac/brightness"], ["minimize"]),
+    ("pesq", ["pesq"], ["maximize"]),  # the smoke preset sets metrics.pesq.max_examples
+    ("ac", ["ac_mean"], ["minimize"]),  # a metric with no score of its own name: its summary
+    ("mrstft:peq4", ["mrstft:peq4"], ["minimize"]),  # a task filter (peq4 is an unseen effect here)
+    ("mrstft,param_mae:gain", ["mrstft", "param_mae:gain"], ["minimize", "minimize"]),  # multi-objective
+]
+
+
+def run_command(argv) -> int:
+    """`afx-bench sweep ARGV` through the command registry, as the CLI runs it."""
+    from bench.commands import COMMANDS
+
+    cmd = COMMANDS.get("sweep")
+    p = argparse.ArgumentParser()
+    cmd.add_arguments(p)
+    return cmd(p.parse_args([str(a) for a in argv]))
+
+
+@pytest.mark.parametrize(("spec", "labels", "directions"), KINDS, ids=[k[0] for k in KINDS])
+def test_every_kind_of_objective_completes_a_trial(tmp_path, spec, labels, directions, capsys):
+    argv = cli_args(tmp_path, "", "--effects", "gain,peq4", "--objective", spec, "--trials", 1, "--pruner", "none",
+                    "--study", "kind", sets=FAST)
+    assert run_command(argv) == 0
+    out = capsys.readouterr().out
+    assert "trial 0: complete" in out and "warning" not in out, out
+    (trial,) = load_study(f"sqlite:///{tmp_path}/optuna.db", "kind").trials
+    assert trial.state.name == "COMPLETE" and len(trial.values) == len(labels)
+    assert all(math.isfinite(v) for v in trial.values)
+    best = tomllib.loads((tmp_path / "best_params.toml").read_text())["sweep"][NAME]
+    assert (best["objectives"], best["directions"], best["values"]) == (labels, directions, trial.values)
+
+
+def test_objective_is_the_mean_over_finite_examples_then_tasks(tmp_path):
+    """The sweep scores with bench.cell.Evaluator: a metric's max_examples limits the examples scored, NaN
+    examples and tasks are left out, and an objective is the mean over its tasks of the per-task means."""
+    from bench.cell import fit_system
+    from bench.metrics import get_metric
+    from bench.sweep import Sweep, SweepOptions
+    from bench.systems import SystemError_, get_system
+
+    def per_example(s, metric, task, system):
+        exs = s.examples(task)
+        ests = system.match_examples([e.query() for e in exs], task.effect)
+        conf = s.cfg.metric_config(metric) | {"max_examples": 0}
+        return [d[metric] for d in get_metric(metric, conf, sample_rate=s.cfg.run.sample_rate).score_batch(ests, exs)]
+
+    system = None
+    for limit in (1, 0):
+        cfg = config("", *FAST, f"metrics.pesq.max_examples={limit}", effects=["gain", "peq4"])
+        s = Sweep(cfg, tmp_path, NAME, SweepOptions(objectives=["pesq:*", "param_mae:*"]))
+        if system is None:
+            system = get_system(NAME, {"steps": 10}, sample_rate=cfg.run.sample_rate)
+            fit_system(system, s.plan, progress=False)
+        gain, peq4 = sorted(s.objectives[0].tasks, key=lambda t: t.effect.name)
+        values, details = s.evaluate(system)
+        task_means = []
+        for task in (gain, peq4):
+            vals = per_example(s, "pesq", task, system)
+            assert len(vals) == cfg.tasks.n_valid == 2
+            task_means.append(np.mean(vals[:limit or None]))
+            assert details[f"valid/pesq/{task.id}"] == pytest.approx(task_means[-1])
+        assert values[0] == pytest.approx(np.mean(task_means))
+        if limit == 1:
+            first, second = per_example(s, "pesq", peq4, system)
+            assert first != second  # so the limit shows
+        # param_mae is NaN where the system estimates no settings (peq4): that task is left out
+        assert math.isnan(details[f"valid/param_mae/{peq4.id}"])
+        assert values[1] == pytest.approx(np.mean(per_example(s, "param_mae", gain, system)))
+    # NaN on every selected task (tones are no speech for PESQ by default): the trial fails, saying why
+    s = Sweep(config("", "tracking.enabled=false", effects=["gain", "peq4"]), tmp_path, NAME,
+              SweepOptions(objectives=["pesq", "mrstft:*"]))
+    with pytest.raises(SystemError_, match="objective pesq is NaN on every selected validation task"):
+        s.evaluate(system)
+    # a metric that fails on one task fails the trial (not an objective over fewer tasks), with the metric's error
+    mrstft = next(m for m in s.metrics if m.name == "mrstft")
+    real = mrstft.score_batch
+
+    def flaky(estimates, examples):
+        if "peq4" in examples[0].task_id:
+            raise RuntimeError("boom")
+        return real(estimates, examples)
+
+    mrstft.score_batch = flaky
+    with pytest.raises(SystemError_, match=r"metric mrstft gave no mrstft on tones/peq4/valid \(.*boom"):
+        s.evaluate(system)
+
+
+def test_the_command_imports_nothing_heavy_and_is_registered():
+    code = ("import sys, bench.sweep, bench.sweep.command; from bench.sweep import SweepOptions, main; "
+            "from bench.commands import COMMANDS; assert type(COMMANDS.get('sweep')).__name__ == 'SweepCommand'; "
+            "print(sorted(m for m in ('optuna', 'torch', 'mlflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr[-2000:]
 
 
 def test_ctrl_c_leaves_the_study_consistent_and_resumable(tmp_path, mlflow_uri, capsys):

@@ -1,0 +1,5 @@
+import sys
+
+from bench.sweep.command import main
+
+sys.exit(main())
