@@ -68,12 +68,13 @@ def build_system(name: str, cfg: Config, device: str, overrides: dict | None = N
 
 
 def fit_system(system: System, plan, *, run=None, checkpoint_dir: Path | None = None, report=None,
-               progress: bool | None = None) -> float:
-    """Train ``system`` on the plan's training tasks (validation tasks in its context); returns the seconds."""
+               progress: bool | None = None, seed: int | None = None) -> float:
+    """Train ``system`` on the plan's training tasks (validation tasks in its context) with training seed
+    ``seed`` (default ``run.seed``); returns the seconds."""
     cfg = plan.cfg
     from bench.effects import default_workers
 
-    ctx = FitContext(valid_tasks=plan.valid, tracker=run, seed=cfg.run.seed,
+    ctx = FitContext(valid_tasks=plan.valid, tracker=run, seed=cfg.run.seed if seed is None else int(seed),
                      workers=cfg.run.workers or default_workers(),
                      progress=cfg.run.progress if progress is None else progress, checkpoint_dir=checkpoint_dir,
                      report=report)
@@ -94,19 +95,45 @@ def local_checkpoint(checkpoint: str) -> Path:
     return p
 
 
-def system_key(cfg: Config, name: str) -> str:
-    """What a trained system depends on: its section, the seed, the audio format, the data and the effects."""
+def system_key(cfg: Config, name: str, seed: int | None = None) -> str:
+    """What a trained system depends on: its section, the data seed and training seed, the audio format, the data
+    and the effects."""
     from bench.cache import stable_hash
 
-    return stable_hash([name, cfg.system_config(name), cfg.run.seed, cfg.run.sample_rate, cfg.segment_samples,
-                        cfg.to_dict()["data"], [e for e, _ in cfg.effect_sets()]])
+    parts = [name, cfg.system_config(name), cfg.run.seed, cfg.run.sample_rate, cfg.segment_samples,
+             cfg.to_dict()["data"], [e for e, _ in cfg.effect_sets()]]
+    if seed is not None and seed != cfg.run.seed:
+        parts.append(["training seed", int(seed)])
+    return stable_hash(parts)
 
 
-def prepare_system(name: str, plan, out: Path, *, tracker=None, parent=None, tags: dict | None = None,
-                   log: Callable = print) -> System:
-    """Construct ``name``, then load (its configured checkpoint, or this run's earlier training) or fit it and
-    save the checkpoint under ``<out>/checkpoints/<name>/`` (a training run in MLflow when tracking)."""
+def seeds_of(cfg: Config, name: str) -> list[int]:
+    """The training seeds a system is run with: every one of ``run.seeds`` if it trains, else the first only
+    (a system that does not train, or loads a given checkpoint, is the same under every training seed)."""
+    from bench.systems import SYSTEMS
+
+    seeds = cfg.training_seeds()
+    trains = getattr(SYSTEMS.get(name), "trainable", False) and not cfg.system_config(name).get("checkpoint")
+    return seeds if trains else seeds[:1]
+
+
+def budget_of(system: System, seconds: float, device: str) -> dict:
+    """What training cost: the system's own count (examples, steps, renders, parameters) and the harness's
+    (wall seconds, and device seconds when the device is a GPU)."""
+    b = {k: float("nan") for k in ("train_examples", "steps", "train_renders", "parameters")}
+    b.update({k: v for k, v in system.budget().items() if k in b})
+    b.update(train_seconds=float(seconds), device=device,
+             device_seconds=float(seconds) if device.startswith("cuda") else 0.0)
+    return b
+
+
+def prepare_system(name: str, plan, out: Path, *, seed: int | None = None, tracker=None, parent=None,
+                   tags: dict | None = None, store=None, log: Callable = print) -> System:
+    """Construct ``name``, then load (its configured checkpoint, or this run's earlier training) or fit it with
+    training seed ``seed`` and save the checkpoint under ``<out>/checkpoints/<name>/seed-<seed>/`` (a training run
+    in MLflow when tracking; its budget in ``store`` when given)."""
     cfg = plan.cfg
+    seed = cfg.run.seed if seed is None else int(seed)
     checkpoint = cfg.system_config(name).get("checkpoint")
     system = build_system(name, cfg, plan.device)
     if checkpoint:
@@ -115,8 +142,8 @@ def prepare_system(name: str, plan, out: Path, *, tracker=None, parent=None, tag
         return system
     if not system.trainable:
         return system
-    ckpt = Path(out) / "checkpoints" / slug(name)
-    key = system_key(cfg, name)
+    ckpt = Path(out) / "checkpoints" / slug(name) / f"seed-{seed}"
+    key = system_key(cfg, name, seed)
     marker = ckpt / "TRAINED"
     if marker.exists() and marker.read_text().strip() == key:
         log(f"{name}: loading this run's checkpoint {ckpt}")
@@ -124,12 +151,15 @@ def prepare_system(name: str, plan, out: Path, *, tracker=None, parent=None, tag
         return system
     run = None
     if tracker is not None:
-        run = tracker.start(f"train/{name}", {"system": name, "kind": "train", **(tags or {})}, parent=parent)
-        run.log_params({"system": system.config_dict(), "device": plan.device})
+        run = tracker.start(f"train/{name}/seed-{seed}", {"system": name, "kind": "train", "seed": seed,
+                                                          **(tags or {})}, parent=parent)
+        run.log_params({"system": system.config_dict(), "device": plan.device, "seed": seed})
     try:
-        seconds = fit_system(system, plan, run=run, checkpoint_dir=ckpt)
+        seconds = fit_system(system, plan, run=run, checkpoint_dir=ckpt, seed=seed)
         ckpt.mkdir(parents=True, exist_ok=True)
         system.save(ckpt)
+        if store is not None:
+            store.write_budget(name, seed, budget_of(system, seconds, plan.device))
         marker.write_text(key)
     except BaseException as e:
         if run is not None:

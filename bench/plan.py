@@ -1,9 +1,11 @@
 """The run plan: the config resolved into effects, corpora and tasks, and the one place the device is decided.
 
-A :class:`Plan` holds the evaluated (test) tasks, one per (corpus, effect) of the config, and the training and
-validation tasks the trainable systems learn from (the training corpora x every effect that is not hidden
-processing). Its ``device`` is what ``run.device`` resolves to ("auto" becomes "cuda" when torch sees a GPU, else
-"cpu"); systems and metrics receive it once, when they are constructed.
+A :class:`Plan` holds the evaluated tasks, one per (corpus, effect) of the config, on the evaluated split
+(``run.split``: ``test``, the set of record, or ``valid`` for development), and the training and validation tasks
+the trainable systems learn from (the training corpora x every effect that is not hidden processing). Training
+and validation never touch the test split: its sources and examples are drawn with ``data.test_seed``. Its
+``device`` is what ``run.device`` resolves to ("auto" becomes "cuda" when torch sees a GPU, else "cpu"); systems
+and metrics receive it once, when they are constructed.
 """
 
 from __future__ import annotations
@@ -52,9 +54,18 @@ class Plan:
     device: str = "cpu"
     effects: dict[str, Effect] = field(default_factory=dict)
     corpora: dict[str, Corpus] = field(default_factory=dict)
-    test: list[Task] = field(default_factory=list)
+    test: list[Task] = field(default_factory=list)  # the evaluated tasks (on run.split)
     train: list[Task] = field(default_factory=list)
     valid: list[Task] = field(default_factory=list)
+
+    @property
+    def split(self) -> str:
+        return self.cfg.run.split
+
+    @property
+    def n_examples(self) -> int:
+        """Examples per evaluated task."""
+        return self.cfg.tasks.n_test if self.split == "test" else self.cfg.tasks.n_valid
 
     @classmethod
     def build(cls, cfg: Config, device: str | None = None) -> Plan:
@@ -66,20 +77,22 @@ class Plan:
         sizes = {"train": d.train_sources, "valid": d.valid_sources, "test": d.test_sources}
         for label in dict.fromkeys([c for c, _ in cfg.corpora()] + cfg.train_corpora()):
             p.corpora[label] = get_corpus(label, sample_rate=cfg.run.sample_rate, seed=cfg.run.seed,
-                                          sources=sizes, seconds=d.source_seconds)
+                                          test_seed=d.test_seed, sources=sizes, seconds=d.source_seconds)
 
         def task(label, name, split, eset, cset):
+            seed = d.test_seed if split == "test" else cfg.run.seed
             return Task(p.corpora[label], p.effects[name], split, segment_samples=cfg.segment_samples,
-                        seed=cfg.run.seed, effect_set=eset, corpus_set=cset)
+                        seed=seed, effect_set=eset, corpus_set=cset)
 
+        split = cfg.run.split
         for label, cset in cfg.corpora():
             if getattr(p.corpora[label], "paired", False):  # recorded pairs: the recording is the effect
                 p.effects.setdefault("recorded", make_effect(cfg, "recorded"))
-                p.test.append(task(label, "recorded", "test", "wild", cset))
+                p.test.append(task(label, "recorded", split, "wild", cset))
                 continue
             for name, eset in cfg.effect_sets():
                 if name != "recorded":  # only a paired corpus has recordings
-                    p.test.append(task(label, name, "test", eset, cset))
+                    p.test.append(task(label, name, split, eset, cset))
         for label in cfg.train_corpora():
             for name, eset in cfg.effect_sets():
                 if eset == "wild":  # hidden processing is never trained on

@@ -32,12 +32,14 @@ if TYPE_CHECKING:  # only for annotations: this module never imports the harness
 # --- the schema ------------------------------------------------------------------------------------------------
 
 TASK_KEYS = ["task", "effect", "effect_set", "corpus", "corpus_set", "split"]  # a task's tags, in column order
-KEYS = ["system", *TASK_KEYS]  # what identifies a cell
+KEYS = ["system", *TASK_KEYS, "seed"]  # what identifies a cell: a system (trained with seed) on a task
 SCORE_COLUMNS = [*KEYS, "example", "source_id", "metric", "value"]  # scores.parquet (cells add cell_key)
 PARAM_COLUMNS = [*KEYS, "example", "param", "estimate", "true"]  # params.parquet: normalised [0, 1] values
 INFO_COLUMNS = [*KEYS, "example", "key", "value"]  # info.parquet: text extras (JSON for anything but a string)
-SUMMARY_GROUP = ["system", "effect", "effect_set", "corpus", "corpus_set", "split", "metric"]
-SUMMARY_COLUMNS = [*SUMMARY_GROUP, "mean", "std", "n"]  # summary.csv
+SUMMARY_GROUP = ["system", "effect", "effect_set", "corpus", "corpus_set", "split", "metric"]  # over seeds
+SUMMARY_COLUMNS = [*SUMMARY_GROUP, "mean", "std", "n", "ci_low", "ci_high", "n_sources", "n_seeds"]  # summary.csv
+BUDGET_COLUMNS = ["system", "seed", "train_examples", "steps", "train_renders", "train_seconds", "device",
+                  "device_seconds", "parameters"]  # budgets.csv: what each trained system spent (NaN: not recorded)
 FAILURE_COLUMNS = [*KEYS, "stage", "error"]  # failures.csv
 CELL_KEY = "cell_key"  # the settings a stored cell was computed under (resume skips it only if they match)
 
@@ -45,6 +47,7 @@ CELL_KEY = "cell_key"  # the settings a stored cell was computed under (resume s
 CELLS, AUDIO, FAILURES, CHECKPOINTS = "cells", "audio", "failures", "checkpoints"
 SCORES_FILE, PARAMS_FILE, INFO_FILE = "scores.parquet", "params.parquet", "info.parquet"
 SUMMARY_FILE, FAILURES_FILE, CONFIG_FILE = "summary.csv", "failures.csv", "config.json"
+BUDGETS_FILE = "budgets.csv"
 CLIPS = ("input", "reference", "target")  # the clips stored beside each system's output
 
 
@@ -61,24 +64,25 @@ def task_slug(task_id: str) -> str:
 # --- rows --------------------------------------------------------------------------------------------------
 
 
-def _tags(system: str, task: Task) -> dict:
+def _tags(system: str, task: Task, seed: int) -> dict:
     tags = task.tags()
-    return {"system": system, **{k: tags[k] for k in TASK_KEYS}}
+    return {"system": system, **{k: tags[k] for k in TASK_KEYS}, "seed": int(seed)}
 
 
 def score_rows(system: str, task: Task, examples: list[Example], per_example: list[dict[str, float]],
-               key: str) -> pd.DataFrame:
+               key: str, seed: int = 0) -> pd.DataFrame:
     """One row per example x score key, tagged with the cell's key."""
-    head = _tags(system, task)
+    head = _tags(system, task, seed)
     rows = [{**head, "example": ex.index, "source_id": ex.source_id, "metric": metric, "value": float(value),
              CELL_KEY: key}
             for ex, d in zip(examples, per_example, strict=True) for metric, value in d.items()]
     return pd.DataFrame(rows, columns=[*SCORE_COLUMNS, CELL_KEY])
 
 
-def param_rows(system: str, task: Task, examples: list[Example], estimates: list[Estimate]) -> pd.DataFrame:
+def param_rows(system: str, task: Task, examples: list[Example], estimates: list[Estimate],
+               seed: int = 0) -> pd.DataFrame:
     """Estimated vs true normalised parameters, one row per example x parameter (for scatter plots)."""
-    head = _tags(system, task)
+    head = _tags(system, task, seed)
     rows = [{**head, "example": ex.index, "param": name, "estimate": float(e), "true": float(t)}
             for ex, est in zip(examples, estimates, strict=True)
             if est.params01 is not None and ex.true_params01 is not None
@@ -90,10 +94,11 @@ def is_number(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
-def info_rows(system: str, task: Task, examples: list[Example], estimates: list[Estimate]) -> pd.DataFrame:
+def info_rows(system: str, task: Task, examples: list[Example], estimates: list[Estimate],
+              seed: int = 0) -> pd.DataFrame:
     """The non-numeric per-example extras of estimates (a picked controller, a guessed recipe), as text (JSON for
     anything but a string); numeric extras are scores (``cost/<key>``)."""
-    head = _tags(system, task)
+    head = _tags(system, task, seed)
     rows = [{**head, "example": ex.index, "key": k,
              "value": v if isinstance(v, str) else json.dumps(v, default=str, sort_keys=True)}
             for ex, est in zip(examples, estimates, strict=True) for k, v in est.info.items() if not is_number(v)]
@@ -101,11 +106,11 @@ def info_rows(system: str, task: Task, examples: list[Example], estimates: list[
 
 
 def summarise(scores: pd.DataFrame) -> pd.DataFrame:
-    """One row per system x task x metric: mean, std and n over examples (NaN = not applicable, not 0)."""
-    if scores.empty:
-        return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    g = scores.groupby(SUMMARY_GROUP, sort=True, dropna=False)["value"]
-    return g.agg(mean="mean", std="std", n="count").reset_index()
+    """One row per system x task x metric over seeds and examples (NaN = not applicable, not 0); see
+    :func:`bench.stats.summarise` for the interval and the counts."""
+    from bench.stats import summarise as summarise_scores
+
+    return summarise_scores(scores, SUMMARY_GROUP)[SUMMARY_COLUMNS]
 
 
 # --- files -------------------------------------------------------------------------------------------------
@@ -160,11 +165,11 @@ class ResultStore:
         return out
 
     # --- cells ----------------------------------------------------------------------------------------------
-    def cell_path(self, system: str, task: Task) -> Path:
-        return self.out / CELLS / slug(system) / f"{task_slug(task.id)}.parquet"
+    def cell_path(self, system: str, task: Task, seed: int = 0) -> Path:
+        return self.out / CELLS / slug(system) / f"{task_slug(task.id)}-s{int(seed)}.parquet"
 
-    def done(self, system: str, task: Task, key: str) -> bool:
-        p = self.cell_path(system, task)
+    def done(self, system: str, task: Task, key: str, seed: int = 0) -> bool:
+        p = self.cell_path(system, task, seed)
         if not p.exists():
             return False
         try:
@@ -174,8 +179,8 @@ class ResultStore:
         return bool(len(meta)) and meta[CELL_KEY].iloc[0] == key
 
     def write_cell(self, system: str, task: Task, rows: pd.DataFrame, params: pd.DataFrame | None = None,
-                   info: pd.DataFrame | None = None) -> None:
-        p = self.cell_path(system, task)
+                   info: pd.DataFrame | None = None, seed: int = 0) -> None:
+        p = self.cell_path(system, task, seed)
         p.parent.mkdir(parents=True, exist_ok=True)
         for suffix, table in ((".params.pq", params), (".info.pq", info)):
             if table is not None and len(table):
@@ -183,7 +188,7 @@ class ResultStore:
             else:
                 p.with_suffix(suffix).unlink(missing_ok=True)
         atomic_parquet(rows, p)  # last: its presence marks the cell finished
-        self.clear_failure(system, task)
+        self.clear_failure(system, task, seed)
 
     # --- audio ----------------------------------------------------------------------------------------------
     def audio_dir(self, task: Task, index: int) -> Path:
@@ -204,16 +209,17 @@ class ResultStore:
                                                      "meta": ex.meta}, indent=1, default=str).encode())
 
     # --- failures: one JSON file per failed cell, removed when the cell later succeeds -------------------
-    def _failure_path(self, system: str, task: Task) -> Path:
-        return self.out / FAILURES / f"{slug(system)}__{task_slug(task.id)}.json"
+    def _failure_path(self, system: str, task: Task, seed: int) -> Path:
+        return self.out / FAILURES / f"{slug(system)}__{task_slug(task.id)}-s{int(seed)}.json"
 
-    def write_failure(self, system: str, task: Task, stage: str, error: BaseException) -> None:
-        rec = {"system": system, **task.tags(), "stage": stage, "error": f"{type(error).__name__}: {error}",
+    def write_failure(self, system: str, task: Task, stage: str, error: BaseException, seed: int = 0) -> None:
+        rec = {"system": system, **task.tags(), "seed": int(seed), "stage": stage,
+               "error": f"{type(error).__name__}: {error}",
                "traceback": "".join(traceback.format_exception(error))[-4000:], "time": time.time()}
-        atomic_write_bytes(self._failure_path(system, task), json.dumps(rec, indent=1).encode())
+        atomic_write_bytes(self._failure_path(system, task, seed), json.dumps(rec, indent=1).encode())
 
-    def clear_failure(self, system: str, task: Task) -> None:
-        self._failure_path(system, task).unlink(missing_ok=True)
+    def clear_failure(self, system: str, task: Task, seed: int = 0) -> None:
+        self._failure_path(system, task, seed).unlink(missing_ok=True)
 
     def failures(self) -> list[dict]:
         d = self.out / FAILURES
@@ -234,6 +240,17 @@ class ResultStore:
         parts = self._read_all("*.info.pq")
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=INFO_COLUMNS)
 
+    def write_budget(self, system: str, seed: int, budget: dict) -> None:
+        """What one trained system spent (one JSON per system and seed; ``budgets.csv`` is rebuilt from them)."""
+        rec = {"system": system, "seed": int(seed), **budget}
+        atomic_write_bytes(self.out / "budgets" / f"{slug(system)}-s{int(seed)}.json",
+                           json.dumps(rec, indent=1, default=float).encode())
+
+    def budgets(self) -> pd.DataFrame:
+        d = self.out / "budgets"
+        recs = [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))] if d.exists() else []
+        return pd.DataFrame(recs, columns=BUDGET_COLUMNS)
+
     def rebuild_tables(self) -> pd.DataFrame:
         atomic_parquet(self.params(), self.out / PARAMS_FILE)
         atomic_parquet(self.info(), self.out / INFO_FILE)
@@ -242,4 +259,5 @@ class ResultStore:
         summary = summarise(scores)
         atomic_csv(summary, self.out / SUMMARY_FILE)
         atomic_csv(pd.DataFrame(self.failures(), columns=FAILURE_COLUMNS), self.out / FAILURES_FILE)
+        atomic_csv(self.budgets(), self.out / BUDGETS_FILE)
         return summary

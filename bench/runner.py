@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.cache import atomic_write_bytes, stable_hash
-from bench.cell import Cell, Evaluator, build_metrics, check_sections, prepare_system, system_key
+from bench.cell import Cell, Evaluator, build_metrics, check_sections, prepare_system, seeds_of, system_key
 from bench.config import Config
 from bench.plan import Plan, resolve_device
 from bench.results import ResultStore, info_rows, param_rows, score_rows
@@ -43,14 +43,15 @@ class Runner:
 
         return {"preset": self.cfg.preset, "config_hash": self.cfg.hash(), "git_sha": git_sha()}
 
-    def prepare_system(self, name: str, plan: Plan) -> System:
-        return prepare_system(name, plan, self.out, tracker=self.tracker, parent=self.parent,
-                              tags=self.common_tags() if self.tracker is not None else None, log=self.log)
+    def prepare_system(self, name: str, plan: Plan, seed: int | None = None) -> System:
+        return prepare_system(name, plan, self.out, seed=seed, tracker=self.tracker, parent=self.parent,
+                              tags=self.common_tags() if self.tracker is not None else None, store=self.results,
+                              log=self.log)
 
-    def cell_key(self, name: str, task: Task) -> str:
-        """What a stored cell depends on: the system's training key, the task, the test size and the metrics."""
+    def cell_key(self, name: str, task: Task, seed: int, n: int) -> str:
+        """What a stored cell depends on: the system's training key, the task, its size and the metrics."""
         cfg = self.cfg
-        return stable_hash([system_key(cfg, name), task.id, cfg.tasks.n_test, cfg.metric_names(),
+        return stable_hash([system_key(cfg, name, seed), task.id, n, cfg.metric_names(),
                             {m: cfg.metric_config(m) for m in cfg.metric_names()}])
 
     # --- the grid -----------------------------------------------------------------------------------------
@@ -88,60 +89,65 @@ class Runner:
         from tqdm.auto import tqdm
 
         cfg = self.cfg
-        systems: dict[str, System | BaseException] = {}
+        n = plan.n_examples
+        systems: dict[tuple[str, int], System | BaseException] = {}  # (name, training seed) -> system
         for name in cfg.system_names():
-            try:
-                systems[name] = self.prepare_system(name, plan)
-            except KeyboardInterrupt:
-                raise
-            except Exception as e:
-                self.warn(f"{name}: could not be prepared, its cells are recorded as failed: {e}")
-                systems[name] = e
+            for seed in seeds_of(cfg, name):
+                try:
+                    systems[name, seed] = self.prepare_system(name, plan, seed)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as e:
+                    self.warn(f"{name} (seed {seed}): could not be prepared, its cells are recorded as failed: {e}")
+                    systems[name, seed] = e
         cells = [(t, s) for t in plan.test for s in systems]
         by_task: dict[str, list] = {}
-        for task, name in cells:
-            key = self.cell_key(name, task)
-            if not self.results.done(name, task, key):
-                by_task.setdefault(task.id, []).append((task, name, key))
+        for task, (name, seed) in cells:
+            key = self.cell_key(name, task, seed, n)
+            if not self.results.done(name, task, key, seed):
+                by_task.setdefault(task.id, []).append((task, name, seed, key))
         todo = sum(len(g) for g in by_task.values())
-        self.log(f"{len(cells)} cells ({len(cells) - todo} already done), {len(plan.test)} tasks, "
-                 f"{len(systems)} systems, device {self.device}")
+        n_seeds = len(cfg.training_seeds())
+        self.log(f"{len(cells)} cells ({len(cells) - todo} already done), {len(plan.test)} {plan.split} tasks, "
+                 f"{len(cfg.system_names())} systems" + (f" ({n_seeds} training seeds)" if n_seeds > 1 else "")
+                 + f", device {self.device}")
         bar = tqdm(total=todo, desc="cells", disable=not cfg.run.progress)
         for group in by_task.values():
             task = group[0][0]
             try:
-                examples = task.examples(cfg.tasks.n_test, progress=cfg.run.progress)
+                examples = task.examples(n, progress=cfg.run.progress)
             except KeyboardInterrupt:
                 raise
             except Exception as e:
                 self.warn(f"task {task.id}: examples could not be made: {e}")
-                for _, name, _ in group:
-                    self.results.write_failure(name, task, "data", e)
+                for _, name, seed, _ in group:
+                    self.results.write_failure(name, task, "data", e, seed)
                     bar.update(1)
                 self.results.rebuild_tables()
                 continue
-            for _, name, key in group:
-                bar.set_postfix_str(f"{name} / {task.id}")
-                self.evaluate_cell(name, systems[name], task, examples, evaluator, key)
+            for _, name, seed, key in group:
+                bar.set_postfix_str(f"{name} / {task.id}" + (f" / seed {seed}" if n_seeds > 1 else ""))
+                self.evaluate_cell(name, seed, systems[name, seed], task, examples, evaluator, key)
                 bar.update(1)
         bar.close()
 
-    def evaluate_cell(self, name: str, system, task: Task, examples: list, evaluator: Evaluator, key: str) -> None:
+    def evaluate_cell(self, name: str, seed: int, system, task: Task, examples: list, evaluator: Evaluator,
+                      key: str) -> None:
         run = None
         if self.tracker is not None:
             run = self.tracker.start(f"{name}/{task.id}", {"system": name, "kind": "cell", **task.tags(),
-                                                            **self.common_tags()}, parent=self.parent)
+                                                            "seed": seed, **self.common_tags()}, parent=self.parent)
         try:
             if isinstance(system, BaseException):
                 raise SystemError_(f"{name}: not prepared ({type(system).__name__}: {system})") from system
             cell = evaluator.evaluate(name, system, task, examples)
-            rows = pd.concat([score_rows(n, task, examples, s, key) for n, s in cell.scores.items()],
+            rows = pd.concat([score_rows(n, task, examples, s, key, seed) for n, s in cell.scores.items()],
                              ignore_index=True)
             params = info = None  # a cell that is not applicable has no answers
             if cell.answers:
-                params = pd.concat([param_rows(n, task, examples, e) for n, e in cell.answers.items()],
+                params = pd.concat([param_rows(n, task, examples, e, seed) for n, e in cell.answers.items()],
                                    ignore_index=True)
-                info = pd.concat([info_rows(n, task, examples, e) for n, e in cell.answers.items()],
+                info = pd.concat([info_rows(n, task, examples, e, seed) for n, e in cell.answers.items()],
                                  ignore_index=True)
         except KeyboardInterrupt:
             if run is not None:
@@ -149,14 +155,15 @@ class Runner:
             raise
         except Exception as e:
             self.warn(f"cell {name} / {task.id} failed: {type(e).__name__}: {e}")
-            self.results.write_failure(name, task, "evaluate", e)
+            self.results.write_failure(name, task, "evaluate", e, seed)
             self.results.rebuild_tables()
             if run is not None:
                 run.set_tags({"error": f"{type(e).__name__}: {e}"})
                 run.end("FAILED")
             return
-        self.results.write_cell(name, task, rows, params, info)
-        self._save_audio(cell, task)
+        self.results.write_cell(name, task, rows, params, info, seed)
+        if seed == self.cfg.training_seeds()[0]:  # one seed's audio for the report
+            self._save_audio(cell, task)
         self.results.rebuild_tables()
         if run is not None:
             self._log_cell(run, cell, rows, name)

@@ -31,6 +31,8 @@ SYSTEMS = Registry(
         "bypass": "bench.systems",
         "random": "bench.systems",
         "oracle": "bench.systems",
+        "mean": "bench.floors",
+        "constant": "bench.floors",
         "proposed": "models.proposed.system",
         "deepafx_st_autodiff": "baselines.deepafx_st.system",
         "deepafx_st_spsa": "baselines.deepafx_st.system",
@@ -124,6 +126,13 @@ class System:
         return self.match_batch(np.stack([q.input for q in queries]), np.stack([q.reference for q in queries]),
                                 effect)
 
+    def budget(self) -> dict:
+        """What the last ``fit`` spent, as far as the system counts it: ``train_examples`` (examples seen, with
+        repeats), ``steps`` (optimiser steps or search iterations), ``train_renders`` (effect renders) and
+        ``parameters`` (trainable numbers). The default counts the parameters of the torch modules it holds;
+        systems that train say the rest (the harness adds wall and device seconds)."""
+        return {"parameters": count_parameters(self)}
+
     @classmethod
     def search_space(cls, trial) -> dict:
         """Hyper-parameters an Optuna sweep explores (``trial.suggest_*``); empty for untrainable systems."""
@@ -131,6 +140,23 @@ class System:
 
     def config_dict(self) -> dict:
         return dataclasses.asdict(self.cfg)
+
+
+def count_parameters(obj) -> int:
+    """The numbers in the torch modules an object holds as attributes (0 without torch or modules)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return 0
+    seen, total = set(), 0
+    for v in vars(obj).values():
+        if isinstance(v, torch.nn.Module):
+            for p in v.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    total += p.numel()
+    return total
 
 
 def get_system(name: str, config: dict | None = None, **kwargs) -> System:

@@ -199,6 +199,13 @@ class DeepAFxSTBase(System):
         self.train_stats = {"steps": res.steps, "seconds": res.seconds, "examples": res.examples,
                             "examples_per_second": res.examples_per_second, **res.last}
 
+    def budget(self) -> dict:
+        """Steps and examples seen from the training loop; the differentiable EQ + compressor renders nothing
+        with pedalboard while training (the SPSA variant counts its renders)."""
+        st = self.train_stats
+        return {**super().budget(), "steps": st.get("steps", float("nan")),
+                "train_examples": st.get("examples", float("nan")), "train_renders": 0}
+
     def _train_state(self, ctx: FitContext) -> dict:
         return {}
 
@@ -346,6 +353,12 @@ class DeepAFxSTSPSA(DeepAFxSTBase):
 
     def _close_train_state(self, state):
         state["pool"].shutdown(wait=True)
+
+    def budget(self) -> dict:
+        c, st = self.cfg, self.train_stats
+        # SPSA: per example and step, the forward render and 2 x spsa_k perturbed renders of pedalboard's peq_comp
+        renders = st.get("examples", 0) * (2 * c.spsa_k + 1)
+        return {**super().budget(), "train_renders": renders}
 
     def _render(self, x, params01, state):
         from models.proposed.spsa import spsa_effect

@@ -220,6 +220,12 @@ class OneShotEQ(System):
                            "train_examples": c.train_examples, "render_seconds": round(pool_seconds, 3),
                            "loader_workers": workers, "device": str(self.dev), **result.last}
 
+    def budget(self) -> dict:
+        """A supervised classifier: steps and examples seen; no effect renders in its loss."""
+        info = self.train_info
+        return {**super().budget(), "steps": info.get("steps", float("nan")),
+                "train_examples": info.get("examples", float("nan")), "train_renders": 0}
+
     # --- checkpoints --------------------------------------------------------------------------------------
     def save(self, path: Path) -> None:
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}

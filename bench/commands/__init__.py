@@ -68,6 +68,8 @@ def config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--effects", help="comma-separated effects (default: the preset's seen + unseen sets)")
     p.add_argument("--corpora", help="comma-separated corpora: speech, music, folder:PATH, pairs:PATH")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--split", choices=("test", "valid"),
+                   help="the evaluated split: test (the record, default) or valid (development: tune here)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set tasks.n_test=32 (repeatable)")
     p.add_argument("--params-from", help="a best_params.toml written by `afx-bench sweep`")
@@ -94,9 +96,12 @@ def load(args):
                 value = ("true" if v else "false") if isinstance(v, bool) else json.dumps(v)
                 sets.insert(0, f"systems.{system}.{k}={value}")
     return load_config(args.preset, file=args.config, sets=sets, systems=csv_list(args.systems),
-                       effects=csv_list(args.effects), corpora=csv_list(args.corpora), device=args.device)
+                       effects=csv_list(args.effects), corpora=csv_list(args.corpora), device=args.device,
+                       split=getattr(args, "split", None))
 
 
 def out_dir(args) -> Path:
-    """``--out``, else ``results/<preset>``."""
-    return Path(args.out) if args.out else Path("results") / args.preset
+    """``--out``, else ``results/<preset>`` (``results/<preset>-valid`` for a development run on valid)."""
+    if args.out:
+        return Path(args.out)
+    return Path("results") / (args.preset + ("-valid" if getattr(args, "split", None) == "valid" else ""))

@@ -36,7 +36,7 @@ class Latent(Command):
         plan = Plan.build(cfg)
         system = prepare_system(args.system, plan, out)  # the same checkpoint as `afx-bench run --out` uses
         task = next(t for t in plan.test if t.effect.name == args.effect)
-        examples = task.examples(cfg.tasks.n_test, progress=cfg.run.progress)
+        examples = task.examples(plan.n_examples, progress=cfg.run.progress)
         fn, source = ac_features(cfg.run.sample_rate)
         res = explore(system, task.effect, examples, features=fn, feature_source=source, steps=args.steps,
                       axes=args.axes, span=args.span, example=args.example)

@@ -69,6 +69,6 @@ class Data(Command):
             n = {s: sum(1 for r in man["sources"] if r["split"] == s) for s in ("train", "valid", "test")}
             print(f"{label}: {n} sources at {corpus.sample_rate} Hz")
         for t in plan.test:
-            t.examples(cfg.tasks.n_test, progress=cfg.run.progress)
-            print(f"{t.id}: {cfg.tasks.n_test} test examples cached")
+            t.examples(plan.n_examples, progress=cfg.run.progress)
+            print(f"{t.id}: {plan.n_examples} {plan.split} examples cached")
         return 0

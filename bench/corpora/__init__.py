@@ -48,9 +48,11 @@ class Corpus:
     loudness_lufs: float = -23.0
 
     def __init__(self, sample_rate: int = 24000, seed: int = 0, sources: dict[str, int] | None = None,
-                 seconds: float = 4.0, cache: Path | None = None, arg: str | None = None):
+                 seconds: float = 4.0, cache: Path | None = None, arg: str | None = None,
+                 test_seed: int | None = None):
         self.sample_rate = int(sample_rate)
         self.seed = int(seed)
+        self.test_seed = self.seed if test_seed is None else int(test_seed)
         self.sources = dict(sources or {"train": 8, "valid": 2, "test": 4})
         self.seconds = float(seconds)
         self.arg = arg  # e.g. the path of folder:PATH
@@ -66,6 +68,11 @@ class Corpus:
         raise NotImplementedError
 
     # --- provided -----------------------------------------------------------------------------------------
+    def split_seed(self, split: str) -> int:
+        """The seed a split's sources are drawn with: ``test_seed`` for the test split (so the test set can be
+        drawn anew without moving a training source), ``seed`` for the others."""
+        return self.test_seed if split == "test" else self.seed
+
     @property
     def label(self) -> str:
         return f"{self.name}:{self.arg}" if self.arg else self.name
@@ -112,7 +119,7 @@ class Corpus:
             x = self.load_source(spec)
             rows.append({**asdict(spec), "seconds": round(len(x) / self.sample_rate, 3), "sha256": A.content_hash(x)})
         man = {"corpus": self.label, "version": self.version, "sample_rate": self.sample_rate, "seed": self.seed,
-               "sources": rows}
+               "test_seed": self.test_seed, "sources": rows}
         key = stable_hash([r["source_id"] for r in rows] + [self.sample_rate, self.version])
         atomic_write_bytes(self._dir() / f"manifest-{key}.json", json.dumps(man, indent=1).encode())
         return man

@@ -404,7 +404,7 @@ class MusicCorpus(Corpus):
             if n < 0:
                 raise CorpusError(f"music: negative source count {n} for split {split}")
             for i in range(n):
-                seed = _seed_int("music-piece", self.seed, split, i)
+                seed = _seed_int("music-piece", self.split_seed(split), split, i)
                 piece_id = f"piece-{seed:08x}"
                 recipe = {"piece": arrange(seed), "seed": seed, "seconds": self.seconds,
                           "native_rate": self.native_rate, "engine": engine}

@@ -304,11 +304,14 @@ class SpeechCorpus(Corpus):
         specs = []
         for split in SPLITS:
             pool = pools[split]
+            if self.split_seed(split) != self.seed:  # a test set drawn anew: other voices of the held-out pool first
+                pool = list(pool)
+                random.Random(_seed_int("speech-test-pool", self.split_seed(split))).shuffle(pool)
             n = int(self.sources.get(split, 0))
             if n < 0:
                 raise CorpusError(f"speech: negative source count {n} for split {split}")
             for i in range(n):
-                r = random.Random(_seed_int("speech-source", self.seed, split, i))
+                r = random.Random(_seed_int("speech-source", self.split_seed(split), split, i))
                 variant = pool[i % len(pool)]
                 accent = r.choice(ACCENTS)
                 text_seed = r.getrandbits(31)

@@ -359,6 +359,16 @@ class Proposed(System):
             estimates.append(Estimate(None, outputs[pick][i].copy(), info))
         return estimates, outputs
 
+    def budget(self) -> dict:
+        """Optimiser steps and examples seen (VAE pretraining, then per controller the parameter warm-up and the
+        SPSA steps) and the renders of the effect inside SPSA steps (forward and perturbed)."""
+        c, n = self.cfg, len(self.effects)
+        vae = c.vae_steps if self.use_latent else 0
+        renders = sum(v.get("effect_calls", 0) for v in self.stats.get("spsa", {}).values())
+        return {**super().budget(), "steps": vae + n * (c.warmup_steps + c.spsa_steps),
+                "train_examples": vae * c.vae_batch + n * (c.warmup_steps + c.spsa_steps) * c.batch,
+                "train_renders": renders}
+
     @classmethod
     def search_space(cls, trial) -> dict:
         return {
