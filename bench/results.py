@@ -105,12 +105,14 @@ def info_rows(system: str, task: Task, examples: list[Example], estimates: list[
     return pd.DataFrame(rows, columns=INFO_COLUMNS)
 
 
-def summarise(scores: pd.DataFrame) -> pd.DataFrame:
-    """One row per system x task x metric over seeds and examples (NaN = not applicable, not 0); see
-    :func:`bench.stats.summarise` for the interval and the counts."""
+def summarise(scores: pd.DataFrame, *, ci: bool = True) -> pd.DataFrame:
+    """One row per system x task x metric over seeds and examples (NaN = not applicable, not 0), with the
+    hierarchical bootstrap interval of :func:`bench.stats.summarise` (seeds, sources, examples) for the main
+    metrics when ``ci``; without it the interval columns are NaN (the quick summary written after every cell)."""
+    from bench.stats import main_metric
     from bench.stats import summarise as summarise_scores
 
-    return summarise_scores(scores, SUMMARY_GROUP)[SUMMARY_COLUMNS]
+    return summarise_scores(scores, SUMMARY_GROUP, ci=main_metric if ci else False)[SUMMARY_COLUMNS]
 
 
 # --- files -------------------------------------------------------------------------------------------------
@@ -251,12 +253,14 @@ class ResultStore:
         recs = [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))] if d.exists() else []
         return pd.DataFrame(recs, columns=BUDGET_COLUMNS)
 
-    def rebuild_tables(self) -> pd.DataFrame:
+    def rebuild_tables(self, *, final: bool = False) -> pd.DataFrame:
+        """Every table from the finished cells; ``final`` adds the confidence intervals to the summary (a second
+        or so on a quick-sized run, so once at the end rather than after every cell)."""
         atomic_parquet(self.params(), self.out / PARAMS_FILE)
         atomic_parquet(self.info(), self.out / INFO_FILE)
         scores = self.scores()
         atomic_parquet(scores, self.out / SCORES_FILE)
-        summary = summarise(scores)
+        summary = summarise(scores, ci=final)
         atomic_csv(summary, self.out / SUMMARY_FILE)
         atomic_csv(pd.DataFrame(self.failures(), columns=FAILURE_COLUMNS), self.out / FAILURES_FILE)
         atomic_csv(self.budgets(), self.out / BUDGETS_FILE)

@@ -77,7 +77,7 @@ class Runner:
             status = "KILLED"
             raise
         finally:
-            summary = self.results.rebuild_tables()
+            summary = self.results.rebuild_tables(final=True)
             if self.parent is not None:
                 for f in ("summary.csv", "failures.csv"):
                     if (self.out / f).exists():

@@ -7,6 +7,8 @@ parameter estimates described in :mod:`reports.store`): no model, no torch, no G
 temporary folder next to the old one and swapped in when complete, so a failed build leaves the last good report.
 
     afx-bench report --out DIR        (or: python -m reports.build DIR)
+
+``afx-bench report --docs NAME --out DIR`` copies the run's tables to docs/results/NAME/ instead (reports/docs.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reports import budgets as B
 from reports import examples as X
 from reports import stats as S
 from reports import store
@@ -113,7 +116,8 @@ def _build(r: Results, d: Path, reader: Reader, *, n_resamples: int, max_mel: in
     sig = T.significance(r, tested)
     summary = T.significance_summary(sig)
     wild = W.build(r, stats, heads)  # None without wild tasks: no section
-    files = write_tables(d, r, stats, set_tables, eff_tables, sig, summary, tested, n_resamples, wild)
+    budgets = B.budget_table(r.systems, B.read_budgets(r.out), B.inference_from_scores(r.scores), r.config)
+    files = write_tables(d, r, stats, set_tables, eff_tables, sig, summary, tested, n_resamples, wild, budgets)
     tick("tables and tests")
     try:
         params = store.load_params(r.out)
@@ -129,6 +133,8 @@ def _build(r: Results, d: Path, reader: Reader, *, n_resamples: int, max_mel: in
         "references": [s for s in r.systems if is_reference(s)], "systems": r.systems, "wild": wild,
         "tasks": r.tasks, "set_tables": set_tables, "eff_tables": eff_tables, "sig": sig, "summary": summary,
         "sig_by_metric": {m: sig[sig["metric"] == m] for m in tested if (sig["metric"] == m).any()},
+        "power_notes": {m: T.power_note(sig, m) for m in tested}, "floor_note": T.FLOOR_NOTE,
+        "budgets": budgets, "budget_columns": B.COLUMNS,
         "stat_note": T.stat_note(n_resamples), "figures": figures, "audio": audio, "mel": mel,
         "latent": latent, "failures": _failures(r), "config": json.dumps(r.config, indent=1) if r.config else "",
         "mlflow": mlflow, "cell_runs": _cell_runs(r, mlflow), "environment": _environment(mlflow),
@@ -146,13 +152,13 @@ def _title(r: Results) -> str:
 
 # --- tables -------------------------------------------------------------------------------------------------
 def write_tables(d: Path, r: Results, stats, set_tables, eff_tables, sig, summary, tested, n_resamples,
-                 wild: W.Section | None = None) -> dict:
+                 wild: W.Section | None = None, budgets: B.Budgets | None = None) -> dict:
     td = d / "tables"
     td.mkdir(parents=True, exist_ok=True)
     stats.to_csv(td / "stats.csv", index=False)
     sig.to_csv(td / "significance.csv", index=False)
     summary.to_csv(td / "significance_summary.csv", index=False)
-    md = [f"# {_title(r)}", "", T.stat_note(n_resamples), "", "## By effect set", ""]
+    md = [f"# {_title(r)}", "", T.stat_note(n_resamples), "", T.FLOOR_NOTE, "", "## By effect set", ""]
     md += [T.to_markdown(t) for t in set_tables]
     md += ["## By effect", ""] + [T.to_markdown(t) for t in eff_tables]
     tex_parts = []
@@ -171,6 +177,9 @@ def write_tables(d: Path, r: Results, stats, set_tables, eff_tables, sig, summar
                 tex = T.significance_latex(sig, m, r.focus)
                 (td / f"significance__{T._safe(m)}.tex").write_text(tex)
                 tex_parts.append(tex)
+    if budgets is not None:
+        md += ["## Budgets", "", B.to_markdown(budgets)]
+        B.to_csv_frame(budgets).to_csv(td / "budgets.csv", index=False)
     wild_files = {}
     if wild is not None:
         md.append(W.markdown(wild))
@@ -182,7 +191,8 @@ def write_tables(d: Path, r: Results, stats, set_tables, eff_tables, sig, summar
     (d / "tables.tex").write_text(header + "\n".join(tex_parts))
     return {"tables.md": "tables.md", "tables.tex": "tables.tex", "stats.csv": "tables/stats.csv",
             "significance.csv": "tables/significance.csv",
-            "significance_summary.csv": "tables/significance_summary.csv", **wild_files}
+            "significance_summary.csv": "tables/significance_summary.csv",
+            **({"budgets.csv": "tables/budgets.csv"} if budgets is not None else {}), **wild_files}
 
 
 # --- figures and audio --------------------------------------------------------------------------------------

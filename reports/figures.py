@@ -1,6 +1,6 @@
 """Figures (matplotlib Agg + seaborn styling), each written as PNG and PDF.
 
-Every plotted interval is the bootstrap CI of :mod:`reports.tables`, so figures and tables agree exactly.
+Every plotted interval is the hierarchical bootstrap CI of :mod:`reports.tables`, so figures and tables agree exactly.
 """
 
 from __future__ import annotations
@@ -85,8 +85,9 @@ def _pointplot(ax, sub: pd.DataFrame, columns: list[tuple[str, str]], systems: l
                 row = d.loc[key]
                 xs.append(j - width / 2 + width * (i + 0.5) / k)
                 ys.append(row["mean"])
-                lo.append(row["mean"] - row["ci_low"] if np.isfinite(row["ci_low"]) else 0.0)
-                hi.append(row["ci_high"] - row["mean"] if np.isfinite(row["ci_high"]) else 0.0)
+                # max(0, .): a percentile interval may sit a rounding error beside the mean (a near-constant cell)
+                lo.append(max(0.0, row["mean"] - row["ci_low"]) if np.isfinite(row["ci_low"]) else 0.0)
+                hi.append(max(0.0, row["ci_high"] - row["mean"]) if np.isfinite(row["ci_high"]) else 0.0)
         if xs:
             ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", ms=4, capsize=2, lw=1, color=colors[s],
                         label=system_label(s, short=True))

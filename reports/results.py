@@ -11,7 +11,8 @@ import pandas as pd
 
 from bench.results import CONFIG_FILE, FAILURES_FILE, SCORE_COLUMNS, SCORES_FILE
 
-REFERENCE_SYSTEMS = ("bypass", "random", "oracle")  # anchors, not contenders
+FLOOR_SYSTEMS = ("bypass", "random", "mean", "constant")  # what a learned system must beat (bench/floors.py)
+REFERENCE_SYSTEMS = (*FLOOR_SYSTEMS, "oracle")  # anchors, not contenders
 UNRANKED = frozenset({"oracle"})  # knows the true settings: never "best" in a column
 # A labelled variant answer is scored by the runner as "<system>:<variant>". It may use what a contender may not
 # (best_pick chooses the proposed model's controller with the target), so it is treated like the oracle: never
@@ -62,10 +63,13 @@ def load_results(out: Path) -> Results:
         scores = pd.read_parquet(path)
     except Exception as e:
         raise ReportError(f"{path}: cannot be read ({type(e).__name__}: {e})") from e
-    missing = [c for c in SCORE_COLUMNS if c not in scores.columns and c != "source_id"]
+    missing = [c for c in SCORE_COLUMNS if c not in scores.columns and c not in ("source_id", "seed")]
     if missing:
         raise ReportError(f"{path}: missing columns {missing}")
     scores = scores.copy()
+    if "seed" not in scores.columns:  # results written before the seed column: one seed
+        scores["seed"] = 0
+    scores["seed"] = pd.to_numeric(scores["seed"], errors="coerce").fillna(-1).astype("int64")
     scores["value"] = pd.to_numeric(scores["value"], errors="coerce").astype("float64")
     for c in ("system", "task", "effect", "effect_set", "corpus", "corpus_set", "split", "metric"):
         scores[c] = scores[c].astype(str)
@@ -100,7 +104,8 @@ def is_variant(system: str) -> bool:
 
 
 def is_reference(system: str) -> bool:
-    """Anchors (bypass, random, oracle) and labelled variants: shown, compared against, never contenders."""
+    """Anchors (the floors bypass, random, mean and constant; the oracle) and labelled variants: shown, compared
+    against, never contenders."""
     return system in REFERENCE_SYSTEMS or is_variant(system)
 
 

@@ -1,12 +1,17 @@
 """A small synthetic results directory in the runner's format, for the report's tests and for trying the report
 without running the benchmark (``python -m reports.synthetic OUT`` then ``afx-bench report --out OUT``).
 
-Six systems (bypass, random, oracle, proposed, a baseline that fails on one cell, DeepAFx-ST), two corpora
+Eight systems (the floors bypass, random, mean and constant, the oracle, proposed, a baseline that fails on one
+cell, DeepAFx-ST; the three trained ones under every seed of :data:`SEEDS`, the others under the first seed only,
+as the runner does), two corpora
 (speech seen, music unseen), four effects (a seen EQ, an unseen delay, two "wild" kinds with hidden recipes),
 metrics of every kind the report distinguishes: parameter error (n/a for bypass and for the wild kinds), spectral
 distances, signed AudioCommons deltas, PESQ (higher is better, speech only), cost. Values are drawn so that the
 proposed system is clearly better than bypass on the EQ, worse on the delay, clearly better than DeepAFx-ST on
-the room and clearly worse on lofi (so the wild set's hypothesis test has a known answer per kind).
+the room and clearly worse on lofi (so the wild set's hypothesis test has a known answer per kind). Examples come
+from the sources of :func:`source_of` (examples 0 and 1 of a task share one, every later example has its own),
+``summary.csv`` is :func:`bench.results.summarise` of the scores, and ``budgets.csv`` has one row per trained
+system and seed (one figure not recorded).
 
 On the wild kinds, as the runner does: the oracle's scores are NaN (no oracle exists), the proposed model has a
 labelled variant ``proposed:best_pick`` (better than everything: it chooses with the target), and
@@ -23,10 +28,12 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from bench.results import INFO_COLUMNS
+from bench.results import BUDGET_COLUMNS, BUDGETS_FILE, INFO_COLUMNS, SCORE_COLUMNS, TASK_KEYS, summarise
 from reports import store
 
-SYSTEMS = ["bypass", "random", "oracle", "proposed", "oneshot_eq", "deepafx_st_autodiff"]
+SYSTEMS = ["bypass", "random", "mean", "constant", "oracle", "proposed", "oneshot_eq", "deepafx_st_autodiff"]
+TRAINED = ("proposed", "oneshot_eq", "deepafx_st_autodiff")  # scored once per seed; the others under seeds[0]
+SEEDS = (0, 1)
 EFFECTS = {"peq": ("seen", ["gain_db", "freq_hz"]), "delay": ("unseen", ["time_ms", "mix"]),
            "room": ("wild", []), "lofi": ("wild", [])}
 VARIANT = "proposed:best_pick"  # scored on the wild kinds only, like the runner's labelled variant answers
@@ -43,8 +50,13 @@ SR = 8000
 FAILED = ("oneshot_eq", "music/delay/test")
 
 
+def source_of(corpus: str, index: int) -> str:
+    """Examples 0 and 1 share a source; every later example has its own (a task of n examples has n - 1)."""
+    return f"{corpus}-{max(0, index - 1)}"
+
+
 def make_results(out: Path, *, n: int = 8, n_audio: int = 3, seed: int = 0, mlflow: bool = False,
-                 latent: bool = True) -> Path:
+                 latent: bool = True, seeds: tuple[int, ...] = SEEDS, budgets: bool = True) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -59,37 +71,38 @@ def make_results(out: Path, *, n: int = 8, n_audio: int = 3, seed: int = 0, mlfl
             for system in SYSTEMS + ([VARIANT] if wild else []):
                 if (system, task) == FAILED:
                     continue
-                est = [_estimate(rng, system, ex, effect) for ex in examples]
-                if not (wild and system == "oracle"):  # no oracle output on the wild set
-                    _save_audio(out, system, tags, examples[:n_audio], est[:n_audio])
-                if wild and system in ("proposed", VARIANT):  # as the runner: best_pick in both systems' info
-                    for key in ("picked", "best_pick") if system == "proposed" else ("best_pick",):
-                        info += [{"system": system, **tags, "example": ex.index, "key": key,
-                                  "value": PICKS[effect][key][ex.index % len(PICKS[effect][key])]}
-                                 for ex in examples]
-                    info += [{"system": system, **tags, "example": ex.index, "key": "note", "value": "ignored"}
-                             for ex in examples[:1]]  # other keys are not picks
-                params += _param_rows(system, tags, examples, est)
-                for ex, e in zip(examples, est, strict=True):
-                    for metric, value in _scores(rng, system, effect, corpus, ex, e).items():
-                        rows.append({"system": system, **{k: tags[k] for k in ("task", "effect", "effect_set",
-                                                                                  "corpus", "corpus_set", "split")},
-                                     "example": ex.index, "source_id": f"{corpus}-{ex.index % 3}",
-                                     "metric": metric, "value": value})
+                trained = system in TRAINED or system == VARIANT
+                for sd in seeds if trained else seeds[:1]:
+                    est = [_estimate(rng, system, ex, effect) for ex in examples]
+                    if sd == seeds[0] and not (wild and system == "oracle"):  # no oracle output on the wild set
+                        _save_audio(out, system, tags, examples[:n_audio], est[:n_audio])
+                    if wild and system in ("proposed", VARIANT):  # as the runner: best_pick in both systems' info
+                        for key in ("picked", "best_pick") if system == "proposed" else ("best_pick",):
+                            info += [{"system": system, **tags, "seed": sd, "example": ex.index, "key": key,
+                                      "value": PICKS[effect][key][ex.index % len(PICKS[effect][key])]}
+                                     for ex in examples]
+                        info += [{"system": system, **tags, "seed": sd, "example": ex.index, "key": "note",
+                                  "value": "ignored"} for ex in examples[:1]]  # other keys are not picks
+                    params += _param_rows(system, {**tags, "seed": sd}, examples, est)
+                    for ex, e in zip(examples, est, strict=True):
+                        for metric, value in _scores(rng, system, effect, corpus, ex, e).items():
+                            rows.append({"system": system, **{k: tags[k] for k in TASK_KEYS}, "seed": sd,
+                                         "example": ex.index, "source_id": source_of(corpus, ex.index),
+                                         "metric": metric, "value": value})
     pd.DataFrame(params, columns=store.PARAM_COLUMNS).to_parquet(out / "params.parquet", index=False)
     pd.DataFrame(info, columns=INFO_COLUMNS).to_parquet(out / "info.parquet", index=False)
-    scores = pd.DataFrame(rows)
+    scores = pd.DataFrame(rows, columns=SCORE_COLUMNS)
     scores.to_parquet(out / "scores.parquet", index=False)
-    cols = ["system", "effect", "effect_set", "corpus", "corpus_set", "split", "metric"]
-    scores.groupby(cols)["value"].agg(mean="mean", std="std", n="count").reset_index().to_csv(
-        out / "summary.csv", index=False)
+    summarise(scores).to_csv(out / "summary.csv", index=False)
+    if budgets:
+        _budgets(rng, seeds).to_csv(out / BUDGETS_FILE, index=False)
     s, t = FAILED
     c, e, _ = t.split("/")
     pd.DataFrame([{"system": s, "task": t, "effect": e, "effect_set": EFFECTS[e][0], "corpus": c,
                    "corpus_set": CORPORA[c], "split": "test", "stage": "evaluate",
                    "error": "SystemError_: oneshot_eq: NaN/Inf in its output audio for music/delay/test#2"}]).to_csv(
         out / "failures.csv", index=False)
-    config = {"preset": "synthetic", "run": {"seed": seed, "sample_rate": SR},
+    config = {"preset": "synthetic", "run": {"seed": seed, "seeds": list(seeds), "sample_rate": SR},
               "systems": {"include": SYSTEMS},
               "effects": {k: [e for e, (es, _) in EFFECTS.items() if es == k] for k in ("seen", "unseen", "wild")},
               "data": {"seen_corpora": ["speech"], "unseen_corpora": ["music"]}, "tasks": {"n_test": n}}
@@ -99,6 +112,23 @@ def make_results(out: Path, *, n: int = 8, n_audio: int = 3, seed: int = 0, mlfl
     if mlflow:
         _mlflow(out, scores, config)
     return out
+
+
+def _budgets(rng, seeds: tuple[int, ...]) -> pd.DataFrame:
+    """One row per trained system and seed; DeepAFx-ST records no device seconds (NaN: not recorded)."""
+    size = {"proposed": (2000, 1000, 250_000), "oneshot_eq": (2000, 1000, 40_000),
+            "deepafx_st_autodiff": (384, 120, 54_000)}
+    rows = []
+    for system in TRAINED:
+        examples, steps, parameters = size[system]
+        for sd in seeds:
+            secs = float(round(30 + 10 * rng.random(), 2))
+            rows.append({"system": system, "seed": sd, "train_examples": examples, "steps": steps,
+                         "train_renders": examples if system != "deepafx_st_autodiff" else 2 * steps * 8,
+                         "train_seconds": secs, "device": "cpu",
+                         "device_seconds": np.nan if system == "deepafx_st_autodiff" else secs,
+                         "parameters": parameters})
+    return pd.DataFrame(rows, columns=BUDGET_COLUMNS)
 
 
 def _save_audio(out: Path, system: str, tags: dict, examples: list, estimates: list) -> None:
@@ -126,7 +156,7 @@ def _param_rows(system: str, tags: dict, examples: list, estimates: list) -> lis
         if est.params01 is None or ex.true_params01 is None:
             continue
         for name, e, t in zip(ex.param_names, est.params01, ex.true_params01, strict=True):
-            rows.append({"system": system, **{k: tags[k] for k in store.PARAM_COLUMNS[1:7]}, "example": ex.index,
+            rows.append({"system": system, **{k: tags[k] for k in store.PARAM_COLUMNS[1:8]}, "example": ex.index,
                          "param": name, "estimate": float(e), "true": float(t)})
     return rows
 
@@ -145,11 +175,13 @@ def _example(rng, i: int, pnames: list[str], hidden: bool):
 def _estimate(rng, system: str, ex, effect: str):
     p = None
     if ex.true_params01 is not None and system != "bypass":
-        noise = {"random": 0.4, "oracle": 0.0, "proposed": 0.08, "oneshot_eq": 0.15, "deepafx_st_autodiff": 0.2}[
+        noise = {"random": 0.4, "mean": 0.0, "constant": 0.0, "oracle": 0.0, "proposed": 0.08, "oneshot_eq": 0.15, "deepafx_st_autodiff": 0.2}[
             system]
         p = np.clip(ex.true_params01 + noise * rng.standard_normal(ex.true_params01.size), 0, 1)
         if system == "random":
             p = rng.uniform(0, 1, ex.true_params01.size)
+        if system in ("mean", "constant"):  # one setting for every example
+            p = np.full(ex.true_params01.size, 0.5 if system == "mean" else 0.4)
     if system == "bypass":
         y = ex.input
     elif system == "oracle":
@@ -162,7 +194,7 @@ def _estimate(rng, system: str, ex, effect: str):
 
 
 def _scores(rng, system, effect, corpus, ex, est) -> dict[str, float]:
-    quality = {"bypass": 1.0, "random": 1.3, "oracle": 0.05, "proposed": 0.45, "oneshot_eq": 0.7,
+    quality = {"bypass": 1.0, "random": 1.3, "mean": 0.95, "constant": 0.9, "oracle": 0.05, "proposed": 0.45, "oneshot_eq": 0.7,
                "deepafx_st_autodiff": 0.8, VARIANT: 0.3}[system]
     if system == "proposed" and effect == "delay":
         quality = 1.25  # worse than bypass on the unseen effect

@@ -1,5 +1,6 @@
-"""Tables: per metric, systems x (effect set, corpus set) and systems x effect, each cell the mean over examples
-with a 95% bootstrap CI and n; the paired tests of the focus system against every other system per task.
+"""Tables: per metric, systems x (effect set, corpus set) and systems x effect, each cell the mean over seeds and
+examples with a 95% hierarchical bootstrap CI (seeds, then sources, then examples), n, sources and seeds; the
+paired tests of the focus system against every other system per task, on per-source means.
 
 Cell states: ``ok``; ``na`` (rows exist but every value is NaN: the metric does not apply, e.g. parameter error
 of a system that estimates no parameters), rendered "n/a"; ``missing`` (no rows: the cell failed or was not run),
@@ -51,30 +52,41 @@ def effect_columns(r: Results) -> list[Column]:
 
 
 # --- statistics over the cells ------------------------------------------------------------------------------
+STATS_COLUMNS = ["metric", "level", "column", "system", "mean", "ci_low", "ci_high", "n", "n_examples", "n_sources",
+                 "n_seeds", "rows", "status"]
+
+
 def compute_stats(r: Results, plan: dict[str, list[str]], *, n_resamples: int = S.N_RESAMPLES) -> pd.DataFrame:
-    """Long table: metric, level ("set" | "effect"), column, system, mean, ci_low, ci_high, n, rows, status.
+    """Long table: metric, level ("set" | "effect"), column, system, mean, ci_low, ci_high, n (finite values, every
+    seed's), n_examples, n_sources, n_seeds, rows, status: one row per cell, its hierarchical bootstrap interval
+    from :func:`bench.stats.intervals`.
 
     ``plan`` maps a metric to the levels it is summarised at."""
     df = r.scores
+    if "seed" not in df.columns:
+        df = df.assign(seed=0)  # results written before the seed column: one seed
     df = df.assign(set_key=df["effect_set"] + "|" + df["corpus_set"])
     keycol = {"set": "set_key", "effect": "effect"}
-    records, samples = [], []
-    by_metric = dict(tuple(df.groupby("metric", sort=False)))
-    for metric, levels in plan.items():
-        m = by_metric.get(metric)
-        if m is None:
+    order = {m: i for i, m in enumerate(plan)}
+    parts = []
+    for level in ("set", "effect"):
+        metrics = [m for m, levels in plan.items() if level in levels]
+        sub = df[df["metric"].isin(metrics)]
+        if sub.empty:
             continue
-        for level in levels:
-            for (system, col), g in m.groupby(["system", keycol[level]], sort=False):
-                v = g["value"].to_numpy(np.float64)
-                records.append({"metric": metric, "level": level, "column": col, "system": system,
-                                "rows": int(v.size)})
-                samples.append(v)
-    cis = S.bootstrap_cis(samples, n_resamples=n_resamples)
-    for rec, ci in zip(records, cis, strict=True):
-        rec.update(mean=ci.mean, ci_low=ci.low, ci_high=ci.high, n=ci.n, status="ok" if ci.n else "na")
-    cols = ["metric", "level", "column", "system", "mean", "ci_low", "ci_high", "n", "rows", "status"]
-    return pd.DataFrame(records, columns=cols)
+        sub = sub.assign(column=sub[keycol[level]])
+        group = ["metric", "system", "column"]
+        iv = S.intervals(sub, group, n_resamples=n_resamples, examples=True)
+        rows = sub.groupby(group, sort=True, dropna=False).size().rename("rows").reset_index()
+        iv = iv.merge(rows, on=group, how="left").assign(level=level)
+        parts.append(iv)
+    if not parts:
+        return pd.DataFrame(columns=STATS_COLUMNS)
+    out = pd.concat(parts, ignore_index=True)
+    out["status"] = np.where(out["n"] > 0, "ok", "na")
+    out = out.assign(_m=out["metric"].map(order), _l=out["level"].map({"set": 0, "effect": 1}))
+    out = out.sort_values(["_m", "_l"], kind="stable").drop(columns=["_m", "_l"])
+    return out[STATS_COLUMNS].reset_index(drop=True)
 
 
 # --- one rendered table -------------------------------------------------------------------------------------
@@ -87,6 +99,10 @@ class Cell:
     status: str = "missing"
     best: bool = False
     show_n: bool = False  # n differs from the column's usual n
+    n_sources: int = 0
+    n_seeds: int = 0
+    show_sources: bool = False  # n_sources differs from the column's usual number
+    show_seeds: bool = False  # n_seeds differs from the row's number of seeds
 
 
 @dataclass
@@ -99,6 +115,8 @@ class Table:
     systems: list[str]
     cells: dict[tuple[str, str], Cell]
     col_n: dict[str, int] = field(default_factory=dict)
+    col_sources: dict[str, int] = field(default_factory=dict)
+    row_seeds: dict[str, int] = field(default_factory=dict)  # a system's seeds (the most among its cells)
     decimals: int = 3
     heading: str = ""  # overrides the default title (e.g. the wild set's tables)
 
@@ -117,18 +135,35 @@ class Table:
         return f"{x:.{self.decimals}f}"
 
     def cell_parts(self, system: str, col: str) -> tuple[str, str, str]:
-        """(value, interval, n note) as plain text; value is n/a or a dash when there is no number."""
+        """(value, interval, note) as plain text; value is n/a or a dash when there is no number. The note gives
+        n, sources and seeds where they differ from the column header's n and sources and the row's seeds."""
         c = self.cells[(system, col)]
         if c.status == "missing":
             return MISSING, "", ""
         if c.status == "na":
             return NA, "", ""
         ci = f"[{self.fmt(c.low)}, {self.fmt(c.high)}]" if np.isfinite(c.low) else ""
-        return self.fmt(c.mean), ci, (f"n={c.n}" if c.show_n else "")
+        note = [f"n={c.n}" if c.show_n else "", _count(c.n_sources, "source") if c.show_sources else "",
+                _count(c.n_seeds, "seed") if c.show_seeds else ""]
+        return self.fmt(c.mean), ci, ", ".join(x for x in note if x)
 
     def column_header(self, col: Column) -> str:
-        n = self.col_n.get(col.key)
-        return f"{col.label} (n={n})" if n else col.label
+        n, src = self.col_n.get(col.key), self.col_sources.get(col.key)
+        if not n:
+            return col.label
+        return f"{col.label} (n={n}, {_count(src, 'source')})" if src else f"{col.label} (n={n})"
+
+    def seeds_text(self, system: str) -> str:
+        k = self.row_seeds.get(system, 0)
+        return str(k) if k else MISSING
+
+
+def _count(k: int | None, what: str) -> str:
+    return f"{k} {what}{'' if k == 1 else 's'}"
+
+
+def _mode(values: list[int]) -> int:
+    return max(set(values), key=lambda k: (values.count(k), k))
 
 
 def make_table(stats: pd.DataFrame, r: Results, metric: str, level: str, columns: list[Column], *,
@@ -141,15 +176,24 @@ def make_table(stats: pd.DataFrame, r: Results, metric: str, level: str, columns
     cells: dict[tuple[str, str], Cell] = {(s, c.key): Cell() for s in systems for c in columns}
     for row in sub.itertuples(index=False):
         if (row.system, row.column) in cells:
-            cells[(row.system, row.column)] = Cell(row.mean, row.ci_low, row.ci_high, int(row.n), row.status)
-    col_n = {}
+            cells[(row.system, row.column)] = Cell(row.mean, row.ci_low, row.ci_high, int(row.n_examples), row.status,
+                                                   n_sources=int(row.n_sources), n_seeds=int(row.n_seeds))
+    col_n, col_sources = {}, {}
+    seeds_of = stats.groupby("system")["n_seeds"].max().to_dict() if len(stats) else {}
+    row_seeds = {s: int(seeds_of[s]) for s in systems if seeds_of.get(s, 0) > 0}  # over the whole run
+    for s in row_seeds:
+            for c in columns:
+                cell = cells[(s, c.key)]
+                cell.show_seeds = cell.status == "ok" and cell.n_seeds != row_seeds[s]
     for c in columns:
-        ns = [cells[(s, c.key)].n for s in systems if cells[(s, c.key)].status == "ok"]
-        if ns:
-            col_n[c.key] = max(set(ns), key=lambda k: (ns.count(k), k))
+        ok = [cells[(s, c.key)] for s in systems if cells[(s, c.key)].status == "ok"]
+        if ok:
+            col_n[c.key] = _mode([x.n for x in ok])
+            col_sources[c.key] = _mode([x.n_sources for x in ok])
             for s in systems:
                 cell = cells[(s, c.key)]
                 cell.show_n = cell.status == "ok" and cell.n != col_n[c.key]
+                cell.show_sources = cell.status == "ok" and cell.n_sources != col_sources[c.key]
         ranked = [cells[(s, c.key)].mean for s in systems if is_ranked(s) and cells[(s, c.key)].status == "ok"]
         if len(ranked) >= 2:
             best = S.best_value(ranked, how)
@@ -161,7 +205,8 @@ def make_table(stats: pd.DataFrame, r: Results, metric: str, level: str, columns
     if means:
         decimals = int(np.clip(2 - math.floor(math.log10(float(np.median(means)))), 0, 6))
     name = name or f"{_safe(metric)}__{level}"
-    return Table(name, metric, level, how, columns, systems, cells, col_n, decimals, heading)
+    return Table(name, metric, level, how, columns, systems, cells, col_n, col_sources, row_seeds, decimals,
+                 heading)
 
 
 def _close(a: float, b: float) -> bool:
@@ -173,39 +218,51 @@ def _safe(s: str) -> str:
 
 
 # --- the paired tests ---------------------------------------------------------------------------------------
+SIG_COLUMNS_ALL = ["metric", "task", "effect", "effect_set", "corpus", "corpus_set", "focus", "baseline", "n",
+                   "n_examples", "n_nonzero", "mean_diff", "median_diff", "statistic", "p", "p_holm",
+                   "rank_biserial", "verdict"]
+ALPHA = 0.05
+
+
 def significance(r: Results, metrics: list[str]) -> pd.DataFrame:
-    """Wilcoxon signed-rank test of the focus system against each other system, per task and metric, on the
-    examples both have a finite value for; Holm-adjusted over the systems compared within each (metric, task)."""
-    cols = ["metric", "task", "effect", "effect_set", "corpus", "corpus_set", "focus", "baseline", "n",
-            "n_nonzero", "mean_diff", "median_diff", "statistic", "p", "p_holm", "rank_biserial", "verdict"]
+    """Wilcoxon signed-rank test of the focus system against each other system, per task and metric, on per-source
+    means: each system's values are averaged over its seeds per example, the examples where both have a finite
+    value are kept, and those are averaged per source; the sources are the pairs (``n``; ``n_examples`` the
+    examples behind them). Holm-adjusted over every comparison of one metric's table (all tasks x systems)."""
+    cols = SIG_COLUMNS_ALL
     if r.focus is None:
         return pd.DataFrame(columns=cols)
     rows = []
     df = r.scores[r.scores["metric"].isin(metrics)]
-    for (metric, task), g in df.groupby(["metric", "task"], sort=False):
-        wide = g.pivot_table(index="example", columns="system", values="value", aggfunc="mean", dropna=False)
-        if r.focus not in wide:
-            continue
+    if "source_id" not in df.columns:  # older results: every example its own source
+        df = df.assign(source_id=df["task"] + "#" + df["example"].astype(str))
+    for metric, m in df.groupby("metric", sort=False):
         how = S.direction(metric)
-        info = r.task_info(task)
         fam = []
-        for b in r.systems:
-            if b == r.focus or b not in wide:
+        for task, g in m.groupby("task", sort=False):
+            wide = S.example_means(g.assign(source_id=g["source_id"].astype(str)), ["source_id", "example"])
+            if r.focus not in wide:
                 continue
-            a_v, b_v = wide[r.focus].to_numpy(np.float64), wide[b].to_numpy(np.float64)
-            if how == "signed":  # compare distances from 0
-                a_v, b_v = np.abs(a_v), np.abs(b_v)
-            t = S.paired_test(a_v, b_v, higher_is_better=how == "higher")
-            if t.n == 0:
-                continue  # n/a for one of the two: no test
-            fam.append({"metric": metric, "task": task, **{k: info[k] for k in cols[2:6]}, "focus": r.focus,
-                        "baseline": b, "n": t.n, "n_nonzero": t.n_nonzero, "mean_diff": t.mean_diff,
-                        "median_diff": t.median_diff, "statistic": t.statistic, "p": t.p,
-                        "rank_biserial": t.rank_biserial})
+            info = r.task_info(task)
+            sources = wide.index.get_level_values("source_id").to_numpy()
+            for b in r.systems:
+                if b == r.focus or b not in wide:
+                    continue
+                a_v, b_v = wide[r.focus].to_numpy(np.float64), wide[b].to_numpy(np.float64)
+                if how == "signed":  # compare distances from 0
+                    a_v, b_v = np.abs(a_v), np.abs(b_v)
+                a_s, b_s, _ = S.source_pairs(a_v, b_v, sources)
+                t = S.paired_test(a_s, b_s, higher_is_better=how == "higher")
+                if t.n == 0:
+                    continue  # n/a for one of the two: no test
+                fam.append({"metric": metric, "task": task, **{k: info[k] for k in cols[2:6]}, "focus": r.focus,
+                            "baseline": b, "n": t.n, "n_examples": int((np.isfinite(a_v) & np.isfinite(b_v)).sum()),
+                            "n_nonzero": t.n_nonzero, "mean_diff": t.mean_diff, "median_diff": t.median_diff,
+                            "statistic": t.statistic, "p": t.p, "rank_biserial": t.rank_biserial})
         adj = S.holm([f["p"] for f in fam])
         for f, p in zip(fam, adj, strict=True):
             f["p_holm"] = p
-            f["verdict"] = ("better" if f["mean_diff"] > 0 else "worse") if p < 0.05 else "n.s."
+            f["verdict"] = ("better" if f["mean_diff"] > 0 else "worse") if p < ALPHA else "n.s."
         rows += fam
     out = pd.DataFrame(rows, columns=cols)
     if not out.empty:
@@ -214,6 +271,22 @@ def significance(r: Results, metrics: list[str]) -> pd.DataFrame:
                              "b": out["baseline"].map({s: i for i, s in enumerate(r.systems)})})
         out = out.loc[rank.sort_values(["m", "t", "b"], kind="stable").index].reset_index(drop=True)
     return out
+
+
+def power_note(sig: pd.DataFrame, metric: str) -> str:
+    """Whether any comparison of one metric's table can reach significance at all: the exact signed-rank test's
+    smallest two-sided p with n sources is 2^(1-n), and Holm's first step multiplies it by the family size."""
+    sub = sig[sig["metric"] == metric]
+    if sub.empty:
+        return ""
+    m, n = len(sub), int(sub["n_nonzero"].max())
+    best = S.min_p(n) * m
+    if best < ALPHA:
+        return (f"Family: the {m} comparisons of this table (Holm). With {n} sources the smallest two-sided p is "
+                f"{S.min_p(n):.2g}.")
+    return (f"Family: the {m} comparisons of this table (Holm). With at most {n} sources per comparison the "
+            f"smallest two-sided p is {S.min_p(n):.2g}, so after Holm over {m} comparisons none can reach "
+            f"{ALPHA}: \"n.s.\" here says nothing about a difference.")
 
 
 def significance_summary(sig: pd.DataFrame) -> pd.DataFrame:
@@ -229,24 +302,34 @@ def significance_summary(sig: pd.DataFrame) -> pd.DataFrame:
 
 # --- Markdown and LaTeX -------------------------------------------------------------------------------------
 def stat_note(n_resamples: int) -> str:
-    return (f"Mean over examples with its 95% bootstrap confidence interval (percentile method, {n_resamples} "
-            "resamples); n = examples per cell (stated in the column header, and in a cell when it differs). "
+    return (f"Mean over seeds and examples with its 95% hierarchical bootstrap confidence interval (percentile "
+            f"method, {n_resamples} resamples, fixed seed; each resample draws the seeds, then the sources, then the "
+            "examples within each drawn source, so the interval includes the spread between training seeds and "
+            "between sources). n = examples per cell, with the number of sources they were cut from (column header; "
+            "repeated in a cell when it differs); seeds = the training seeds behind a row (1 for a system that is "
+            "not trained). No interval: fewer than 2 sources. "
             "Bold: best in the column (oracle, which knows the true settings, is not ranked, nor is a labelled "
             "variant such as proposed:best_pick, which chooses with the target). "
             f"{NA}: not applicable; {MISSING}: no result (the cell failed or was not run).")
 
 
+FLOOR_NOTE = ("Reference rows: bypass (the input unchanged), random (a random setting), mean (the mean of the "
+              "training settings) and constant (the one setting with the best validation score) are floors, and "
+              "oracle (the true settings) is the ceiling. A learned system must beat bypass, random, mean and "
+              "constant before it may claim to read the reference.")
+
+
 def to_markdown(t: Table) -> str:
-    head = ["system"] + [t.column_header(c) for c in t.columns]
+    head = ["system", "seeds"] + [t.column_header(c) for c in t.columns]
     lines = [f"**{t.title}** ({t.direction_text()})", "", "| " + " | ".join(head) + " |",
-             "|" + "|".join(["---"] + [":---:"] * len(t.columns)) + "|"]
+             "|" + "|".join(["---", "---:"] + [":---:"] * len(t.columns)) + "|"]
     for s in t.systems:
         cells = []
         for c in t.columns:
             v, ci, n = t.cell_parts(s, c.key)
             txt = " ".join(x for x in (v, ci, f"({n})" if n else "") if x)
             cells.append(f"**{txt}**" if t.cells[(s, c.key)].best else txt)
-        lines.append(f"| {system_label(s)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {system_label(s)} | {t.seeds_text(s)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -257,13 +340,13 @@ def latex_escape(s: str) -> str:
 
 
 def to_latex(t: Table, n_resamples: int) -> str:
-    cols = "l" + "c" * len(t.columns)
+    cols = "lr" + "c" * len(t.columns)
     wide = len(t.columns) > 4
     out = [r"\begin{table}[t]", r"\centering", r"\small"]
     if wide:
         out.append(r"\resizebox{\linewidth}{!}{%")
     out += [rf"\begin{{tabular}}{{{cols}}}", r"\toprule"]
-    out.append("System & " + " & ".join(latex_escape(t.column_header(c)) for c in t.columns) + r" \\")
+    out.append("System & Seeds & " + " & ".join(latex_escape(t.column_header(c)) for c in t.columns) + r" \\")
     out.append(r"\midrule")
     for s in t.systems:
         cells = []
@@ -281,7 +364,8 @@ def to_latex(t: Table, n_resamples: int) -> str:
             if n:
                 body += rf" {{\scriptsize ({n})}}"
             cells.append(body)
-        out.append(latex_escape(system_label(s)) + " & " + " & ".join(cells) + r" \\")
+        out.append(latex_escape(system_label(s)) + f" & {latex_escape(t.seeds_text(s)).replace('—', '---')} & "
+                   + " & ".join(cells) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}"]
     if wide:
         out.append("}")
@@ -291,13 +375,13 @@ def to_latex(t: Table, n_resamples: int) -> str:
     return "\n".join(out) + "\n"
 
 
-SIG_COLUMNS = [("task", "task"), ("baseline", "vs"), ("n", "n"), ("mean_diff", "mean diff"),
+SIG_COLUMNS = [("task", "task"), ("baseline", "vs"), ("n", "sources"), ("n_examples", "examples"), ("mean_diff", "mean diff"),
                ("statistic", "W"), ("p", "p"), ("p_holm", "p (Holm)"), ("rank_biserial", "r"),
                ("verdict", "verdict")]
 
 
 def _sig_fmt(col: str, v) -> str:
-    if col in ("n",):
+    if col in ("n", "n_examples"):
         return str(int(v))
     if col in ("p", "p_holm"):
         return "n/a" if not np.isfinite(v) else (f"{v:.3f}" if v >= 0.001 else "<0.001")
@@ -310,7 +394,9 @@ def _sig_fmt(col: str, v) -> str:
 
 def significance_markdown(sig: pd.DataFrame, metric: str, focus: str) -> str:
     sub = sig[sig["metric"] == metric]
-    lines = [f"**{metric}: {focus} vs each system, paired Wilcoxon signed-rank per task, Holm-adjusted**", "",
+    note = power_note(sig, metric)
+    lines = [f"**{metric}: {focus} vs each system, paired Wilcoxon signed-rank on per-source means per task, "
+             "Holm-adjusted over this table**", "", *([note, ""] if note else []),
              "| " + " | ".join(h for _, h in SIG_COLUMNS) + " |", "|" + "|".join(["---"] * len(SIG_COLUMNS)) + "|"]
     for row in sub.itertuples(index=False):
         d = row._asdict()
@@ -320,13 +406,14 @@ def significance_markdown(sig: pd.DataFrame, metric: str, focus: str) -> str:
 
 def significance_latex(sig: pd.DataFrame, metric: str, focus: str) -> str:
     sub = sig[sig["metric"] == metric]
-    out = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{ll" + "r" * 6 + "l}", r"\toprule",
+    out = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{ll" + "r" * 7 + "l}", r"\toprule",
            " & ".join(h for _, h in SIG_COLUMNS) + r" \\", r"\midrule"]
     for row in sub.itertuples(index=False):
         d = row._asdict()
         out.append(" & ".join(latex_escape(_sig_fmt(c, d[c])) for c, _ in SIG_COLUMNS) + r" \\")
     cap = (f"{latex_escape(metric)}: {latex_escape(focus)} against each system, two-sided Wilcoxon signed-rank "
-           "test on the same examples per task, p-values Holm-adjusted over the systems compared on a task; "
+           "test per task on per-source means (seeds averaged within a source), p-values Holm-adjusted over every "
+           "comparison of this table; "
            "mean diff $>0$ and $r>0$ (matched-pairs rank-biserial correlation) favour "
            f"{latex_escape(focus)}.")
     out += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{cap}}}",
@@ -352,6 +439,7 @@ def summary_latex(summary: pd.DataFrame, focus: str) -> str:
         out.append(f"{latex_escape(row.metric)} & {latex_escape(system_label(row.baseline))} & {row.tasks} & "
                    f"{row.better} & {row.worse} & {row[5]} & {r_} \\\\")
     cap = (f"Tasks on which {latex_escape(focus)} is significantly better or worse than each system "
-           "(paired Wilcoxon signed-rank, Holm-adjusted, $\\alpha=0.05$).")
+           "(paired Wilcoxon signed-rank on per-source means, Holm-adjusted over each metric's table, "
+           "$\\alpha=0.05$).")
     out += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{cap}}}", r"\label{tab:sig-summary}", r"\end{table}"]
     return "\n".join(out) + "\n"

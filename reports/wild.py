@@ -3,11 +3,11 @@ recorded) that no system controls, so that parameter error does not apply and no
 
 The section answers the evaluation plan's third experiment:
 
-- per wild kind and system, each headline metric as mean and 95% bootstrap CI (the cells of
+- per wild kind and system, each headline metric as mean and 95% hierarchical bootstrap CI (the cells of
   :func:`reports.tables.compute_stats`, so these numbers are exactly those of the per-effect tables);
 - the paired test of the plan's hypothesis "the proposed model beats DeepAFx-ST on unknown processing":
-  Wilcoxon signed-rank (:func:`reports.stats.paired_test`) of ``proposed`` against each DeepAFx-ST system on the
-  same examples (task and example), per kind and audio metric, Holm-adjusted over every kind and metric tested
+  Wilcoxon signed-rank (:func:`reports.stats.paired_test`) of ``proposed`` against each DeepAFx-ST system on
+  per-source means (paired by task and source), per kind and audio metric, Holm-adjusted over every kind and metric tested
   against that baseline, then one verdict per kind and one overall;
 - which controller the proposed model's auto rule picked per example (``<out>/info.parquet``), beside the one it
   would pick with the target (the ``proposed:best_pick`` upper bound).
@@ -128,9 +128,10 @@ def hypothesis_metrics(heads: list[str]) -> list[str]:
 # --- the paired test of the hypothesis ----------------------------------------------------------------------
 def hypothesis_tests(r: Results, metrics: list[str], *, focus: str = FOCUS,
                      baselines: tuple[str, ...] = BASELINES) -> tuple[pd.DataFrame, list[str]]:
-    """Wilcoxon signed-rank tests of ``focus`` against each baseline, per wild kind and metric, on the examples
-    both have a finite value for (paired by task and example, so a kind's corpora pool). One Holm family per
-    baseline: every kind and metric tested against it. Returns the tests and the comparisons not made, as text."""
+    """Wilcoxon signed-rank tests of ``focus`` against each baseline, per wild kind and metric, on per-source means
+    (seeds averaged per example, the examples both have a finite value for averaged per source; paired by task and
+    source, so a kind's corpora pool). One Holm family per baseline: every kind and metric tested against it (the
+    rows of its hypothesis table). Returns the tests and the comparisons not made, as text."""
     wild = r.scores[(r.scores["effect_set"] == WILD) & r.scores["metric"].isin(metrics)]
     have = set(wild["system"])
     notes: list[str] = []
@@ -149,19 +150,20 @@ def hypothesis_tests(r: Results, metrics: list[str], *, focus: str = FOCUS,
             tested = 0
             for metric in metrics:
                 sub = wild[(wild["effect"] == kind) & (wild["metric"] == metric) & wild["system"].isin([focus, b])]
-                wide = sub.groupby(["task", "example", "system"])["value"].mean().unstack("system")
+                sub = sub.assign(source_id=sub["task"] + "|" + _sources(sub))  # a source within its task
+                wide = S.example_means(sub, ["source_id", "task", "example"])  # seeds averaged per example
                 if focus not in wide or b not in wide:
                     continue
                 how = S.direction(metric)
                 a_v, b_v = wide[focus].to_numpy(np.float64), wide[b].to_numpy(np.float64)
                 if how == "signed":  # distance from 0
                     a_v, b_v = np.abs(a_v), np.abs(b_v)
-                t = S.paired_test(a_v, b_v, higher_is_better=how == "higher")
+                a_s, b_s, _ = S.source_pairs(a_v, b_v, wide.index.get_level_values("source_id").to_numpy())
+                t = S.paired_test(a_s, b_s, higher_is_better=how == "higher")
                 if t.n == 0:
                     continue  # the metric does not apply to this kind (e.g. PESQ without speech)
-                keep = np.isfinite(a_v) & np.isfinite(b_v)
                 family.append({"baseline": b, "kind": kind, "metric": metric, "n": t.n, "n_nonzero": t.n_nonzero,
-                               "focus_mean": float(a_v[keep].mean()), "baseline_mean": float(b_v[keep].mean()),
+                               "focus_mean": float(a_s.mean()), "baseline_mean": float(b_s.mean()),
                                "mean_diff": t.mean_diff, "median_diff": t.median_diff, "statistic": t.statistic,
                                "p": t.p, "rank_biserial": t.rank_biserial})
                 tested += 1
@@ -172,6 +174,13 @@ def hypothesis_tests(r: Results, metrics: list[str], *, focus: str = FOCUS,
             f["verdict"] = _direction(f["rank_biserial"]) if p < ALPHA else "n.s."
         rows += family
     return pd.DataFrame(rows, columns=HYPOTHESIS_COLUMNS), notes
+
+
+def _sources(df: pd.DataFrame) -> pd.Series:
+    """Each row's source id as text; without one (older results) every example is its own source."""
+    if "source_id" not in df.columns:
+        return "#" + df["example"].astype(str)
+    return df["source_id"].astype(str)
 
 
 def _direction(r: float) -> str:
@@ -229,7 +238,7 @@ def _evidence(sub: pd.DataFrame, focus: str) -> str:
     for word, key in (("significantly better", "better"), ("significantly worse", "worse")):
         rows = sub[sub["verdict"] == key]
         if len(rows):
-            items = [f"{row.metric} (Holm p {_p(row.p_holm)}, r {row.rank_biserial:.2f}, n {row.n})"
+            items = [f"{row.metric} (Holm p {_p(row.p_holm)}, r {row.rank_biserial:.2f}, {row.n} sources)"
                      for row in rows.itertuples(index=False)]
             parts.append(f"{focus} is {word} on {', '.join(items)}")
     ns = sub[sub["verdict"] == "n.s."]
@@ -355,8 +364,8 @@ def _num(x) -> str:
 # --- Markdown, LaTeX, CSV -----------------------------------------------------------------------------------
 def hypothesis_markdown(sec: Section) -> str:
     lines = [f"**Hypothesis: \"{FOCUS} beats DeepAFx-ST on unknown processing\"** (the wild set)", "",
-             f"Two-sided Wilcoxon signed-rank test of {FOCUS} against each DeepAFx-ST system on the same examples "
-             f"(task and example), per wild kind and audio metric; p-values Holm-adjusted over every kind and metric "
+             f"Two-sided Wilcoxon signed-rank test of {FOCUS} against each DeepAFx-ST system on per-source means "
+             f"(seeds averaged; paired by task and source, n = sources), per wild kind and audio metric; p-values Holm-adjusted over every kind and metric "
              f"tested against that system; better/worse: adjusted p < {ALPHA}, in the direction of the matched-pairs "
              f"rank-biserial correlation r (r > 0 favours {FOCUS}). A kind is *supported* when {FOCUS} is "
              "significantly better on at least one metric and worse on none, *contradicted* in the reverse case, "
@@ -367,7 +376,7 @@ def hypothesis_markdown(sec: Section) -> str:
     for n in sec.notes:
         lines.append(f"- {n}")
     if len(sec.tests):
-        cols = [("baseline", "vs"), ("kind", "kind"), ("metric", "metric"), ("n", "n"), ("focus_mean", FOCUS),
+        cols = [("baseline", "vs"), ("kind", "kind"), ("metric", "metric"), ("n", "sources"), ("focus_mean", FOCUS),
                 ("baseline_mean", "baseline"), ("statistic", "W"), ("p", "p"), ("p_holm", "p (Holm)"),
                 ("rank_biserial", "r"), ("verdict", "verdict")]
         lines += ["", "| " + " | ".join(h for _, h in cols) + " |", "|" + "|".join(["---"] * len(cols)) + "|"]
@@ -383,7 +392,7 @@ def _fmt(col: str, v) -> str:
 
 
 def hypothesis_latex(sec: Section) -> str:
-    cols = [("baseline", "vs"), ("kind", "kind"), ("metric", "metric"), ("n", "n"), ("statistic", "W"),
+    cols = [("baseline", "vs"), ("kind", "kind"), ("metric", "metric"), ("n", "sources"), ("statistic", "W"),
             ("p", "p"), ("p_holm", "p (Holm)"), ("rank_biserial", "r"), ("verdict", "verdict")]
     out = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{lll" + "r" * 5 + "l}", r"\toprule",
            " & ".join(h for _, h in cols) + r" \\", r"\midrule"]

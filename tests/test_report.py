@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html as html_lib
 import json
-import math
 import re
 import sys
 
@@ -21,82 +20,12 @@ from reports import tables as T
 from reports.results import load_results
 
 
-# --- bootstrap ----------------------------------------------------------------------------------------------
-def test_bootstrap_ci_agrees_with_a_direct_percentile_bootstrap():
-    x = np.random.default_rng(3).gamma(2.0, 1.0, 40)
-    ci = S.bootstrap_ci(x)
-    # independent computation: resample means by hand, take the 2.5 / 97.5 percentiles
-    rng = np.random.default_rng(12345)
-    means = x[rng.integers(0, x.size, (20000, x.size))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    width = hi - lo
-    assert ci.n == 40 and ci.mean == pytest.approx(x.mean())
-    assert ci.low == pytest.approx(lo, abs=0.08 * width)
-    assert ci.high == pytest.approx(hi, abs=0.08 * width)
-    # and the normal-theory interval, which it should roughly match at n = 40
-    se = x.std(ddof=1) / math.sqrt(x.size)
-    assert ci.high - ci.low == pytest.approx(2 * 1.96 * se, rel=0.15)
+# --- the statistics: bench/stats.py (tests/test_stats.py), re-exported for the report -----------------------
+def test_report_statistics_are_the_harness_statistics():
+    import bench.stats as B
 
-
-def test_bootstrap_ci_edge_cases_and_nan_handling():
-    assert S.bootstrap_ci([np.nan, np.nan]).n == 0 and math.isnan(S.bootstrap_ci([np.nan]).mean)
-    one = S.bootstrap_ci([2.5, np.nan])
-    assert one.n == 1 and one.mean == 2.5 and math.isnan(one.low) and math.isnan(one.high)
-    const = S.bootstrap_ci([0.0, 0.0, 0.0])
-    assert (const.mean, const.low, const.high, const.n) == (0.0, 0.0, 0.0, 3)
-    a = S.bootstrap_ci([1.0, 2.0, np.nan, 3.0, 10.0])
-    b = S.bootstrap_ci([1.0, 2.0, 3.0, 10.0])
-    assert a == b and a.mean == 4.0  # NaN = not applicable: dropped, never counted as 0
-
-
-def test_stacked_bootstrap_equals_separate_calls():
-    rng = np.random.default_rng(0)
-    samples = [rng.normal(size=12), rng.normal(size=12), rng.normal(size=7), [1.0], [], rng.normal(size=12)]
-    many = S.bootstrap_cis(samples)
-    for s, ci in zip(samples, many, strict=True):
-        one = S.bootstrap_ci(s)
-        assert ci.n == one.n
-        for a, b in ((ci.mean, one.mean), (ci.low, one.low), (ci.high, one.high)):
-            assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-12)
-
-
-# --- paired tests, effect size, Holm ------------------------------------------------------------------------
-def test_wilcoxon_and_rank_biserial_hand_worked():
-    focus = np.ones(5)
-    d = np.array([1.0, 2.0, -3.0, 4.0, 5.0])  # baseline - focus; lower is better, so > 0 favours focus
-    t = S.paired_test(focus, focus + d)
-    # ranks of |d|: 1..5; R+ = 1+2+4+5 = 12, R- = 3; W = min = 3; r = (12 - 3) / 15
-    assert t.statistic == 3 and t.rank_biserial == pytest.approx(0.6)
-    # exact null: 5 of the 32 sign patterns have R- <= 3 ({}, {1}, {2}, {3}, {1,2}); two-sided p = 10/32
-    assert t.p == pytest.approx(10 / 32)
-    assert t.p == pytest.approx(sps.wilcoxon(d).pvalue)
-    assert t.mean_diff == pytest.approx(1.8) and t.median_diff == 2.0
-    flipped = S.paired_test(focus, focus + d, higher_is_better=True)
-    assert flipped.rank_biserial == pytest.approx(-0.6) and flipped.p == pytest.approx(t.p)
-
-
-def test_paired_test_matches_scipy_and_drops_nan_pairs():
-    rng = np.random.default_rng(1)
-    a, b = rng.normal(0, 1, 30), rng.normal(0.5, 1, 30)
-    ref = sps.wilcoxon(b - a)
-    t = S.paired_test(a, b)
-    assert t.n == 30 and t.p == pytest.approx(ref.pvalue) and t.statistic == pytest.approx(ref.statistic)
-    a2, b2 = a.copy(), b.copy()
-    a2[0], b2[1] = np.nan, np.nan
-    t2 = S.paired_test(a2, b2)
-    assert t2.n == 28 and t2.p == pytest.approx(sps.wilcoxon(b[2:] - a[2:]).pvalue)
-    same = S.paired_test([1.0, 2.0], [1.0, 2.0])
-    assert same.p == 1.0 and same.rank_biserial == 0.0
-    assert S.paired_test([np.nan], [1.0]).n == 0
-
-
-def test_holm_hand_worked():
-    # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> monotone: 0.06
-    assert S.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    out = S.holm([0.01, np.nan, 0.02])  # NaN is not part of the family: m = 2
-    assert out[0] == pytest.approx(0.02) and math.isnan(out[1]) and out[2] == pytest.approx(0.02)
-    assert S.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
-    assert S.holm([]).size == 0
+    for name in ("intervals", "hierarchical_ci", "paired_test", "source_pairs", "holm", "rank_biserial"):
+        assert getattr(S, name) is getattr(B, name)
 
 
 def test_metric_directions(monkeypatch):
@@ -159,17 +88,41 @@ def test_tables_bold_na_and_missing(tmp_path):
     assert (na["status"] == "na").all() and na["mean"].isna().all()
 
 
-def test_significance_is_holm_adjusted_per_task(tmp_path):
+def test_significance_is_on_source_means_and_holm_adjusted_per_table(tmp_path):
     r = _small_results(tmp_path)
     sig = T.significance(r, ["mrstft"])
+    assert len(sig) == 4 and set(sig["baseline"]) == {"bypass", "oracle"}  # 2 tasks x 2 systems: one family
     peq = sig[sig["task"] == "speech/peq/test"].set_index("baseline")
-    assert set(peq.index) == {"bypass", "oracle"}
-    p_b = sps.wilcoxon(np.array([3.0, 4, 5]) - np.array([1.0, 2, 3])).pvalue
-    p_o = sps.wilcoxon(np.array([0.0, 0, 0]) - np.array([1.0, 2, 3])).pvalue
-    assert peq.loc["bypass", "p"] == pytest.approx(p_b)
-    assert list(peq.loc[["bypass", "oracle"], "p_holm"]) == pytest.approx(list(S.holm([p_b, p_o])))
+    p_b = sps.wilcoxon(np.array([3.0, 4, 5]) - np.array([1.0, 2, 3])).pvalue  # one example per source
+    assert peq.loc["bypass", "p"] == pytest.approx(p_b) and peq.loc["bypass", "n"] == 3
+    assert list(sig["p_holm"]) == pytest.approx(list(S.holm(sig["p"])))
     assert peq.loc["bypass", "rank_biserial"] == 1.0 and peq.loc["oracle", "rank_biserial"] == -1.0
-    assert (peq["verdict"] == "n.s.").all()  # n = 3 cannot reach p < 0.05 (two-sided exact minimum 0.25)
+    assert (sig["verdict"] == "n.s.").all()  # n = 3 cannot reach p < 0.05 (two-sided exact minimum 0.25)
+    assert "none can reach 0.05" in T.power_note(sig, "mrstft")
+
+
+def test_significance_pairs_sources_and_pools_seeds(tmp_path):
+    """Four examples from each of 6 sources, the focus system under 2 seeds: 6 pairs, seeds averaged first."""
+    rng = np.random.default_rng(0)
+    rows = []
+    level = rng.normal(0, 1, 6)
+    for system, seeds, shift in (("bypass", (0,), 1.0), ("constant", (0,), 0.0), ("proposed", (0, 1), 0.3)):
+        for sd in seeds:
+            for i in range(24):
+                rows.append({"system": system, "task": "speech/peq/test", "effect": "peq", "effect_set": "seen",
+                             "corpus": "speech", "corpus_set": "seen", "split": "test", "seed": sd, "example": i,
+                             "source_id": f"s{i // 4}", "metric": "mrstft",
+                             "value": level[i // 4] + shift + rng.normal(0, 0.01) + (0.1 if sd else -0.1)})
+    pd.DataFrame(rows).to_parquet(tmp_path / "scores.parquet")
+    r = load_results(tmp_path)
+    sig = T.significance(r, ["mrstft"]).set_index("baseline")
+    assert r.focus == "proposed" and set(sig.index) == {"bypass", "constant"}  # the floors are tested
+    assert (sig["n"] == 6).all() and (sig["n_examples"] == 24).all()
+    v = pd.DataFrame(rows)
+    ex = v.groupby(["system", "example"])["value"].mean().unstack("system")  # seeds averaged per example
+    src = ex.groupby(np.arange(24) // 4).mean()
+    assert sig.loc["bypass", "p"] == pytest.approx(sps.wilcoxon(src["bypass"] - src["proposed"]).pvalue)
+    assert sig.loc["bypass", "rank_biserial"] == 1.0 and sig.loc["constant", "rank_biserial"] == -1.0
 
 
 # --- what the runner stores ---------------------------------------------------------------------------------
@@ -255,7 +208,7 @@ def test_na_is_never_rendered_as_zero(built):
     for row in re.findall(r"<tr[^>]*><td class=\"sys\">.*?</tr>", room, re.S):
         assert re.findall(r'<span class="v">([^<]*)</span>', row)[-1] == "n/a"
     md = (out / "report" / "tables.md").read_text()
-    assert re.search(r"\| bypass \| n/a \| n/a \|", md)
+    assert re.search(r"\| bypass \| 1 \| n/a \| n/a \|", md)
     stats = pd.read_csv(out / "report" / "tables" / "stats.csv")
     na = stats[stats["status"] == "na"]
     assert len(na) and na["mean"].isna().all()
@@ -498,3 +451,103 @@ def test_build_has_the_wild_section(built):
     assert list((d / "audio").rglob("proposed_best_pick.wav"))
     assert "hidden recipe: rt60_requested_s 0.8, room_m 6.2 x 4.1 x 3" in page
     assert "hidden recipe: style telephone" in page
+
+
+# --- floors, budgets, numbers that regenerate ---------------------------------------------------------------
+def test_floors_are_reference_rows_in_every_table(built):
+    from reports.results import FLOOR_SYSTEMS, is_ranked, is_reference, pick_focus
+
+    assert set(FLOOR_SYSTEMS) == {"bypass", "random", "mean", "constant"}
+    assert all(is_reference(s) and is_ranked(s) for s in FLOOR_SYSTEMS)
+    assert pick_focus(["mean", "constant", "bypass", "oneshot_eq"]) == "oneshot_eq"
+    out, html = built
+    page = html.read_text()
+    tables = re.findall(r'<table class="results" id="table-(?!budgets)[^"]*">(.*?)</table>', page, re.S)
+    assert tables
+    for body in tables:
+        for floor in ("mean", "constant"):
+            assert f'<tr class="ref"><td class="sys">{floor}</td>' in body
+    assert "must beat bypass, random, mean and constant before it may claim to read the reference" in page
+    sig = pd.read_csv(out / "report" / "tables" / "significance.csv")
+    assert {"mean", "constant"} <= set(sig["baseline"])  # the focus system is tested against the floors
+    md = (out / "report" / "tables.md").read_text()
+    assert "| seeds |" in md and "(n=6, 5 sources)" in md
+    assert re.search(r"\| proposed \| 2 \| ", md) and re.search(r"\| bypass \| 1 \| ", md)
+
+
+def test_budget_table(built, tmp_path):
+    from reports import budgets as B
+
+    out, html = built
+    md = (out / "report" / "tables.md").read_text()
+    assert "## Budgets" in md and "this run did not equalise them" in md
+    lines = md.split("## Budgets", 1)[1].splitlines()
+    row = next(line for line in lines if line.startswith("| deepafx_st_autodiff | 2 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2:5] == ["384", "120", "1,920"] and cells[7] == "n/a"  # device seconds not recorded
+    assert next(line for line in lines if line.startswith("| bypass | — |"))  # not trained
+    page = html.read_text()
+    assert 'id="table-budgets"' in page and 'href="#budgets"' in page
+    # inference cost per example: the mean of the cost/seconds scores
+    scores = pd.read_parquet(out / "scores.parquet")
+    want = scores[(scores["system"] == "proposed") & (scores["metric"] == "cost/seconds")]["value"].mean()
+    b = B.budget_table(["proposed"], B.read_budgets(out), B.inference_from_scores(scores))
+    assert b.table.set_index("system").loc["proposed", "seconds"] == pytest.approx(want)
+    summary = pd.read_csv(out / "summary.csv")
+    from_summary = B.inference_from_summary(summary).set_index("system").loc["proposed", "seconds"]
+    assert from_summary == pytest.approx(want)
+    # equalised budgets are stated; no budgets.csv is a sentence, not an error
+    eq = B.budget_table(["proposed"], B.read_budgets(out), B.inference_from_scores(scores),
+                        {"run": {"budget": {"train_renders": 2000, "steps": None}}})
+    assert "run.budget: train_renders = 2000" in eq.note
+    none = B.budget_table(["proposed"], None, B.inference_from_scores(scores))
+    assert "wrote no budgets.csv" in none.note and none.cell("proposed", "steps") == B.NOT_TRAINED
+    (tmp_path / "budgets.csv").write_text("system,seed\nx,0\n")
+    with pytest.raises(ValueError, match="missing columns"):
+        B.read_budgets(tmp_path)
+
+
+def test_report_docs_round_trip(built, tmp_path, monkeypatch):
+    """`afx-bench report --docs NAME --out DIR` copies the CSVs, writes SOURCE.md, and tables.md is exactly what
+    the copied CSV regenerates; an edited number is caught."""
+    import reports.docs as D
+    from bench.cli import main
+
+    out, _ = built
+    monkeypatch.setattr(D, "ROOT", tmp_path / "results")
+    assert main(["report", "--docs", "syn", "--out", str(out)]) == 0
+    d = tmp_path / "results" / "syn"
+    for f in ("summary.csv", "budgets.csv", "config.json", "SOURCE.md", "tables.md"):
+        assert (d / f).is_file(), f
+    assert (d / "summary.csv").read_bytes() == (out / "summary.csv").read_bytes()
+    source = (d / "SOURCE.md").read_text()
+    assert f"afx-bench report --docs syn --out {out}" in source and "preset: `synthetic`" in source
+    assert "seeds: `[0, 1]`" in source and re.search(r"commit: `([0-9a-f]{40}|unknown)", source)
+    assert D.check(d) == ""
+    md = (d / "tables.md").read_text()
+    summary = pd.read_csv(d / "summary.csv")
+    row = summary[(summary["system"] == "proposed") & (summary["metric"] == "mrstft")
+                  & (summary["effect"] == "peq") & (summary["corpus"] == "speech")].iloc[0]
+    assert f"**{row['mean']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]**" in md
+    assert "proposed (2 seeds)" in md and "## Budgets" in md
+    (d / "tables.md").write_text(md.replace(f"{row['mean']:.3f}", "0.000", 1))
+    assert "line" in D.check(d)
+    assert main(["report", "--docs", "../x", "--out", str(out)]) == 2
+
+
+def test_docs_results_regenerate_from_their_csv():
+    """Every docs/results/<name>/tables.md in the repository is what its summary.csv regenerates."""
+    import reports.docs as D
+
+    folders = sorted(p for p in D.ROOT.iterdir() if (p / "tables.md").is_file()) if D.ROOT.is_dir() else []
+    if not folders:
+        pytest.skip("no docs/results/<name>/ yet (afx-bench report --docs quick --out results/quick)")
+    for d in folders:
+        assert D.check(d) == "", d
+
+
+def test_results_without_seed_column_are_one_seed(tmp_path):
+    r = _small_results(tmp_path)  # written without a seed column, as runs before it
+    assert (r.scores["seed"] == 0).all()
+    stats = T.compute_stats(r, {"mrstft": ["set"]})
+    assert (stats["n_seeds"] == 1).all() and (stats["n_sources"] == 3).all()
