@@ -34,6 +34,14 @@ class Registry:
 
         return deco
 
+    def builtin_module(self, name: str) -> str | None:
+        """The harness module that registers a built-in ``name`` (None for a plugin or a run-time name)."""
+        return self._modules.get(name)
+
+    def registered(self, name: str):
+        """What is registered under ``name`` in this process so far (None if nothing is, yet)."""
+        return self._items.get(name)
+
     def names(self) -> list[str]:
         found = set(self._modules) | set(self._items)
         found |= {ep.name for ep in entry_points(group=f"afx_bench.{self.kind}")}

@@ -23,8 +23,8 @@ from models.nn import (
     autocast,
     load_checkpoint,
     load_state,
-    torch_device,
     save_checkpoint,
+    torch_device,
     torch_threads,
     train_loop,
 )

@@ -12,8 +12,8 @@ import argparse
 # check name -> the module that defines it in its CHECKS
 MODULES = {
     "system": "bench.checks.contract",
-    "effect": "bench.checks.contract",
-    "metric": "bench.checks.contract",
+    "effect": "bench.checks.components",
+    "metric": "bench.checks.components",
     "ac": "bench.checks.ac",
 }
 

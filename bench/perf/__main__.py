@@ -153,8 +153,8 @@ class _Capture:
 
 
 def bench_training(preset: str, device: str, workers: int) -> dict:
-    from bench.config import load_config
     from bench.cell import build_system, fit_system
+    from bench.config import load_config
     from bench.plan import Plan
     from bench.systems import SYSTEMS
 
