@@ -51,7 +51,10 @@ def check_sections(cfg: Config) -> None:
             values = conf(name)
             if kind == "systems":
                 values.pop("checkpoint", None)
-            cls = registry.get(name)
+                name_in_registry = cfg.system_base(name)
+            else:
+                name_in_registry = name
+            cls = registry.get(name_in_registry)
             parse_section(cls.Config, values, f"{kind}.{name}")
 
 
@@ -61,10 +64,15 @@ def build_metrics(cfg: Config, device: str, names: list[str] | None = None) -> l
 
 
 def build_system(name: str, cfg: Config, device: str, overrides: dict | None = None) -> System:
-    """The system ``name`` with its config section (without ``checkpoint``) and ``overrides`` on top."""
+    """The system ``name`` with its config section (without ``checkpoint``) and ``overrides`` on top. A labelled
+    variant (``[systems.LABEL] base = "proposed"``, then any of the base's keys) is its base system, built with
+    the base's section and its own keys over it, and named by its label."""
     conf = cfg.system_config(name)
     conf.pop("checkpoint", None)
-    return get_system(name, {**conf, **(overrides or {})}, sample_rate=cfg.run.sample_rate, device=device)
+    system = get_system(cfg.system_base(name), {**conf, **(overrides or {})}, sample_rate=cfg.run.sample_rate,
+                        device=device)
+    system.name = name
+    return system
 
 
 def fit_system(system: System, plan, *, run=None, checkpoint_dir: Path | None = None, report=None,
@@ -113,7 +121,8 @@ def seeds_of(cfg: Config, name: str) -> list[int]:
     from bench.systems import SYSTEMS
 
     seeds = cfg.training_seeds()
-    trains = getattr(SYSTEMS.get(name), "trainable", False) and not cfg.system_config(name).get("checkpoint")
+    cls = SYSTEMS.get(cfg.system_base(name))
+    trains = getattr(cls, "trainable", False) and not cfg.system_config(name).get("checkpoint")
     return seeds if trains else seeds[:1]
 
 

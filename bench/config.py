@@ -98,7 +98,15 @@ class Config:
         return list(self.systems.get("include", []))
 
     def system_config(self, name: str) -> dict:
-        return dict(self.systems.get(name, {}))
+        """A system's section: for a labelled variant (``base = "<system>"``), the base's section, then its own
+        keys over it (without ``base``)."""
+        own = dict(self.systems.get(name, {}))
+        base = own.pop("base", None)
+        return {**dict(self.systems.get(base, {})), **own} if base else own
+
+    def system_base(self, name: str) -> str:
+        """The registered system behind ``name`` (itself, or a labelled variant's ``base``)."""
+        return str(self.systems.get(name, {}).get("base", name))
 
     def metric_names(self) -> list[str]:
         return list(self.metrics.get("include", []))
@@ -300,13 +308,23 @@ def validate(cfg: Config) -> None:
     ):
         if not names:
             raise ConfigError(f"{key}: empty; valid: {', '.join(reg.names())}")
-        bad = [n for n in names if n not in reg]
+        labelled = {n for n in names if reg is SYSTEMS and isinstance(cfg.systems.get(n), dict)
+                    and "base" in cfg.systems[n]}  # a labelled variant: [systems.LABEL] base = "proposed"
+        bad = [n for n in names if n not in reg and n not in labelled]
         if bad:
-            raise ConfigError(f"{key}: unknown {bad}; valid: {', '.join(reg.names())}")
+            raise ConfigError(f"{key}: unknown {bad}; valid: {', '.join(reg.names())} (or a labelled variant: "
+                              f"[systems.LABEL] with base = \"<system>\")")
     for sec in ("systems", "metrics"):
         for k, v in getattr(cfg, sec).items():
             if k != "include" and not isinstance(v, dict):
                 raise ConfigError(f"{sec}.{k}: expected a table of settings, got {v!r}")
+    for label, section in cfg.systems.items():
+        base = section.get("base") if isinstance(section, dict) else None
+        if base is not None:
+            if not isinstance(base, str) or base not in SYSTEMS:
+                raise ConfigError(f"systems.{label}.base: {base!r}; valid: {', '.join(SYSTEMS.names())}")
+            if ":" in label or label in SYSTEMS:
+                raise ConfigError(f"systems.{label}: a labelled variant needs a name of its own, without ':'")
     valid_effects = set(EFFECTS.names()) | set(cfg.effects.vst3)
     names = [n for n, _ in cfg.effect_sets()]
     bad = [n for n in names if n not in valid_effects]

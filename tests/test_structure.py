@@ -124,9 +124,9 @@ class Chooser(System):
                         candidates={"dry": input.copy(), "quiet": 0.1 * input})
 
 
-def _tones(**kw):
+def _tones(*extra, **kw):
     sets = ['data.seen_corpora=["tones"]', "data.unseen_corpora=[]", "run.progress=false", "run.report=false",
-            "tasks.n_test=3", 'metrics.include=["param_mae", "mrstft"]', "run.audio_examples=0"]
+            "tasks.n_test=3", 'metrics.include=["param_mae", "mrstft"]', "run.audio_examples=0", *extra]
     return load_config("smoke", sets=sets, **kw)
 
 
@@ -191,3 +191,23 @@ def test_an_unavailable_device_is_a_config_error(device):
         pytest.skip("this machine has a GPU")
     with pytest.raises(ConfigError, match="torch sees no CUDA device"):
         resolve_device(device)
+
+
+def test_a_labelled_variant_is_its_base_with_its_own_keys(tmp_path):
+    from bench.cell import build_system
+    from bench.config import ConfigError
+
+    cfg = _tones('systems.include=["bypass", "random_b"]', 'systems.random_b.base="random"',
+                 "systems.random.seed=7", "systems.random_b.seed=8", 'effects.seen=["gain"]', "effects.unseen=[]",
+                 "effects.wild=[]")
+    system = build_system("random_b", cfg, "cpu")
+    assert system.name == "random_b" and system.cfg.seed == 8 and type(system).__name__ == "RandomSettings"
+    summary = run(cfg, tmp_path, log=lambda *_: None)
+    assert {"random_b", "bypass"} <= set(summary["system"])
+    with pytest.raises(ConfigError, match="systems.random_b.base: 'nope'"):
+        _tones('systems.include=["random_b"]', 'systems.random_b.base="nope"')
+    with pytest.raises(ConfigError, match=r"systems.random_b: unknown key\(s\) \['sed'\]"):
+        from bench.cell import check_sections
+
+        check_sections(_tones('systems.include=["random_b"]', 'systems.random_b.base="random"',
+                              "systems.random_b.sed=1"))
