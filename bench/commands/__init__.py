@@ -24,6 +24,7 @@ COMMANDS = Registry(
         "latent": "bench.commands.latent",
         "check": "bench.commands.check",
         "list": "bench.commands.listing",
+        "match": "bench.commands.match",
     },
 )
 
