@@ -25,6 +25,7 @@ COMMANDS = Registry(
         "check": "bench.commands.check",
         "list": "bench.commands.listing",
         "match": "bench.commands.match",
+        "listen": "bench.commands.listen",
     },
 )
 
