@@ -358,7 +358,7 @@ def test_ac_adapter_leaves_numpy_and_librosa_alone():
     import timbral_models.Timbral_Hardness as hardness_mod
     import timbral_models.timbral_util as util
 
-    from bench.metrics.audiocommons import _memoised, timbral_compat
+    from bench.metrics.timbral_ref import _memoised, timbral_compat
 
     real_detect = librosa.onset.onset_detect
     assert util.np is np and util.librosa is librosa and util.butter is scipy.signal.butter
@@ -387,7 +387,7 @@ def test_ac_adapter_leaves_numpy_and_librosa_alone():
 def test_ac_adapter_is_thread_safe():
     import timbral_models.timbral_util as util
 
-    from bench.metrics.audiocommons import timbral_compat
+    from bench.metrics.timbral_ref import timbral_compat
 
     barrier = threading.Barrier(2)
     seen = []

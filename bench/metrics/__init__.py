@@ -24,6 +24,7 @@ METRICS = Registry(
         "crest_err": "bench.metrics.level",
         "pesq": "bench.metrics.speech",
         "ac": "bench.metrics.audiocommons",
+        "ac_ref": "bench.metrics.audiocommons",
     },
 )
 register_metric = METRICS.register

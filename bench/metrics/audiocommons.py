@@ -22,358 +22,43 @@ samples together with the resampled rate (a bug when the rate is below 44.1 kHz)
 raises gives NaN (the error is logged); a silent (all-zero) clip gives NaN for all eight, as timbral_models
 refuses silence.
 
-**The metric**, :class:`AudioCommons`: features are computed only for clips whose content hash is not cached (in
-memory for the process, and on disk under ``<cache dir>/audiocommons``), so a target's features are computed
-once per run and reused across systems (and across runs); the clips still needed are computed in a process pool
-of one process per core, each limited to one BLAS/OpenMP/numba thread.
+**The metrics.** ``ac`` (:class:`AudioCommons`) computes the features with the batched implementation in
+:mod:`bench.metrics.timbral` (many clips per call, in this process; ``afx-bench check ac`` validates it against
+timbral_models), taking any feature listed in its ``reference_features`` from timbral_models instead. ``ac_ref``
+(:class:`AudioCommonsRef`) is timbral_models itself, through the adapter below: the reference, kept for validation
+and for features that the batched code does not (yet) match. Both compute features only for clips whose content
+hash is not cached (in memory for the process, and on disk under ``<cache dir>/audiocommons``), so a target's
+features are computed once per run and reused across systems (and across runs). ``ac_ref`` computes the clips
+still needed in a process pool of one process per core, each limited to one BLAS/OpenMP/numba thread; ``ac``
+computes them in batches, in a background thread when the runner prefetches.
+
+Scores are keyed by the metric's name: ``ac/<feature>``, ``ac_mean``, ``ac_signed/<feature>`` (and
+``ac_ref/<feature>``, ``ac_ref_mean``, ``ac_ref_signed/<feature>`` for the reference). A value that is not finite
+(a clip or feature the models refuse) is NaN, never Inf; the reason is logged and counted in ``stats["nan"]``.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
+import math
 import os
-import sys
 import threading
-import types
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from bench.cache import warm_librosa_numba
 from bench.metrics import Metric, MetricConfig, register_metric
+from bench.metrics.timbral_ref import (  # noqa: F401  (FEATURES and CONTINUOUS are this metric's public names)
+    ADAPTER_VERSION,
+    CONTINUOUS,
+    FEATURES,
+    WorkerPool,
+    clip_key,
+    timbral_features,
+    timbral_models_version,
+)
 
 log = logging.getLogger(__name__)
-
-FEATURES = ("hardness", "depth", "brightness", "roughness", "warmth", "sharpness", "boominess", "reverb")
-CONTINUOUS = FEATURES[:-1]  # on timbral_models' 0-100 scale; reverb is a 0/1 classification
-_FUNCTIONS = {"hardness": "timbral_hardness", "depth": "timbral_depth", "brightness": "timbral_brightness",
-              "roughness": "timbral_roughness", "warmth": "timbral_warmth", "sharpness": "timbral_sharpness",
-              "boominess": "timbral_booming", "reverb": "timbral_reverb"}
-ADAPTER_VERSION = 1  # bump when the adapter or the feature extraction changes: it keys the cache
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
-
-
-# --- compatibility adapter ------------------------------------------------------------------------------------
-
-
-class _Proxy(types.ModuleType):
-    """A stand-in for a module: the given overrides, and every other attribute from the real module."""
-
-    def __init__(self, real: types.ModuleType, **overrides):
-        super().__init__(real.__name__, getattr(real, "__doc__", None))
-        self.__dict__.update(overrides)
-        self.__dict__["_real_module"] = real
-
-    def __getattr__(self, name):  # called only for names not overridden
-        return getattr(self.__dict__["_real_module"], name)
-
-
-def _keywords(fn, names: tuple[str, ...]):
-    """``fn`` (keyword-only in current librosa) callable the old way: positionals become ``names`` keywords."""
-
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-        if len(args) > len(names):
-            raise TypeError(f"{fn.__name__}: at most {len(names)} positional arguments ({', '.join(names)})")
-        kwargs.update(zip(names, args, strict=False))
-        return fn(**kwargs)
-
-    return call
-
-
-def _hashable(v):
-    import numpy as np
-
-    if isinstance(v, np.ndarray | list | tuple):
-        return tuple(_hashable(u) for u in v)
-    if isinstance(v, np.generic):
-        return v.item()
-    hash(v)
-    return v
-
-
-@functools.lru_cache(maxsize=4096)
-def _design(kind: str, args: tuple, kwargs: tuple):
-    import scipy.signal
-
-    return getattr(scipy.signal, kind)(*args, **dict(kwargs))
-
-
-def _memoised(kind: str):
-    import scipy.signal
-
-    real = getattr(scipy.signal, kind)
-
-    @functools.wraps(real)
-    def design(*args, **kwargs):
-        try:
-            key = (kind, _hashable(args), tuple(sorted((k, _hashable(v)) for k, v in kwargs.items())))
-        except TypeError:
-            return real(*args, **kwargs)
-        out = _design(*key)
-        return tuple(a.copy() for a in out) if isinstance(out, tuple) else out.copy()
-
-    return design
-
-
-def _shims(memo_filters: bool) -> dict[str, object]:
-    """Module-level name in timbral_models -> (real object it must be, replacement)."""
-    import librosa
-    import numpy as np
-    import scipy
-    import scipy.signal
-
-    shims = {
-        "np": (np, _Proxy(np, lib=_Proxy(np.lib, pad=np.pad))),
-        "librosa": (librosa, _Proxy(
-            librosa,
-            onset=_Proxy(librosa.onset,
-                         onset_detect=_keywords(librosa.onset.onset_detect, ("y", "sr")),
-                         onset_strength=_keywords(librosa.onset.onset_strength, ("y", "sr"))),
-            core=_Proxy(librosa.core, resample=_keywords(librosa.resample, ("y", "orig_sr", "target_sr"))),
-        )),
-    }
-    if memo_filters:
-        butter, cheby1 = _memoised("butter"), _memoised("cheby1")
-        shims["scipy"] = (scipy, _Proxy(scipy, signal=_Proxy(scipy.signal, butter=butter, cheby1=cheby1)))
-        shims["butter"] = (scipy.signal.butter, butter)
-    return shims
-
-
-_lock = threading.Lock()
-_installed: dict = {"depth": 0, "memo": None, "saved": []}
-
-
-def _timbral_modules():
-    import timbral_models  # noqa: F401  (imports every submodule)
-
-    return [m for n, m in sorted(sys.modules.items()) if n == "timbral_models" or n.startswith("timbral_models.")]
-
-
-@contextmanager
-def timbral_compat(memo_filters: bool = True):
-    """Make timbral_models 0.4.0 run on current numpy/librosa for the duration of the block; yields the
-    ``timbral_models`` module. Re-entrant and thread-safe (see the module docstring)."""
-    with _lock:
-        st = _installed
-        if st["depth"] == 0:
-            saved = []
-            shims = _shims(memo_filters)
-            for mod in _timbral_modules():
-                for name, (real, shim) in shims.items():
-                    if mod.__dict__.get(name) is real:
-                        saved.append((mod, name, real))
-                        setattr(mod, name, shim)
-            st["saved"], st["memo"] = saved, memo_filters
-        elif st["memo"] != memo_filters:
-            raise RuntimeError(f"timbral_compat(memo_filters={memo_filters}) entered while another thread holds "
-                               f"it with memo_filters={st['memo']}")
-        st["depth"] += 1
-    try:
-        yield sys.modules["timbral_models"]
-    finally:
-        with _lock:
-            st["depth"] -= 1
-            if st["depth"] == 0:
-                for mod, name, real in reversed(st["saved"]):
-                    setattr(mod, name, real)
-                st["saved"], st["memo"] = [], None
-
-
-# --- features of one clip -----------------------------------------------------------------------------------
-
-
-def timbral_features(x, sample_rate: int, *, memo_filters: bool = True) -> tuple[dict[str, float], dict[str, str]]:
-    """The eight timbral_models features of mono clip ``x``, and the errors of those that failed (NaN)."""
-    import warnings
-
-    import numpy as np
-
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 1 or not np.all(np.isfinite(x)):
-        raise ValueError("timbral_features: expects a finite mono clip")
-    if not np.any(x):
-        return dict.fromkeys(FEATURES, float("nan")), dict.fromkeys(FEATURES, "silent clip")
-    warm_librosa_numba()
-    feats, errors = {}, {}
-    with timbral_compat(memo_filters) as tm, warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        for name in FEATURES:
-            try:
-                feats[name] = float(getattr(tm, _FUNCTIONS[name])(x, fs=int(sample_rate)))
-            except Exception as e:  # one feature failing must not lose the others
-                feats[name] = float("nan")
-                errors[name] = f"{type(e).__name__}: {e}"
-    return feats, errors
-
-
-@functools.lru_cache(maxsize=1)
-def timbral_models_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("timbral_models")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def clip_key(x, sample_rate: int) -> str:
-    """Content hash of a clip (float32 samples, rate, adapter and timbral_models versions)."""
-    import numpy as np
-
-    h = hashlib.sha256(f"ac/{ADAPTER_VERSION}/{timbral_models_version()}/{int(sample_rate)}/".encode())
-    h.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())
-    return h.hexdigest()[:32]
-
-
-# --- worker processes ---------------------------------------------------------------------------------------
-
-
-def _limit_threads() -> None:
-    """One BLAS / OpenMP / numba thread in this (worker) process. The variables are already set in the worker's
-    environment before it starts; this also limits libraries that were loaded some other way."""
-    for v in THREAD_VARS:
-        os.environ[v] = "1"
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:
-        pass
-    if "numba" in sys.modules:
-        try:
-            sys.modules["numba"].set_num_threads(1)
-        except Exception:
-            pass
-
-
-def _serve() -> None:
-    """A worker's main loop: read (clip, rate) jobs as pickles from stdin, write (status, result) to stdout.
-    Anything a library prints goes to stderr, so it cannot corrupt the protocol."""
-    import pickle
-
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    inp = sys.stdin.buffer
-    _limit_threads()
-    warm_librosa_numba()  # read numba's cache only after one process has written it (see there)
-    with timbral_compat():  # import timbral_models (and librosa, sklearn) before the first job
-        pass
-    while True:
-        try:
-            x, sample_rate = pickle.load(inp)
-        except EOFError:
-            return
-        try:
-            res = ("ok", timbral_features(x, sample_rate))
-        except Exception as e:
-            res = ("error", f"{type(e).__name__}: {e}")
-        pickle.dump(res, out, protocol=pickle.HIGHEST_PROTOCOL)
-        out.flush()
-
-
-class WorkerPool:
-    """``n`` long-lived worker processes (``python -c``, not fork: the parent may hold torch/OpenMP threads; not
-    multiprocessing's spawn either, which re-runs the parent's main script). Each worker starts with
-    OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS=1 in its environment, so n workers use n cores. Jobs are handed out one
-    at a time to whichever worker is free."""
-
-    def __init__(self, n: int):
-        import subprocess
-        from pathlib import Path
-
-        import bench
-
-        warm_librosa_numba()  # the workers must not race to write numba's cache (see there)
-        env = dict(os.environ)
-        env.update(dict.fromkeys(THREAD_VARS, "1"))
-        root = str(Path(bench.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        cmd = [sys.executable, "-c", "from bench.metrics.audiocommons import _serve; _serve()"]
-        self.procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-                      for _ in range(max(1, int(n)))]
-        self._lock = threading.Lock()  # one map at a time: the pipes carry one job per worker
-        self._submitter = None  # a thread that runs submitted maps in the background
-
-    @property
-    def size(self) -> int:
-        return len(self.procs)
-
-    def map(self, clips: list, sample_rate: int) -> list:
-        """timbral_features of every clip, in order."""
-        with self._lock:
-            return self._map(clips, sample_rate)
-
-    def submit(self, clips: list, sample_rate: int):
-        """:meth:`map` in the background: a Future of its result."""
-        if self._submitter is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._submitter = ThreadPoolExecutor(1, thread_name_prefix="ac-pool")
-        return self._submitter.submit(self.map, clips, sample_rate)
-
-    def _map(self, clips: list, sample_rate: int) -> list:
-        import pickle
-        import queue
-
-        jobs: queue.SimpleQueue = queue.SimpleQueue()
-        for i in range(len(clips)):
-            jobs.put(i)
-        results: list = [None] * len(clips)
-        failures: list[str] = []
-
-        def drive(p):
-            while not failures:
-                try:
-                    i = jobs.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    pickle.dump((clips[i], int(sample_rate)), p.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-                    p.stdin.flush()
-                    status, res = pickle.load(p.stdout)
-                except (EOFError, OSError, pickle.UnpicklingError) as e:
-                    failures.append(f"worker {p.pid} died (exit code {p.poll()}): {type(e).__name__}")
-                    return
-                if status != "ok":
-                    failures.append(f"worker {p.pid}: {res}")
-                    return
-                results[i] = res
-
-        threads = [threading.Thread(target=drive, args=(p,), daemon=True) for p in self.procs]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if failures:
-            self.close()
-            raise RuntimeError(f"ac: timbral_models worker failed: {failures[0]}")
-        return results
-
-    def close(self) -> None:
-        import subprocess
-
-        if self._submitter is not None:  # a failing background map closes the pool from the submitter's thread
-            inside = threading.current_thread().name.startswith("ac-pool")
-            self._submitter.shutdown(wait=not inside)
-            self._submitter = None
-        for p in self.procs:
-            try:
-                p.stdin.close()
-            except OSError:
-                pass
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-            p.stdout.close()
-        self.procs = []
-
 
 # --- the metric ---------------------------------------------------------------------------------------------
 
@@ -384,13 +69,16 @@ def clear_memory_cache() -> None:
     _MEMORY.clear()
 
 
-@register_metric("ac")
-class AudioCommons(Metric):
-    """``ac/<feature>``: |feature(output) - feature(target)| for the eight timbral_models features;
-    ``ac_signed/<feature>``: feature(output) - feature(target); ``ac_mean``: the mean of the seven 0-100 features'
-    absolute deltas (reverb, a 0/1 classification, is left out of it; NaN if any of the seven is NaN)."""
+@register_metric("ac_ref")
+class AudioCommonsRef(Metric):
+    """``<name>/<feature>``: |feature(output) - feature(target)| for the eight timbral_models features;
+    ``<name>_signed/<feature>``: feature(output) - feature(target); ``<name>_mean``: the mean of the seven 0-100
+    features' absolute deltas (reverb, a 0/1 classification, is left out of it; NaN if any of the seven is NaN).
+    This class computes them with timbral_models itself (the reference); :class:`AudioCommons` (``ac``) with the
+    batched implementation."""
 
-    name = "ac"
+    name = "ac_ref"
+    cache_tag = f"v{ADAPTER_VERSION}"  # the folder of this implementation's features in the disk cache
 
     @dataclass
     class Config(MetricConfig):
@@ -402,19 +90,29 @@ class AudioCommons(Metric):
         super().__init__(config, **kw)
         import importlib.util
 
-        if importlib.util.find_spec("timbral_models") is None:
+        if self._needs_reference() and importlib.util.find_spec("timbral_models") is None:
             raise ImportError("metric ac needs timbral_models 0.4.0, installed without its dead dependencies: "
                               "pip install --no-deps timbral_models==0.4.0")
         self.workers = int(self.cfg.workers) or _available_cores()
         self._pool = None
         self._pending: dict[str, tuple] = {}  # clip key -> (Future of a background map, index in it)
-        self.stats = {"computed": 0, "memory_hits": 0, "disk_hits": 0}
+        self.stats = {"computed": 0, "memory_hits": 0, "disk_hits": 0, "nan": dict.fromkeys(FEATURES, 0)}
+
+    def _needs_reference(self) -> bool:
+        return True
 
     # cache ---------------------------------------------------------------------------------------------------
     def _disk_path(self, key: str):
         from bench.cache import cache_dir
 
-        return cache_dir() / "audiocommons" / f"v{ADAPTER_VERSION}" / key[:2] / f"{key}.json"
+        return cache_dir() / "audiocommons" / self.cache_tag / key[:2] / f"{key}.json"
+
+    def clip_key(self, x) -> str:
+        return clip_key(x, self.sample_rate)
+
+    def _compute(self, clips: list) -> list:
+        """(features, errors) of each clip, in this process."""
+        return [timbral_features(x, self.sample_rate) for x in clips]
 
     def _lookup(self, key: str) -> dict | None:
         if key in _MEMORY:
@@ -464,7 +162,7 @@ class AudioCommons(Metric):
     def features(self, clips: list) -> list[dict]:
         """Feature records of ``clips`` (float32 arrays at the metric's rate): cached ones looked up, each distinct
         missing clip computed once (in the pool when more than one is missing)."""
-        keys = [clip_key(x, self.sample_rate) for x in clips]
+        keys = [self.clip_key(x) for x in clips]
         recs: dict[str, dict] = {}
         todo: dict[str, object] = {}
         for k, x in zip(keys, clips, strict=True):
@@ -481,7 +179,7 @@ class AudioCommons(Metric):
         if todo:
             items = list(todo.items())
             if self.workers <= 1 or (len(items) == 1 and self._pool is None):
-                results = [timbral_features(x, self.sample_rate) for _, x in items]
+                results = self._compute([x for _, x in items])
             else:
                 results = self._executor().map([x for _, x in items], self.sample_rate)
             for (k, _), (feats, errors) in zip(items, results, strict=True):
@@ -520,7 +218,7 @@ class AudioCommons(Metric):
         outs, tgts = audio_pairs(estimates, examples, self.name)
         todo: dict[str, object] = {}
         for x in outs + tgts:
-            k = clip_key(x, self.sample_rate)
+            k = self.clip_key(x)
             if k not in todo and k not in self._pending and self._lookup(k) is None:
                 todo[k] = x
         if todo:
@@ -538,13 +236,20 @@ class AudioCommons(Metric):
         for i in range(n):
             fo, ft = recs[i]["features"], recs[n + i]["features"]
             d = {}
-            signed = {f: fo[f] - ft[f] for f in FEATURES}
+            p = self.name
+            signed = {}
             for f in FEATURES:
-                d[f"ac/{f}"] = abs(signed[f])
-            cont = [d[f"ac/{f}"] for f in CONTINUOUS]
-            d["ac_mean"] = float(sum(cont) / len(cont))  # NaN if any is NaN
+                v = fo[f] - ft[f]
+                if not math.isfinite(v):  # a refused clip or feature: NaN (never Inf), counted
+                    v = float("nan")
+                    self.stats["nan"][f] += 1
+                signed[f] = v
+            for f in FEATURES:
+                d[f"{p}/{f}"] = abs(signed[f])
+            cont = [d[f"{p}/{f}"] for f in CONTINUOUS]
+            d[f"{p}_mean"] = float(sum(cont) / len(cont))  # NaN if any is NaN
             if self.cfg.signed:
-                d.update({f"ac_signed/{f}": signed[f] for f in FEATURES})
+                d.update({f"{p}_signed/{f}": signed[f] for f in FEATURES})
             res.append(d)
         return res
 
@@ -554,3 +259,121 @@ class AudioCommons(Metric):
 
 def _available_cores() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+# --- the batched implementation -------------------------------------------------------------------------------
+
+
+class _InProcess:
+    """What :class:`AudioCommons` uses in place of a :class:`WorkerPool`: the same ``map``/``submit``/``close``,
+    computing batches in this process (``submit``: in one background thread, so that a prefetch overlaps with the
+    other metrics; numpy, scipy and numba release the GIL for most of the work)."""
+
+    def __init__(self, compute):
+        self._compute = compute
+        self._thread = None
+        self.procs = [self]  # non-empty while open (the metric checks it)
+
+    @property
+    def size(self) -> int:
+        return 1
+
+    def map(self, clips: list, sample_rate: int) -> list:
+        return self._compute(clips)
+
+    def submit(self, clips: list, sample_rate: int):
+        if self._thread is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="ac-batched")
+        return self._thread.submit(self._compute, clips)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            inside = threading.current_thread().name.startswith("ac-batched")
+            self._thread.shutdown(wait=not inside)
+            self._thread = None
+        self.procs = []
+
+
+@register_metric("ac")
+class AudioCommons(AudioCommonsRef):
+    """The AudioCommons deltas (keys as :class:`AudioCommonsRef`, named ``ac``) from the batched implementation
+    (:mod:`bench.metrics.timbral`); features listed in ``reference_features`` come from timbral_models instead
+    (through an ``ac_ref`` metric and its cache). ``afx-bench check ac`` compares the two implementations."""
+
+    name = "ac"
+
+    @dataclass
+    class Config(AudioCommonsRef.Config):
+        # features taken from timbral_models rather than the batched code; default: none, as every feature meets
+        # the validation targets (docs/metrics.md, "Validation against timbral_models")
+        reference_features: list = field(default_factory=list)
+        batch_size: int = 64  # clips per batched call (memory grows with it: ~10 MB per 1-s clip)
+        # workers: processes of the reference pool, used only for reference_features (0: one per core)
+
+    def __init__(self, config=None, **kw):
+        super().__init__(config, **kw)
+        from bench.config import ConfigError
+        from bench.metrics.timbral import VERSION
+
+        ref = [str(f) for f in self.cfg.reference_features]
+        bad = [f for f in ref if f not in FEATURES]
+        if bad:
+            raise ConfigError(f"metrics.ac.reference_features: unknown {bad}; valid: {', '.join(FEATURES)}")
+        if int(self.cfg.batch_size) < 1:
+            raise ConfigError(f"metrics.ac.batch_size: expected an integer >= 1, got {self.cfg.batch_size}")
+        self.reference = tuple(f for f in FEATURES if f in ref)
+        self.own = tuple(f for f in FEATURES if f not in self.reference)
+        self.cache_tag = f"batched-v{VERSION}" + (f"-ref-{'+'.join(self.reference)}" if self.reference else "")
+        self._ref_metric = None
+
+    def _needs_reference(self) -> bool:
+        return bool(self.cfg.reference_features)
+
+    def clip_key(self, x) -> str:
+        import numpy as np
+
+        h = hashlib.sha256(f"ac/{self.cache_tag}/{int(self.sample_rate)}/".encode())
+        if self.reference:
+            h.update(f"{ADAPTER_VERSION}/{timbral_models_version()}/".encode())
+        h.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+        return h.hexdigest()[:32]
+
+    def _executor(self):
+        if self._pool is None or not self._pool.procs:
+            self._pool = _InProcess(self._compute)
+        return self._pool
+
+    def _compute(self, clips: list) -> list:
+        import numpy as np
+
+        from bench.metrics import timbral
+
+        timbral.warm()
+        out = [({}, {}) for _ in clips]
+        if self.own:
+            bs = int(self.cfg.batch_size)
+            for s in range(0, len(clips), bs):
+                chunk = [np.asarray(x, dtype=np.float64) for x in clips[s:s + bs]]
+                vals, reasons = timbral.extract(chunk, self.sample_rate, self.own)
+                for r in range(len(chunk)):
+                    feats, errs = out[s + r]
+                    feats.update({f: float(vals[r, j]) for j, f in enumerate(self.own)})
+                    errs.update(reasons[r])
+        if self.reference:
+            if self._ref_metric is None:
+                self._ref_metric = AudioCommonsRef({"workers": self.cfg.workers, "disk_cache": self.cfg.disk_cache},
+                                                   sample_rate=self.sample_rate)
+            for (feats, errs), rec in zip(out, self._ref_metric.features(clips), strict=True):
+                for f in self.reference:
+                    feats[f] = rec["features"][f]
+                    if f in rec["errors"]:
+                        errs[f] = rec["errors"][f]
+        return out
+
+    def close(self) -> None:
+        super().close()
+        if self._ref_metric is not None:
+            self._ref_metric.close()
+            self._ref_metric = None

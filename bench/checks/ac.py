@@ -1,0 +1,209 @@
+"""`afx-bench check ac`: the batched AudioCommons features (metric ``ac``, :mod:`bench.metrics.timbral`) against
+timbral_models 0.4.0 (metric ``ac_ref``), on at least 200 clips.
+
+Clips come from a finished run (``--out DIR``: every stored ``<DIR>/audio/**.wav``, i.e. inputs, references,
+targets and each system's outputs of every task kept for the report) or are generated through the harness
+(``--preset NAME``: the inputs, references and targets of the preset's test tasks, every corpus and effect set).
+When there are more than ``--clips``, an evenly spaced selection over the sorted paths keeps every task and system
+represented. The reference's features come through ``ac_ref``'s cache (a rerun costs only the batched side).
+
+Per feature it writes (CSV and Markdown, to ``--report``, default ``<out>/checks`` or ``results/checks``): the
+clips compared, mean and max absolute difference, Pearson correlation, for ``reverb`` the agreement rate of the
+0/1 decision, and how many clips one side scored and the other refused. Targets: mean |diff| <= 0.5 points,
+r >= 0.99, reverb agreement >= 97 %, and NaN in the same places. Exit status 1 if a feature that ``ac`` computes
+itself (not listed in ``metrics.ac.reference_features``) misses a target, 2 on a usage error, else 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.checks import Check
+
+MEAN_ABS_MAX = 0.5
+CORR_MIN = 0.99
+REVERB_AGREE_MIN = 0.97
+
+
+def _stored_clips(out: Path) -> list[tuple[str, np.ndarray, int]]:
+    import soundfile as sf
+
+    paths = sorted((out / "audio").rglob("*.wav"))
+    clips = []
+    for p in paths:
+        x, sr = sf.read(str(p), dtype="float32", always_2d=True)
+        clips.append((str(p.relative_to(out)), x.mean(axis=1), int(sr)))
+    return clips
+
+
+def _generated_clips(preset: str, per_task: int, sets: list[str]) -> list[tuple[str, np.ndarray, int]]:
+    from bench.config import load_config
+    from bench.plan import Plan
+
+    cfg = load_config(preset, sets=sets or None)
+    plan = Plan.build(cfg, device="cpu")
+    clips = []
+    for task in plan.test:
+        for ex in task.examples(per_task):
+            for kind in ("input", "reference", "target"):
+                clips.append((f"{task.id}/{ex.index:04d}/{kind}", np.asarray(getattr(ex, kind), np.float32),
+                              int(task.sample_rate)))
+    return clips
+
+
+def _select(clips: list, n: int) -> list:
+    if n <= 0 or len(clips) <= n:
+        return clips
+    idx = np.unique(np.linspace(0, len(clips) - 1, n).round().astype(int))
+    return [clips[i] for i in idx]
+
+
+def compare(new: np.ndarray, ref: np.ndarray, features) -> list[dict]:
+    """Per-feature agreement of two (clips x features) arrays."""
+    rows = []
+    for j, f in enumerate(features):
+        a, b = new[:, j], ref[:, j]
+        both = np.isfinite(a) & np.isfinite(b)
+        d = np.abs(a[both] - b[both])
+        row = {"feature": f, "clips": int(both.sum()), "nan_mismatch": int((np.isfinite(a) != np.isfinite(b)).sum()),
+               "mean_abs_diff": float(d.mean()) if d.size else math.nan,
+               "max_abs_diff": float(d.max()) if d.size else math.nan}
+        if f == "reverb":
+            row["pearson_r"] = math.nan
+            row["agreement"] = float(np.mean(a[both] == b[both])) if both.any() else math.nan
+            ok = row["agreement"] >= REVERB_AGREE_MIN
+        else:
+            if both.sum() > 2 and np.std(a[both]) > 0 and np.std(b[both]) > 0:
+                row["pearson_r"] = float(np.corrcoef(a[both], b[both])[0, 1])
+            else:  # constant values: agreement is exactness
+                row["pearson_r"] = 1.0 if both.any() and np.all(d == 0) else math.nan
+            row["agreement"] = math.nan
+            ok = row["mean_abs_diff"] <= MEAN_ABS_MAX and row["pearson_r"] >= CORR_MIN
+        row["passed"] = bool(ok and row["nan_mismatch"] == 0 and row["clips"] > 0)
+        rows.append(row)
+    return rows
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
+    if isinstance(v, float):
+        return "n/a" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def write_tables(rows: list[dict], path: Path, header: str) -> tuple[Path, Path]:
+    import csv
+
+    path.mkdir(parents=True, exist_ok=True)
+    cols = ["feature", "source", "clips", "mean_abs_diff", "max_abs_diff", "pearson_r", "agreement",
+            "nan_mismatch", "passed"]
+    csv_path, md_path = path / "ac_validation.csv", path / "ac_validation.md"
+    with open(csv_path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: r.get(c) for c in cols})
+    lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    md_path.write_text("\n".join(lines) + "\n")
+    return csv_path, md_path
+
+
+class AcCheck(Check):
+    help = "compare the batched AudioCommons features (ac) with timbral_models (ac_ref) on >= 200 clips"
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        src = p.add_mutually_exclusive_group()
+        src.add_argument("--out", type=Path, help="a run's results directory: compare on its stored audio")
+        src.add_argument("--preset", default="quick",
+                         help="generate clips from this preset's test tasks (default: quick)")
+        p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                       help="config override for --preset (repeatable)")
+        p.add_argument("--clips", type=int, default=240, help="clips to compare (at least 200; default 240)")
+        p.add_argument("--per-task", type=int, default=4,
+                       help="with --preset: examples per test task (x3 clips: input, reference, target)")
+        p.add_argument("--report", type=Path, help="where to write ac_validation.csv/.md")
+        p.add_argument("--workers", type=int, default=0, help="reference processes (0: one per core)")
+        p.add_argument("--allow-few", action="store_true", help="accept fewer than 200 clips (for tests)")
+
+    def __call__(self, args: argparse.Namespace) -> int:
+        from bench.metrics.audiocommons import FEATURES, AudioCommonsRef
+        from bench.metrics.timbral import extract, warm
+
+        if args.out is not None:
+            if not (args.out / "audio").is_dir():
+                print(f"afx-bench check ac: no stored audio under {args.out / 'audio'}", file=sys.stderr)
+                return 2
+            clips = _stored_clips(args.out)
+            source = f"the stored audio of {args.out}"
+        else:
+            clips = _generated_clips(args.preset, args.per_task, args.sets)
+            source = f"the test tasks of preset {args.preset} ({args.per_task} examples x input/reference/target)"
+        clips = _select(clips, args.clips)
+        if len(clips) < 200 and not args.allow_few:
+            print(f"afx-bench check ac: only {len(clips)} clips (at least 200 needed; more examples per task, or "
+                  f"--allow-few)", file=sys.stderr)
+            return 2
+        ref_features = _reference_features(args)
+        n = len(clips)
+        new = np.full((n, len(FEATURES)), np.nan)
+        ref = np.full((n, len(FEATURES)), np.nan)
+        by_rate: dict[int, list[int]] = {}
+        for i, (_, _, sr) in enumerate(clips):
+            by_rate.setdefault(sr, []).append(i)
+        warm()
+        t_new = t_ref = 0.0
+        for sr, idx in by_rate.items():
+            xs = [clips[i][1] for i in idx]
+            t0 = time.perf_counter()
+            for s in range(0, len(xs), 64):
+                v, _ = extract([np.asarray(x, np.float64) for x in xs[s:s + 64]], sr)
+                new[idx[s:s + 64]] = v
+            t_new += time.perf_counter() - t0
+            m = AudioCommonsRef({"workers": args.workers}, sample_rate=sr)
+            try:
+                t0 = time.perf_counter()
+                recs = m.features(xs)
+                t_ref += time.perf_counter() - t0
+            finally:
+                m.close()
+            for i, rec in zip(idx, recs, strict=True):
+                ref[i] = [rec["features"][f] if math.isfinite(rec["features"][f]) else np.nan for f in FEATURES]
+        rows = compare(new, ref, FEATURES)
+        for r in rows:
+            r["source"] = "timbral_models (reference_features)" if r["feature"] in ref_features else "batched"
+        header = (f"# `afx-bench check ac`: batched AudioCommons features vs timbral_models 0.4.0\n\n"
+                  f"{n} clips from {source}. Targets: mean |diff| <= {MEAN_ABS_MAX} points, Pearson r >= "
+                  f"{CORR_MIN}, reverb agreement >= {REVERB_AGREE_MIN:.0%}, NaN in the same places. Batched: "
+                  f"{t_new:.1f} s; reference: {t_ref:.1f} s (wall, including any cached reference features).")
+        report = args.report or ((args.out / "checks") if args.out is not None else Path("results") / "checks")
+        csv_path, md_path = write_tables(rows, report, header)
+        print(md_path.read_text())
+        print(f"written: {csv_path}, {md_path}")
+        failed = [r["feature"] for r in rows if not r["passed"] and r["feature"] not in ref_features]
+        if failed:
+            print(f"FAIL: {', '.join(failed)} (computed by the batched code) missed a target", file=sys.stderr)
+            return 1
+        return 0
+
+
+def _reference_features(args) -> set[str]:
+    """The features the configured ``ac`` takes from timbral_models (metrics.ac.reference_features)."""
+    try:
+        from bench.config import load_config
+
+        cfg = load_config(args.preset if args.out is None else "quick", sets=args.sets or None)
+        sec = cfg.metrics.get("ac", {}) if isinstance(getattr(cfg, "metrics", None), dict) else {}
+        return set(sec.get("reference_features", []))
+    except Exception:
+        return set()
+
+
+CHECKS = {"ac": AcCheck()}

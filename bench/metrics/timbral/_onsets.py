@@ -1,0 +1,132 @@
+"""Onsets, envelopes and attack times as the timbral models define them (librosa's onset detector refined by
+walking back along a sample-and-hold envelope, then pruned by dynamic range, spacing and onset strength)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.metrics.timbral import _kernels as K
+
+
+class OnsetError(Exception):
+    pass
+
+
+def envelope(x: np.ndarray, fs: float, decay_time: float = 0.2, hold_time: float = 0.01) -> np.ndarray:
+    a = np.abs(x)
+    return K.hold_envelope(a, float(a.max() / (decay_time * fs)), float(hold_time * fs))
+
+
+def onset_strengths(signals: np.ndarray, fs: float) -> list[np.ndarray]:
+    """librosa's onset strength (its defaults) of each row: the mel spectrograms in one batch, the rest per row
+    (librosa's dB conversion limits the range relative to the maximum of the whole array it is given)."""
+    import librosa
+
+    mel = librosa.feature.melspectrogram(y=signals, sr=fs, fmax=0.5 * fs)
+    return [librosa.onset.onset_strength(S=librosa.power_to_db(np.abs(m)), sr=fs) for m in mel]
+
+
+def onsets(env: np.ndarray, oenv: np.ndarray, fs: float, nperseg: int = 512) -> list[int]:
+    """Refined onset positions (samples) of one signal, from its envelope ``env`` and onset strength ``oenv``;
+    ``[0]`` when there are none."""
+    import librosa
+
+    det = librosa.onset.onset_detect(onset_envelope=oenv, sr=fs, backtrack=True, units="samples")
+    time_thresh = int(20 * 0.001 * fs)
+    hyst_samples = int(300 * fs * 0.001)
+    dyn = float(env.max() - env.min())
+    hyst_thresh = dyn * 10 * 0.01
+    if not np.size(det):
+        return [0]
+    found: list[int] = []
+    for o in det:
+        o = int(o)
+        if o > 0:
+            if not found or o + 511 < len(env):
+                if o <= 1:
+                    raise OnsetError("onset at the first samples")
+                found.append(int(K.look_back(o, env, time_thresh, hyst_thresh, hyst_samples, nperseg)))
+        else:
+            found.append(0)
+    # zeros are dropped, except one in first place; then repeats
+    kept = [v for q, v in enumerate(found) if v != 0 or q == 0]
+    uniq: list[int] = []
+    for v in kept:
+        if v not in uniq:
+            uniq.append(v)
+    c = uniq
+    if len(c) > 1:  # drop onsets whose segment rises by less than 10 % of the envelope's range
+        thr = 10 * dyn * 0.01
+        for i in reversed(range(len(c))):
+            seg = env[c[i]:] if c[i] == c[-1] else env[c[i]:c[i + 1]]
+            if len(seg) > 1:
+                pk = int(np.argmax(seg))
+                if pk > 0 and seg.max() - seg[:pk].min() >= thr:
+                    continue
+            del c[i]
+    if len(c) > 1:  # at least 100 ms apart
+        sep = fs * 0.001 * 100
+        while len(c) > 1 and np.min(np.diff(c)) < sep:
+            drop = {i + 1 for i in range(len(c) - 1) if abs(c[i + 1] - c[i]) < sep}
+            c = [v for q, v in enumerate(c) if q not in drop]
+    out = []
+    st = [int(v / 512) for v in c]
+    for i in reversed(range(len(c))):
+        cur = st[i]
+        seg = oenv[cur:] if cur == st[-1] else oenv[cur:st[i + 1]]
+        if seg.size == 0:
+            raise OnsetError("empty onset-strength segment")
+        if seg.max() < 3:
+            del st[i]
+        else:
+            out.append(c[i])
+    out.sort()
+    return out if out else [0]
+
+
+def attack_time(env: np.ndarray, fs: float, *, fixed: bool = False, max_attack: float = -1.0):
+    """(log10 attack time, start index) of an envelope segment: from the lowest point before its peak to the peak,
+    by CUIDADO's minimum-effort thresholds (or fixed 20 %/90 % thresholds); None when the peak is the first sample."""
+    env = env / float(env.max())
+    peak = int(np.argmax(env))
+    if peak == 0:
+        return None
+    pre = env[:peak]
+    minpre = int(np.where(pre == pre.min())[0][-1])
+    env = env[minpre:peak + 1]
+    lo = env.min()
+    dyn = env.max() - lo
+    if fixed:
+        s = int(np.argmax(env >= 0.2 * dyn + lo))
+        e = int(np.argmax(env[s:] >= 0.9 * dyn + lo)) + s
+    else:
+        levels = np.linspace(0.1, 0.9, 9) * dyn + lo
+        idxs = np.argmax(env[None, :] >= levels[:, None], axis=1).astype(float)
+        effort = np.diff(idxs)
+        thr = effort.mean() * 3
+        a = int(np.argmax(effort <= thr))
+        b = int(np.argmax(effort[a:] >= thr))
+        if b == 0:
+            b = len(effort[a:]) - 1
+        b += a
+        s, e = idxs[a], idxs[b]
+        if s == e:
+            s, e = idxs[0], idxs[-1]
+    t = 1.0 / fs if s == e else (e - s + 1.0) / fs
+    if max_attack > 0 and t > max_attack:
+        e = s + int(fs * max_attack)
+        t = (e - s + 1.0) / fs
+    if int(e) >= len(env):
+        raise OnsetError("attack end outside the segment")
+    return float(np.log10(t)), int(s + minpre)
+
+
+def rms_envelope(x: np.ndarray, step: int, hop: int) -> np.ndarray:
+    n = len(x)
+    starts = np.arange(0, max(n - step, 0), hop)
+    starts = starts[starts < n - step]
+    sq = x * x
+    body = np.sqrt(np.mean(sq[starts[:, None] + np.arange(step)], axis=1)) if len(starts) else np.zeros(0)
+    last = len(starts) * hop
+    tail = np.sqrt(np.mean(sq[last:])) if last < n else np.nan
+    return np.concatenate([body, [tail]])

@@ -1,0 +1,594 @@
+"""The eight AudioCommons timbral models (timbral_models 0.4.0's definitions), each over a batch of prepared clips.
+
+Each ``<feature>(clips)`` takes a list of :class:`~bench.metrics.timbral._front.Clip` and returns one float per
+clip, unclipped (timbral_models' default ``clip_output=False``). A model that cannot score a clip raises
+:class:`FeatureError` for that clip through :func:`per_clip`, so that one bad clip costs only its own value."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.signal as sps
+
+from bench.metrics.timbral import _front as F
+from bench.metrics.timbral import _kernels as K
+
+
+class FeatureError(Exception):
+    pass
+
+
+def _wavg(values, weights) -> float:
+    values, weights = np.asarray(values, float), np.asarray(weights, float)
+    ws = weights.sum()
+    if values.size == 0 or ws == 0:
+        raise FeatureError("weights sum to zero")
+    return float(np.sum(values * weights) / ws)
+
+
+# --- loudness-based models ------------------------------------------------------------------------------------
+
+_SHARP_G = None
+
+
+def _sharp_weights():
+    global _SHARP_G
+    if _SHARP_G is None:
+        z = np.arange(141, 241) / 10.0
+        g = np.concatenate((np.ones(140), 0.00012 * z ** 4 - 0.0056 * z ** 3 + 0.1 * z ** 2 - 0.81 * z + 3.5))
+        bark = np.arange(0.1, 240 / 10.0 + 0.1, 0.1)
+        _SHARP_G = (g, bark)
+    return _SHARP_G
+
+
+def _loud(c):
+    if not c.cache["loud_ok"]:
+        raise FeatureError("specific loudness pattern incomplete")
+    return c.cache
+
+
+def sharpness(clips):
+    """Fastl's sharpness of each window's specific loudness, averaged with the windows' energy as weights; log10
+    and a linear map."""
+    F.loudness_windows(clips)
+    g, bark = _sharp_weights()
+    out = []
+    for c in clips:
+        d = _loud(c)
+        Ns = d["Nspec"]
+        with np.errstate(all="ignore"):
+            s = 0.11 * np.sum(Ns * g * bark * 0.1, axis=1) / np.sum(Ns * 0.1, axis=1)
+        s = np.where(d["N"] > 0, s, 0.0)
+        v = np.log10(_wavg(s, d["rms"] ** 2))
+        out.append(v * 102.50508921364404 + 34.432655185001735)
+    return out
+
+
+_BOOM = None
+
+
+def _boom_weights():
+    global _BOOM
+    if _BOOM is None:
+        z = np.arange(0.1, 24.05, 0.1)
+        f = 600 * np.sinh(z / 6.0)
+        fr = np.log10([25, 31.5])
+        idx = (np.log10(f) - fr[0]) / float(fr[1] - fr[0]) + 1
+        w = 2.13 * np.exp(-0.151 * idx)
+        w[:4] = [0.8, 1.05, 1.10, 1.18]
+        below = int(np.where(f >= 280)[0][0])
+        _BOOM = (w, below)
+    return _BOOM
+
+
+def boominess(clips):
+    """Hatano and Hashimoto's booming index per window (a log-sum of weighted specific loudness scaled by the share
+    of loudness under 280 Hz), energy-weighted over windows, with the low-Bark level; log10 and a linear map."""
+    F.loudness_windows(clips)
+    w, below = _boom_weights()
+    lw = F.normal_weights(0, 70)
+    out = []
+    for c in clips:
+        d = _loud(c)
+        Ns = d["Nspec"]
+        with np.errstate(all="ignore"):
+            bandsum = 10 * np.log10(np.sum(10 ** (Ns * w / 10.0), axis=1))
+            bi = bandsum * (np.sum(Ns[:, :below], axis=1) / np.sum(Ns, axis=1))
+        bi = np.where(d["N"] > 0, bi, 0.0)
+        ll = np.log10(np.mean(Ns @ lw))
+        rb = np.log10(_wavg(bi, d["rms"] ** 2))
+        out.append(rb * 43.67402696195865 + ll * -10.90054738389845 + 26.836530575185435)
+    return out
+
+
+# --- spectral models ------------------------------------------------------------------------------------------
+
+
+def _spec(x: np.ndarray, nfft: int) -> tuple[np.ndarray, np.ndarray]:
+    """Power spectra of Hamming-windowed frames of ``nfft`` samples every ``nfft/4`` (scipy's 'spectrum' scaling,
+    mean removed per frame), along the last axis; a clip shorter than ``nfft`` is one frame of its own length
+    zero-padded to ``nfft``. Returns (freqs, spectra [..., freq, frame])."""
+    n = x.shape[-1]
+    if n >= nfft:
+        f, _, s = sps.spectrogram(x, F.FS, "hamming", nfft, int(3 * nfft / 4), nfft, "constant", True, "spectrum")
+    else:
+        f, _, s = sps.spectrogram(x, F.FS, "hamming", n, n - 1, nfft, "constant", True, "spectrum")
+    return f, s
+
+
+def _by_length(clips):
+    groups: dict[int, list[int]] = {}
+    for i, c in enumerate(clips):
+        groups.setdefault(len(c.a), []).append(i)
+    return groups.values()
+
+
+def brightness(clips):
+    """The energy ratio above 2 kHz and the spectral centroid above 100 Hz, per frame, weighted by frame power; log10
+    of both and a linear map."""
+    out = [np.nan] * len(clips)
+    for idx in _by_length(clips):
+        x = F.cascade(np.stack([clips[i].a for i in idx]), 20, "high")
+        ratio_hp = F.cascade(x, 2000, "high")
+        cent_hp = F.cascade(x, 100, "high")
+        peak = np.max(np.abs(x), axis=1, keepdims=True)
+        ratio_hp, cent_hp, x = ratio_hp / peak, cent_hp / peak, x / peak
+        nfft = 2048
+        if x.shape[1] < nfft:  # short clips: the reference's one-frame spectrum
+            freq, s_all = _spec(x, nfft)
+            _, s_r = _spec(ratio_hp, nfft)
+            _, s_c = _spec(cent_hp, nfft)
+        else:
+            freq, s_all = _spec(x, nfft)
+            _, s_r = _spec(ratio_hp, nfft)
+            _, s_c = _spec(cent_hp, nfft)
+        tp = s_all.sum(axis=1)  # (clips, frames)
+        hp = s_r.sum(axis=1)
+        ctp = s_c.sum(axis=1)
+        csum = np.einsum("cft,f->ct", s_c, freq[: s_c.shape[1]])
+        for r, i in enumerate(idx):
+            m = tp[r] > 0
+            mc = ctp[r] > 0
+            try:
+                ratio = _wavg(hp[r][m] / tp[r][m], tp[r][m])
+                cent = _wavg(csum[r][mc] / ctp[r][mc], ctp[r][mc])
+            except FeatureError:
+                continue
+            out[i] = 4.613128018020465 * np.log10(ratio) + 17.378889309312974 * np.log10(cent) + 17.434733750553022
+    return out
+
+
+def roughness(clips):
+    """Vassilakis roughness: 50-ms Hamming frames (half overlap, FFT 4096), peaks picked on the spectrogram
+    normalised to its global range, pairwise roughness summed per frame and averaged over frames; log10 and a linear
+    map (0 below a mean roughness of 0.01)."""
+    step = int(F.FS * 0.05)
+    win = np.hamming(step + 2)[1:-1]
+    olap = step / 2
+    nfft = 2 ** int(np.log(step) / np.log(2) + 1)
+    spec_len = nfft // 2 + 1
+    freq = F.FS / 2 * np.linspace(0, 1, spec_len)
+    out = [np.nan] * len(clips)
+    for idx in _by_length(clips):
+        x = np.pad(np.stack([clips[i].a for i in idx]), ((0, 0), (512, 0)))
+        n = x.shape[1]
+        num_frames = int(n / (step - olap))
+        frames = np.zeros((len(idx), num_frames, nfft))
+        if n > step:
+            starts = []
+            i = 0
+            while int(i * (step / 2.0)) + step <= n:
+                starts.append(int(i * (step / 2.0)))
+                i += 1
+            starts = np.array(starts)
+            frames[:, : len(starts), :step] = x[:, starts[:, None] + np.arange(step)] * win
+        else:
+            frames[:, 0, :n] = x
+        spec = np.abs(np.fft.rfft(frames, axis=-1))  # (clips, frames, bins)
+        for r, i in enumerate(idx):
+            s = spec[r].T  # bins x frames
+            lo, hi = s.min(), s.max()
+            ns = (s - lo) / (hi - lo)
+            mean_r = float(np.mean(K.roughness_frames(ns, s, freq, 0.01)))
+            out[i] = 0.0 if mean_r < 0.01 else np.log10(mean_r) * 13.98779569 + 48.97606571545886
+    return out
+
+
+# --- reverb -----------------------------------------------------------------------------------------------------
+
+
+def _rt_params(fs: float):
+    no = fs / 24000.0
+    down = 2 if fs > 8e3 else 1
+    p = {"down": down, "N_sub": int(round(no * 700 / down)), "N_shift": int(round(no * 200 / down)),
+         "nos_min": 3, "nos_max": 7, "buffer_size": int(round(no * 800 / down))}
+    p["N"] = p["nos_max"] * p["N_sub"]
+    p["Tquant"] = np.arange(0.2, 1.1 + 0.1 / 2, 0.1)
+    p["a"] = np.exp(-3.0 * np.log(10) / (p["Tquant"] * (fs / down)))
+    return p
+
+
+def _rt60(x: np.ndarray, fs: float = F.FS) -> float:
+    """Blind RT60 estimate (Loellmann et al.; Jan and Wang's Laplacian likelihood), frame by frame: a frame whose
+    sub-frames decay steadily (falling variance and shrinking range) for at least ``nos_min`` sub-frames gets a
+    maximum-likelihood decay rate; these feed a histogram whose mode, smoothed over frames, is the estimate. The
+    per-frame tests and likelihoods are computed for all frames at once; only the histogram runs frame by frame."""
+    p = _rt_params(fs)
+    Ns, down = p["N_sub"], p["down"]
+    BL = p["N"] * down
+    L = len(x)
+    tq = p["Tquant"]
+    if BL >= L:
+        return float(tq[0])
+    starts = np.arange(0, L - BL + 1, p["N_shift"])
+    fr = x[starts[:, None] + np.arange(0, BL, down)]  # frames, downsampled by taking every other sample
+    # sub-frame statistics: the first is Ns samples, the others Ns + 1 (one sample of overlap)
+    subs = [fr[:, :Ns]] + [fr[:, (k - 1) * Ns: k * Ns + 1] for k in range(2, p["nos_max"])]
+    var = np.stack([s.var(axis=1) for s in subs], axis=1)
+    mx = np.stack([s.max(axis=1) for s in subs], axis=1)
+    mn = np.stack([s.min(axis=1) for s in subs], axis=1)
+    dec = (var[:, 1:] < var[:, :-1]) & (mx[:, 1:] < mx[:, :-1]) & (mn[:, 1:] > mn[:, :-1])
+    # consecutive decays from the start; the reference only scores a run that stops (a break) at >= nos_min
+    run = np.cumprod(dec, axis=1).sum(axis=1)
+    scored = (run >= p["nos_min"]) & (run < dec.shape[1])
+    ml = np.full(len(starts), -1.0)
+    a = p["a"]
+    for cnt in np.unique(run[scored]):
+        rows = np.where(scored & (run == cnt))[0]
+        n = cnt * Ns
+        h = np.abs(fr[rows, :n])
+        k = np.arange(n)
+        sum1 = h @ (a[None, :] ** (-1.0 * k[:, None]))  # (rows, rates)
+        sigma = sum1 / n
+        ll = -n * np.log(2) - n * np.log(sigma) - np.log(a)[None, :] * (n * (n - 1) / 2.0) - sum1 / sigma
+        ml[rows] = tq[np.argmax(ll, axis=1)]
+    # the histogram and the smoothing are sequential (cheap scalar work per frame)
+    limits = np.arange(0.2 - 0.1 / 2.0, 1.1 + 0.1, 0.1)
+    hist = np.zeros(len(tq))
+    buf = np.zeros(p["buffer_size"])
+    counter = 0
+    rt_last = rt_raw = 0.3
+    est = np.empty(len(starts))
+    for f in range(len(starts)):
+        r = ml[f]
+        if r >= 0:
+            counter += 1
+            index = int(np.argmax((r >= limits[:-1]) & (r <= limits[1:])))
+            hist[index] += 1
+            if counter > p["buffer_size"] + 1:
+                hist[int(buf[0])] -= 1
+            buf = np.append(buf[1:], index)
+            rt_raw = tq[int(np.argmax(hist))]
+        rt_last = 0.995 * rt_last + 0.005 * rt_raw
+        est[f] = rt_last
+    keep = ml > 0
+    return float(np.mean(est[keep])) if keep.any() else float(tq[0])
+
+
+def reverb_rt60(clips):
+    return [_rt60(c.raw) for c in clips]
+
+
+def reverb(clips):
+    """1 if the logistic model of the estimated RT60 gives a probability of at least 0.5 (reverberant), else 0."""
+    out = []
+    for rt in reverb_rt60(clips):
+        logit = 2.97126461 * rt - 1.45082989
+        prob = np.exp(logit) / (1.0 + np.exp(logit))
+        out.append(0 if prob < 0.5 else 1)
+    return out
+
+
+# --- onset-based models ---------------------------------------------------------------------------------------
+
+from bench.metrics.timbral import _onsets as O  # noqa: E402
+
+
+def _strengths(signals: list[np.ndarray]) -> list[np.ndarray]:
+    """Onset strength of each signal, computed in one librosa call per group of equal length."""
+    out: list = [None] * len(signals)
+    groups: dict[int, list[int]] = {}
+    for i, s in enumerate(signals):
+        groups.setdefault(len(s), []).append(i)
+    for idx in groups.values():
+        st = O.onset_strengths(np.stack([signals[i] for i in idx]), F.FS)
+        for r, i in enumerate(idx):
+            out[i] = st[r]
+    return out
+
+
+def _segments(arr, marks):
+    """arr split at ``marks`` (the last segment runs to the end; a mark equal to the last one does too)."""
+    for q, m in enumerate(marks):
+        yield q, (arr[m:] if m == marks[-1] else arr[m:marks[q + 1]])
+
+
+def _r2(x, y) -> float:
+    """R^2 of the least-squares line through (x, y) (what sklearn's LinearRegression.score gives)."""
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise FeatureError("non-finite values in the decay fit")
+    A = np.stack([x, np.ones_like(x)], axis=1)
+    coef, *_ = np.linalg.lstsq(A, y, rcond=None)
+    res = np.sum((y - A @ coef) ** 2)
+    tot = np.sum((y - y.mean()) ** 2)
+    if tot == 0:
+        return 1.0 if res == 0 else 0.0
+    return float(1 - res / tot)
+
+
+def _warmth_one(c, oenv) -> float:
+    d = _loud(c)
+    Ns, rms = d["Nspec"], d["rms"]
+    mean_wr = float(np.mean(Ns @ F.normal_weights(10, 40)))
+    weighted_hf = _wavg(Ns @ F.normal_weights(80, 240), rms)
+    x = c.a
+    env = O.envelope(x, F.FS, decay_time=0.1)
+    ons = O.onsets(env, oenv, F.FS, nperseg=4096)
+    if len(ons) == 1:
+        ons = [0]
+    rmss, ratios, scs, decays = [], [], [], []
+    for _, seg in _segments(x, ons):
+        rmss.append(np.sqrt(np.mean(seg * seg)))
+        n = len(seg)
+        if n < 8192:
+            freq, _, spec = sps.spectrogram(seg, F.FS, nperseg=n, nfft=8192)
+        else:
+            freq, _, spec = sps.spectrogram(seg, F.FS, nperseg=8192, nfft=8192)
+            if spec.shape[1] > 1:
+                spec = np.sum(spec, axis=1)
+        spec = np.asarray(spec, dtype=np.float64).flatten()
+        spec = spec / np.max(np.abs(spec))
+        pidx, _, px = K.mirpeaks(spec, spec, freq, 0.2)
+        if len(px) == 0:
+            raise FeatureError("no spectral peak in a segment")
+        fund, fidx = float(np.min(px)), int(np.min(pidx))
+        upper = min(fund * 3.5, 12000)
+        up_idx = int(np.where(freq > upper)[0][0])
+        if fund < 260:
+            top = int(np.where(freq > 260)[0][0])
+            ratios.append(np.sum(spec[fidx:top]) / float(np.sum(spec)))
+        else:
+            ratios.append(0)
+        scs.append(np.sum(freq * spec) / float(np.sum(spec)))
+        with np.errstate(divide="ignore"):
+            decays.append(_r2(np.log10(freq[up_idx:]), np.log10(spec[up_idx:])))
+    feats = np.array([np.log10(np.mean(scs)), weighted_hf, mean_wr, np.mean(decays), _wavg(ratios, rmss), 1.0])
+    coef = np.array([-4.464258317026696, -0.08819320850778556, 0.29156539973575546, 17.274733561081554,
+                     8.403340066029507, 45.21212125085579])
+    return float(np.sum(feats * coef))
+
+
+def warmth(clips):
+    """Spectral centroid, warm-region and high-frequency loudness, the fit of the spectrum's decay above the warm
+    region and the low-frequency energy ratio, per onset segment; a linear map."""
+    F.loudness_windows(clips)
+    strengths = _strengths([c.a for c in clips])
+    return per_clip(clips, lambda i, c: _warmth_one(c, strengths[i]))
+
+
+def _depth_one(x, oenv) -> float:
+    lpc = F.cascade(x, 2000, "low")
+    lpr = F.cascade(x, 500, "low")
+    peak = np.max(np.abs(x))
+    x, lpc, lpr = x / peak, lpc / peak, lpr / peak
+    nfft = 4096
+    if len(x) > nfft:
+        args = ("hamming", nfft, int(3 * nfft / 4), nfft, "constant", True, "spectrum")
+    else:
+        args = ("hamming", len(x), len(x) - 1, nfft, "constant", True, "spectrum")
+    freq, _, spec = sps.spectrogram(x, F.FS, *args)
+    _, _, sc = sps.spectrogram(lpc, F.FS, *args)
+    _, _, sr_ = sps.spectrogram(lpr, F.FS, *args)
+    thr = 10 ** (-60 / 20.0)
+    tp = spec.sum(axis=0)
+    m = tp > thr
+    with np.errstate(all="ignore"):
+        cent = np.where(m, (sc * freq[:, None]).sum(axis=0) / sc.sum(axis=0), 0.0)
+        ratio = np.where(m, sr_.sum(axis=0) / tp, 0.0)
+    m1 = min(_wavg(cent, tp), 2000.0)
+    m2 = _wavg(ratio, tp)
+    env = O.envelope(x, F.FS)
+    ons = O.onsets(env, oenv, F.FS)
+    rms = O.rms_envelope(x, 256, 256)
+    rms = rms * (1.0 / np.max(np.abs(rms)))
+    decay_thr = 10 ** (-40 / 20.0)
+    tc = F.FS / 256.0
+    marks = list((np.array(ons) / 256.0).astype(int))
+    durs = []
+    for _, seg in _segments(rms, marks):
+        if seg.size == 0:
+            raise FeatureError("empty envelope segment")
+        post = seg[int(np.argmax(seg)):]
+        durs.append(len(post) / tc if post.min() >= decay_thr else np.where(post < decay_thr)[0][0] / tc)
+    m3 = np.log10(np.mean(durs))
+    alls = spec.sum(axis=1)
+    norm = (alls - alls.min()) / (alls.max() - alls.min())
+    _, _, pf = K.mirpeaks(norm, norm, freq, 0.01)
+    if len(pf) == 0:
+        raise FeatureError("no spectral peak")
+    m4 = np.log10(np.min(pf)) if pf[0] > 0 else 0
+    sig = m2 ** 10 / (m2 ** 10 + 0.2)
+    feats = np.array([m1, m2, m3, m4, m2 * m3, sig * m3, 1.0])
+    coef = np.array([-0.0043703565847874465, 32.83743202462131, 4.750862716905235, -14.217438690256062,
+                     3.8782339862813924, -0.8544826091735516, 66.69534393444391])
+    return float(np.sum(feats * coef))
+
+
+def depth(clips):
+    """Low-pass centroid and low-frequency energy ratio (per frame, power-weighted), decay duration after each
+    onset and the lowest spectral peak; a linear map."""
+    out = [np.nan] * len(clips)
+    hp = [None] * len(clips)
+    for idx in _by_length(clips):
+        x = F.cascade(np.stack([clips[i].a for i in idx]), 20, "high")
+        for r, i in enumerate(idx):
+            hp[i] = x[r]
+    strengths = _strengths([h / np.max(np.abs(h)) for h in hp])
+    out = per_clip(clips, lambda i, c: _depth_one(hp[i], strengths[i]))
+    return out
+
+
+def _hpss(D: np.ndarray, kernel: int = 31):
+    """librosa.decompose.hpss(D) with its defaults (median filters of 31 frames / 31 bins, soft masks of power 2),
+    its median filters replaced by :func:`~bench.metrics.timbral._kernels.running_median` (the same values)."""
+    import librosa
+
+    S, phase = librosa.magphase(D)
+    shape = S.shape  # (..., bins, frames)
+    rows = np.ascontiguousarray(S).reshape(-1, shape[-1])
+    harm = K.running_median(rows, kernel).reshape(shape)
+    cols = np.ascontiguousarray(np.swapaxes(S, -1, -2))
+    perc = np.swapaxes(K.running_median(cols.reshape(-1, shape[-2]), kernel).reshape(cols.shape), -1, -2)
+    mask_h = librosa.util.softmask(harm, perc, power=2.0, split_zeros=True)
+    mask_p = librosa.util.softmask(perc, harm, power=2.0, split_zeros=True)
+    return (S * mask_h) * phase, (S * mask_p) * phase
+
+
+def _hp_ratio(xs: np.ndarray) -> list:
+    """Share of the percussive part's frame energy (librosa's harmonic/percussive separation, default settings)."""
+    import librosa
+
+    D = librosa.stft(xs)
+    H, P = _hpss(D)
+    p = librosa.istft(P)
+    h = librosa.istft(H)
+    out = []
+    for r in range(xs.shape[0]):
+        pe = O.rms_envelope(p[r], 1024, 512)
+        he = O.rms_envelope(h[r], 1024, 512)
+        m = (pe != 0) | (he != 0)
+        out.append(_wavg(pe[m] / (pe[m] + he[m]), pe[m] + he[m]) if m.any() else None)
+    return out
+
+
+def _bandwidth(x: np.ndarray, thresh: float) -> np.ndarray:
+    """Per-frame bandwidth (roll-off at ``thresh`` minus the 5 % roll-on) of one signal's 4096-sample boxcar frames
+    every 128 samples (scipy's spectrogram with mean removal, 'density' scaling and magnitudes). With a boxcar
+    window, removing each frame's mean only zeroes its DC bin, which is set directly rather than subtracted."""
+    from numpy.lib.stride_tricks import sliding_window_view
+    from scipy import fft
+
+    nper, hop = 4096, 128
+    if len(x) < nper:
+        raise FeatureError("clip shorter than the bandwidth frame")
+    frames = sliding_window_view(x, nper)[::hop]
+    spec = np.abs(fft.rfft(frames, axis=-1)) * np.sqrt(1.0 / (F.FS * nper))
+    spec[:, 0] = 0.0
+    f = np.fft.rfftfreq(nper, 1.0 / F.FS)
+    return K.bandwidth_frames(np.ascontiguousarray(spec.T), f, thresh)
+
+
+def _centroid(seg: np.ndarray) -> float | None:
+    n2 = int(2 ** np.ceil(np.log2(len(seg))))
+    spec = np.abs(np.fft.rfft(seg, n2))
+    if np.sum(spec) <= 0:
+        return None
+    freq = np.arange(len(spec)) * (F.FS / (2.0 * (len(spec) - 1)))
+    k = int(np.where(freq >= 20)[0][0])
+    return float(np.sum(spec[k:] * freq[k:]) / float(np.sum(spec[k:])))
+
+
+HPSS_MIN = 2048  # librosa's default n_fft
+
+
+def _hardness_one(c, x, hp_ratio, oenv, bw) -> float:
+    if len(c.a) < HPSS_MIN:
+        # timbral_models' harmonic/percussive ratio of a clip shorter than one STFT frame comes out different on
+        # each call (librosa reads memory it never wrote): there is no reference value to match
+        raise FeatureError(f"clip shorter than {HPSS_MIN} samples at 44.1 kHz (no defined harmonic/percussive ratio)")
+    d = _loud(c)
+    mid = np.log10(_wavg(d["Nspec"] @ F.normal_weights(70, 140), d["rms"]))
+    if hp_ratio is None:
+        raise FeatureError("no harmonic or percussive energy")
+    log_hp = np.log10(hp_ratio)
+    env = O.envelope(x, F.FS, decay_time=0.1)
+    ons = O.onsets(env, oenv, F.FS, nperseg=4096)
+    if len(ons) == 1:
+        ons = [0]
+    shifted = np.array(ons) - 4096
+    shifted[shifted < 0] = 0
+    bfs = F.FS / 128.0
+    bmarks = list(np.array(shifted / 128.0).astype(int))
+    bw_max, attacks, strengths, strengths_bw, cents = [], [], [], [], []
+    if bw is None:
+        raise FeatureError("clip shorter than the bandwidth frame")
+    for q, seg in _segments(bw, bmarks):
+        if seg.size == 0:
+            raise FeatureError("empty bandwidth segment")
+        have = False
+        if seg.max() > 0:
+            att = O.attack_time(seg, bfs, fixed=True, max_attack=0.1)
+            if att is not None:
+                have = True
+                s = att[1]
+                span = int(0.1 * bfs)
+                bw_max.append(seg[s:s + span].max() if len(seg[s:]) > s + span else seg[s:].max())
+        on = ons[q]
+        if on == ons[-1]:
+            aseg, sseg, xseg = env[on:], oenv[int(on / 512):], x[on:]
+        else:
+            nxt = ons[q + 1]
+            aseg, sseg, xseg = env[on:nxt], oenv[int(on / 512):int(nxt / 512)], x[on:nxt]
+        att = O.attack_time(aseg, F.FS, max_attack=0.1)
+        if att is None:
+            raise FeatureError("attack peak at the segment start")
+        attacks.append(att[0])
+        if sseg.size == 0:
+            raise FeatureError("empty onset-strength segment")
+        strengths.append(sseg.max())
+        if have:
+            strengths_bw.append(sseg.max())
+        s = att[1]
+        n = int(0.125 * F.FS)
+        xseg = xseg[s:] if s + n >= len(xseg) else xseg[s:s + n]
+        if len(xseg) > 512:
+            ce = _centroid(xseg)
+            if ce is not None:
+                cents.append(ce)
+    bwm = _wavg(bw_max, strengths_bw) if bw_max else F.FS / 512.0
+    if bwm <= 512.0:
+        bwm = F.FS / 512.0
+    ac = np.mean(cents) if cents else 200.0
+    ac = max(ac, 200.0)
+    feats = np.array([np.log10(bwm), np.log10(ac), mid, log_hp, np.log10(np.mean(strengths)), np.mean(attacks), 1.0])
+    coef = np.array([12.079781720638145, 18.52100377170042, 14.139883645260355, 5.567690321917516,
+                     3.9346817690405635, -4.326890461087848, -85.60352209068202])
+    return float(np.sum(feats * coef))
+
+
+def hardness(clips):
+    """Bandwidth reached during each onset's attack, attack centroid and time, mid-Bark loudness, percussive energy
+    share and onset strength; a linear map."""
+    F.loudness_windows(clips)
+    n = len(clips)
+    hp: list = [None] * n
+    bws: list = [None] * n
+    padded = [np.pad(c.a, (4097, 0)) for c in clips]
+    for idx in _by_length(clips):
+        block = np.stack([clips[i].a for i in idx])
+        for i, v in zip(idx, _hp_ratio(block), strict=True):
+            hp[i] = v
+            try:
+                bws[i] = _bandwidth(padded[i], 10 ** (-75 / 20.0))
+            except FeatureError:
+                bws[i] = None
+    strengths = _strengths(padded)
+    return per_clip(clips, lambda i, c: _hardness_one(c, padded[i], hp[i], strengths[i], bws[i]))
+
+
+# --- per-clip error handling ------------------------------------------------------------------------------------
+
+_ERRORS: dict = {}
+
+
+def per_clip(clips, fn) -> list:
+    """``fn(i, clip)`` for every clip; a clip whose computation fails gets NaN and its error is kept (see
+    :func:`take_errors`)."""
+    out = []
+    for i, c in enumerate(clips):
+        try:
+            with np.errstate(all="ignore"):
+                out.append(float(fn(i, c)))
+        except (FeatureError, O.OnsetError, ValueError, IndexError, ZeroDivisionError, FloatingPointError) as e:
+            c.cache.setdefault("errors", []).append(f"{type(e).__name__}: {e}")
+            out.append(float("nan"))
+    return out

@@ -1,0 +1,159 @@
+"""The batched AudioCommons features (bench.metrics.timbral, metric ``ac``) against timbral_models (``ac_ref``).
+
+The clips are synthetic and varied (plucked harmonics, noise bursts, chirps, reverberant tails, filtered noise),
+made in milliseconds; the reference's features go through ``ac_ref``'s disk cache, so only the first run of a
+cache directory pays timbral_models' cost (about 0.3-0.8 CPU-s per clip, in a pool of one process per core)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bench.metrics import get_metric
+from bench.systems import Estimate
+from bench.tasks import Example
+
+pytest.importorskip("timbral_models")
+
+SR = 24000
+N_CLIPS = 20
+
+
+def _clip(kind: str, rng: np.random.Generator, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    if kind == "pluck":
+        f0 = rng.uniform(70, 500)
+        x = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6)) / k ** rng.uniform(0.7, 2) for k in range(1, 14))
+        x = x * np.exp(-rng.uniform(2, 10) * (t % rng.uniform(0.2, 0.6)))
+    elif kind == "bursts":
+        x = rng.standard_normal(t.size) * (np.sin(2 * np.pi * rng.uniform(2, 6) * t) > 0.3)
+    elif kind == "chirp":
+        f = np.cumsum(np.geomspace(rng.uniform(60, 200), rng.uniform(2000, 9000), t.size)) / SR
+        x = np.sin(2 * np.pi * f) * np.hanning(t.size)
+    elif kind == "reverb":
+        dry = np.zeros(t.size)
+        dry[rng.integers(0, SR // 4, 3)] = 1.0
+        tail = rng.standard_normal(int(SR * 0.9)) * np.exp(-6.9 * np.arange(int(SR * 0.9)) / (SR * rng.uniform(0.6, 1.5)))
+        x = np.convolve(dry, tail)[: t.size]
+    else:  # filtered noise
+        import scipy.signal as sps
+
+        b, a = sps.butter(2, rng.uniform(300, 6000) / (SR / 2), rng.choice(["low", "high"]))
+        x = sps.lfilter(b, a, rng.standard_normal(t.size))
+    x = x + 1e-3 * rng.standard_normal(t.size)
+    return (rng.uniform(0.05, 0.9) * x / np.max(np.abs(x))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def clips() -> list[np.ndarray]:
+    rng = np.random.default_rng(16)
+    kinds = ["pluck", "bursts", "chirp", "reverb", "noise"]
+    return [_clip(kinds[i % len(kinds)], rng) for i in range(N_CLIPS)]
+
+
+@pytest.fixture(scope="module")
+def reference(clips) -> np.ndarray:
+    from bench.metrics.audiocommons import FEATURES
+
+    m = get_metric("ac_ref", {"workers": 0}, sample_rate=SR)
+    try:
+        recs = m.features(clips)
+    finally:
+        m.close()
+    return np.array([[r["features"][f] for f in FEATURES] for r in recs])
+
+
+def test_matches_timbral_models_on_varied_clips(clips, reference):
+    from bench.checks.ac import compare
+    from bench.metrics.timbral import FEATURES, extract
+
+    values, reasons = extract(clips, SR)
+    assert not any(reasons), reasons
+    rows = compare(values, reference, FEATURES)
+    failed = [r for r in rows if not r["passed"]]
+    assert not failed, failed
+
+
+def test_batch_equals_one_by_one(clips):
+    from bench.metrics.timbral import extract
+
+    some = clips[:5] + [clips[5][: SR // 2]]  # one of another length: its own group
+    batch, _ = extract(some, SR)
+    single = np.concatenate([extract([x], SR)[0] for x in some])
+    np.testing.assert_allclose(batch, single, rtol=0, atol=1e-9)
+
+
+def test_refused_clips_are_nan_with_a_reason_as_in_the_reference():
+    from bench.metrics.audiocommons import FEATURES, timbral_features
+    from bench.metrics.timbral import extract
+
+    silent = np.zeros(SR, np.float32)
+    rng = np.random.default_rng(0)
+    tiny = _clip("pluck", rng, seconds=0.02)  # 480 samples: shorter than one of librosa's STFT frames at 44.1 kHz
+    values, reasons = extract([silent, np.zeros(0, np.float32), tiny], SR)
+    assert np.all(np.isnan(values[:2]))
+    assert set(reasons[0]) == set(FEATURES) and set(reasons[0].values()) == {"silent clip"}
+    assert set(reasons[1].values()) == {"empty clip"}
+    ref_feats, ref_errors = timbral_features(silent, SR)
+    assert all(math.isnan(v) for v in ref_feats.values()) and set(ref_errors.values()) == {"silent clip"}
+    # too short for timbral_models' harmonic/percussive split: hardness is NaN with its reason; the others are
+    # the reference's values, where the reference has them, or NaN with a reason where it fails
+    ref_feats, ref_errors = timbral_features(tiny, SR)
+    j = FEATURES.index("hardness")
+    assert math.isnan(values[2, j]) and "shorter" in reasons[2]["hardness"]
+    for k, f in enumerate(FEATURES):
+        if f == "hardness":
+            continue
+        if math.isfinite(ref_feats[f]):
+            assert values[2, k] == pytest.approx(ref_feats[f], abs=1e-6), f
+        else:
+            assert math.isnan(values[2, k]) and f in reasons[2], f
+    assert np.all(np.isfinite(values[~np.isnan(values)]))
+
+
+def test_metric_keys_nan_and_cache(clips, tmp_path, monkeypatch):
+    from bench.metrics import audiocommons
+
+    monkeypatch.setenv("AFX_BENCH_CACHE", str(tmp_path))
+    audiocommons.clear_memory_cache()
+    targets = clips[:2]
+    exs = [Example("speech/peq4/test", i, f"s{i}", t, t, t, None) for i, t in enumerate(targets)]
+    outs = [Estimate(None, 0.5 * targets[0]), Estimate(None, np.zeros_like(targets[1]))]
+    m = get_metric("ac", {"workers": 1}, sample_rate=SR)
+    ref_m = get_metric("ac_ref", {"workers": 1}, sample_rate=SR)
+    r = m.score_batch(outs, exs)
+    keys = {f"ac/{f}" for f in audiocommons.FEATURES} | {"ac_mean"} | {f"ac_signed/{f}" for f in audiocommons.FEATURES}
+    assert set(r[0]) == keys
+    assert set(ref_m.score_batch(outs[:1], exs[:1])[0]) == {k.replace("ac", "ac_ref", 1) for k in keys}
+    assert all(v == pytest.approx(0.0, abs=1e-6) for v in r[0].values())  # blind to gain
+    assert all(math.isnan(v) for v in r[1].values())  # a silent output: NaN, never Inf
+    assert m.stats["nan"]["hardness"] == 1
+    audiocommons.clear_memory_cache()
+    m2 = get_metric("ac", {"workers": 1}, sample_rate=SR)
+    m2.score_batch(outs[:1], exs[:1])
+    assert m2.stats["computed"] == 0 and m2.stats["disk_hits"] == 2
+
+
+def test_reference_features_come_from_timbral_models(clips, reference):
+    from bench.metrics import audiocommons
+    from bench.metrics.timbral import FEATURES
+
+    audiocommons.clear_memory_cache()
+    m = get_metric("ac", {"workers": 1, "disk_cache": False, "reference_features": ["reverb"]}, sample_rate=SR)
+    try:
+        recs = m.features(clips[:2])
+    finally:
+        m.close()
+    j = FEATURES.index("reverb")
+    assert [r["features"]["reverb"] for r in recs] == list(reference[:2, j])
+    with pytest.raises(Exception, match="unknown"):
+        get_metric("ac", {"reference_features": ["loudness"]}, sample_rate=SR)
+
+
+def test_check_module_contract():
+    from bench.checks import Check, get_check
+
+    check = get_check("ac")
+    assert isinstance(check, Check) and check.help
