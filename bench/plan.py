@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bench.config import Config, ConfigError
-from bench.corpora import Corpus, get_corpus
+from bench.corpora import Corpus, expand_label, get_corpus
 from bench.effects import Effect, get_effect
 from bench.tasks import Task
 
@@ -75,9 +75,13 @@ class Plan:
             p.effects[name] = make_effect(cfg, name)
         d = cfg.data
         sizes = {"train": d.train_sources, "valid": d.valid_sources, "test": d.test_sources}
-        for label in dict.fromkeys([c for c, _ in cfg.corpora()] + cfg.train_corpora()):
+        # a label may stand for several corpora (idmt_fx:PATH: one per effect class, so a task carries its class)
+        evaluated = [(lab, cset) for label, cset in cfg.corpora() for lab in expand_label(label)]
+        training = [lab for label in cfg.train_corpora() for lab in expand_label(label)]
+        for label in dict.fromkeys([c for c, _ in evaluated] + training):
             p.corpora[label] = get_corpus(label, sample_rate=cfg.run.sample_rate, seed=cfg.run.seed,
-                                          test_seed=d.test_seed, sources=sizes, seconds=d.source_seconds)
+                                          test_seed=d.test_seed, sources=sizes, seconds=d.source_seconds,
+                                          min_seconds=2 * cfg.run.segment_seconds)  # files too short are left out
 
         def task(label, name, split, eset, cset):
             seed = d.test_seed if split == "test" else cfg.run.seed
@@ -85,7 +89,7 @@ class Plan:
                         seed=seed, effect_set=eset, corpus_set=cset)
 
         split = cfg.run.split
-        for label, cset in cfg.corpora():
+        for label, cset in evaluated:
             if getattr(p.corpora[label], "paired", False):  # recorded pairs: the recording is the effect
                 p.effects.setdefault("recorded", make_effect(cfg, "recorded"))
                 p.test.append(task(label, "recorded", split, "wild", cset))
@@ -93,7 +97,7 @@ class Plan:
             for name, eset in cfg.effect_sets():
                 if name != "recorded":  # only a paired corpus has recordings
                     p.test.append(task(label, name, split, eset, cset))
-        for label in cfg.train_corpora():
+        for label in training:
             for name, eset in cfg.effect_sets():
                 if eset == "wild":  # hidden processing is never trained on
                     continue

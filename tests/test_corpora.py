@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from bench import audio as A
-from bench.corpora import SPLITS, CorpusError, SourceSpec, check_disjoint, get_corpus
+from bench.corpora import SPLITS, CorpusError, CorpusWarning, SourceSpec, check_disjoint, get_corpus
 
 SR = 16000  # a working rate different from every native rate, so resampling is exercised
 SMALL = {"train": 2, "valid": 1, "test": 1}
@@ -202,43 +202,145 @@ def audio_dir(tmp_path):
     return root
 
 
+def folder(root, tmp_path=None, **kw):
+    kw.setdefault("min_seconds", 0.2)
+    return get_corpus(f"folder:{root}", sample_rate=SR, seed=kw.pop("seed", 0),
+                      cache=(tmp_path / "cache") if tmp_path else None, **kw)
+
+
 def test_folder_plan_and_render(audio_dir, tmp_path):
-    c = get_corpus(f"folder:{audio_dir}", sample_rate=SR, seed=0, sources={"train": 5, "valid": 1, "test": 2},
-                   cache=tmp_path / "cache")
+    c = folder(audio_dir, tmp_path, sources={"train": 5, "valid": 1, "test": 2})
     specs = c.specs()
     paths = [s.source_id for s in specs]
     assert paths == sorted(paths) and len(paths) == 8
     assert "notes.txt" not in paths and ".hidden.wav" not in paths and "spk2/deep/b0.FLAC" in paths
-    assert [sum(s.split == k for s in specs) for k in SPLITS] == [5, 1, 2]
+    assert all(sum(s.split == k for s in specs) >= 1 for k in SPLITS)
     assert all(s.group == s.source_id for s in specs)
     _assert_disjoint(specs)
     stereo = next(s for s in specs if s.source_id == "stereo.wav")
     x, sr = c.render(stereo)
     assert sr == SR and x.ndim == 1 and len(x) == pytest.approx(0.6 * SR, abs=2)
     man = _check_manifest(c, tmp_path / "cache")
-    assert len(man["sources"]) == 8
+    assert len(man["sources"]) == 8 and man["left_out"] == []
     # Same seed, same split; the plan does not depend on the instance.
-    again = get_corpus(f"folder:{audio_dir}", seed=0, sources={"train": 5, "valid": 1, "test": 2}).specs()
+    again = folder(audio_dir, sources={"train": 5, "valid": 1, "test": 2}).specs()
     assert [(s.source_id, s.split) for s in again] == [(s.source_id, s.split) for s in specs]
 
 
-def test_folder_splits_follow_the_seed(audio_dir):
-    def splits(seed):
-        specs = get_corpus(f"folder:{audio_dir}", seed=seed, sources={"train": 1, "valid": 1, "test": 1}).specs()
-        return [s.split for s in specs]
+def test_folder_splits_follow_the_seed_and_never_move_when_a_file_goes(audio_dir, tmp_path):
+    def splits(seed, root=audio_dir):
+        return {s.source_id: s.split for s in folder(root, seed=seed, sources={"train": 1, "valid": 1,
+                                                                                 "test": 1}).specs()}
 
-    seen = {tuple(splits(seed)) for seed in range(6)}
-    assert len(seen) > 1
-    assert all(sorted(s).count("train") in (2, 3) for s in seen)  # 8 files split about a third each
+    seen = [splits(seed) for seed in range(6)]
+    assert len({tuple(s.values()) for s in seen}) > 1
+    assert all(set(s.values()) == set(SPLITS) for s in seen)
+    # a hash per file: removing files moves no other file (large folders: no split ever runs empty)
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(40):
+        sf.write(big / f"f{i:02d}.wav", _tone(0.3, 8000, 200 + i), 8000)
+    before = splits(0, big)
+    for i in (3, 17, 29):
+        (big / f"f{i:02d}.wav").unlink()
+    after = splits(0, big)
+    assert all(after[k] == before[k] for k in after) and len(after) == 37
 
 
-def test_folder_corrupt_file_names_the_file(audio_dir, tmp_path):
+def test_folder_corrupt_file_is_left_out_and_named(audio_dir, tmp_path):
     bad = audio_dir / "spk1" / "broken.wav"
     bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" + bytes(100))
-    c = get_corpus(f"folder:{audio_dir}", sample_rate=SR, cache=tmp_path / "cache")
-    spec = next(s for s in c.specs() if s.source_id == "spk1/broken.wav")
-    with pytest.raises(A.AudioError, match="broken.wav"):
-        c.load_source(spec)
+    c = folder(audio_dir, tmp_path)
+    with pytest.warns(CorpusWarning, match=r"left out spk1/broken.wav: cannot be decoded"):
+        ids = [s.source_id for s in c.specs()]
+    assert "spk1/broken.wav" not in ids and len(ids) == 8
+    assert [b.path for b in c.left_out] == ["spk1/broken.wav"]
+    with pytest.raises(A.AudioError, match="broken.wav"):  # loading it directly still names it
+        A.load(bad, SR)
+
+
+@pytest.fixture
+def plan_min_seconds(monkeypatch):
+    """Plan.build passing min_seconds = 2 x run.segment_seconds (1 s on smoke) to the corpora it makes."""
+    import bench.plan
+
+    make = bench.plan.get_corpus
+
+    def get_corpus_(label, **kw):
+        kw.setdefault("min_seconds", 1.0)
+        return make(label, **kw)
+
+    monkeypatch.setattr(bench.plan, "get_corpus", get_corpus_)
+
+
+def bad_folder(root):
+    """Five good files and a corrupt, a silent, a tiny and an 8 kHz stereo one."""
+    root.mkdir(parents=True)
+    for i in range(5):
+        sf.write(root / f"good{i}.wav", _tone(2.0, 22050, 200 + 50 * i), 22050)
+    (root / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" + bytes(100))
+    sf.write(root / "silent.wav", np.zeros(44100, np.float32), 22050)
+    sf.write(root / "tiny.wav", _tone(0.1, 22050, 300), 22050)
+    sf.write(root / "lofi-stereo.wav", np.stack([_tone(2.0, 8000, 250), _tone(2.0, 8000, 350)], axis=1), 8000)
+    return root
+
+
+BAD = {"corrupt.wav": "cannot be decoded", "silent.wav": "silent", "tiny.wav": "too short"}
+
+
+def test_folder_bad_files_are_left_out_before_splits(tmp_path):
+    root = bad_folder(tmp_path / "mixed")
+    c = folder(root, tmp_path, min_seconds=1.0, sources={"train": 3, "valid": 1, "test": 2})
+    with pytest.warns(CorpusWarning) as rec:
+        specs = c.specs()
+    msgs = [str(w.message) for w in rec if issubclass(w.category, CorpusWarning)]
+    for name, why in BAD.items():
+        assert sum(f"left out {name}: {why}" in m for m in msgs) == 1
+    assert sorted(s.source_id for s in specs) == ["good0.wav", "good1.wav", "good2.wav", "good3.wav", "good4.wav",
+                                                   "lofi-stereo.wav"]
+    assert [n.path for n in c.notes] == ["lofi-stereo.wav"]  # usable: 8 kHz stereo is resampled and mixed
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    for s in specs:
+        (clean / s.source_id).symlink_to(root / s.source_id)
+    assert {s.source_id: s.split for s in folder(clean, min_seconds=1.0, sources={"train": 3, "valid": 1,
+                                                                                  "test": 2}).specs()} == \
+        {s.source_id: s.split for s in specs}  # the bad files did not move any good one
+    man = c.manifest()
+    assert {b["path"] for b in man["left_out"]} == set(BAD)
+
+
+def test_folder_with_bad_files_scores_every_task_and_data_check_lists_them(tmp_path, capsys, plan_min_seconds):
+    import pandas as pd
+
+    from bench.commands import COMMANDS
+    from bench.config import load_config
+    from bench.runner import run
+
+    root = bad_folder(tmp_path / "mixed")
+    cfg = load_config("smoke", corpora=[f"folder:{root}"], effects=["peq4", "room"], systems=["bypass"],
+                      sets=["run.report=false", "tasks.n_test=2", "tracking.enabled=false",
+                            'metrics.include=["mrstft"]', "data.train_sources=3", "data.valid_sources=1",
+                            "data.test_sources=2"])
+    with pytest.warns(CorpusWarning) as rec:
+        summary = run(cfg, tmp_path / "out", log=lambda *_: None)
+    named = [str(w.message) for w in rec if issubclass(w.category, CorpusWarning)]
+    for name in BAD:
+        assert sum(f"left out {name}:" in m for m in named) == 1
+    assert pd.read_csv(tmp_path / "out" / "failures.csv").empty
+    rows = summary[(summary.metric == "mrstft") & (summary.corpus == f"folder:{root}")]
+    assert set(rows.effect) == {"peq4", "room"} and rows["mean"].notna().all()
+    import argparse
+
+    cmd = COMMANDS.get("data")
+    p = argparse.ArgumentParser()
+    cmd.add_arguments(p)
+    code = cmd(p.parse_args(["check", f"folder:{root}", "--preset", "smoke"]))
+    out = capsys.readouterr().out
+    assert code == 1
+    for name, why in BAD.items():
+        assert out.count(name) == 1 and why in out
+    assert "lofi-stereo.wav" in out and "6 usable" in out
 
 
 def test_folder_missing_path_and_empty_folder(tmp_path):
@@ -258,16 +360,77 @@ def test_folder_too_few_files(tmp_path):
     for i in range(2):
         sf.write(root / f"{i}.wav", _tone(0.3, 8000, 300), 8000)
     with pytest.raises(CorpusError, match="too few"):
-        get_corpus(f"folder:{root}", sources={"train": 1, "valid": 1, "test": 1}).specs()
-    specs = get_corpus(f"folder:{root}", sources={"train": 1, "valid": 0, "test": 1}).specs()
+        folder(root, sources={"train": 1, "valid": 1, "test": 1}).specs()
+    specs = folder(root, sources={"train": 1, "valid": 0, "test": 1}).specs()
     assert sorted(s.split for s in specs) == ["test", "train"]
 
 
-def test_folder_allocation_is_proportional():
-    from bench.corpora.folder import allocate
+def test_assign_splits_is_proportional_and_stable():
+    from bench.corpora.checks import assign_splits
 
-    assert allocate(100, {"train": 8, "valid": 2, "test": 4}, "x") == {"train": 57, "valid": 14, "test": 29}
-    assert allocate(3, {"train": 1, "valid": 1, "test": 100}, "x") == {"train": 1, "valid": 1, "test": 1}
-    assert allocate(10, {"train": 5, "valid": 0, "test": 5}, "x") == {"train": 5, "valid": 0, "test": 5}
+    groups = [f"g{i}" for i in range(2000)]
+    out = assign_splits(groups, {"train": 8, "valid": 2, "test": 4}, 0, "x")
+    share = {s: sum(v == s for v in out.values()) / len(groups) for s in SPLITS}
+    assert share == pytest.approx({"train": 8 / 14, "valid": 2 / 14, "test": 4 / 14}, abs=0.03)
+    fewer = assign_splits(groups[::2], {"train": 8, "valid": 2, "test": 4}, 0, "x")
+    assert all(fewer[g] == out[g] for g in fewer)
+    assert set(assign_splits(["a", "b", "c"], {"train": 1, "valid": 1, "test": 100}, 0, "x").values()) == set(SPLITS)
     with pytest.raises(CorpusError, match="no sources requested"):
-        allocate(10, {"train": 0, "valid": 0, "test": 0}, "x")
+        assign_splits(groups, {"train": 0, "valid": 0, "test": 0}, 0, "x")
+
+
+# --- pairs alignment on real effects ----------------------------------------------------------------------------
+
+ASR = 44100
+
+
+def _tonal(seconds=5.0, seed=0):
+    """A legato melody of harmonic notes (steady rhythm): the material the old waveform-only check failed on."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * ASR)) / ASR
+    x = np.zeros_like(t)
+    for k in range(int(seconds / 0.4)):
+        f = rng.choice([220, 247, 262, 294, 330, 349, 392, 440])
+        s, e = int(k * 0.4 * ASR), int((k + 1) * 0.4 * ASR)
+        tt = t[s:e] - t[s]
+        x[s:e] = sum(np.sin(2 * np.pi * f * h * tt) / h for h in range(1, 6)) * np.minimum(1, tt / 0.01)
+    return (0.2 * x / np.abs(x).max()).astype(np.float32)
+
+
+def _percussive(seconds=5.0, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.zeros(int(seconds * ASR))
+    for s in rng.integers(0, len(x) - ASR // 4, 20):
+        n = ASR // 5
+        x[s : s + n] += rng.standard_normal(n) * np.exp(-np.arange(n) / (0.02 * ASR))
+    return (0.3 * x / np.abs(x).max()).astype(np.float32)
+
+
+def _effects():
+    import pedalboard as pb
+
+    return {"distortion": pb.Pedalboard([pb.Distortion(drive_db=30)]),
+            "chorus": pb.Pedalboard([pb.Chorus(rate_hz=1.5, depth=0.5, centre_delay_ms=7, feedback=0.2, mix=0.5)]),
+            "reverb": pb.Pedalboard([pb.Reverb(room_size=0.8, wet_level=0.5, dry_level=0.5)]),
+            "wet reverb": pb.Pedalboard([pb.Reverb(room_size=0.8, wet_level=0.8, dry_level=0.1)]),
+            "delay": pb.Pedalboard([pb.Delay(delay_seconds=0.12, feedback=0.4, mix=0.5)]),
+            "phaser": pb.Pedalboard([pb.Phaser(rate_hz=1.0, depth=0.8, mix=0.7)]),
+            "chain": pb.Pedalboard([pb.Compressor(threshold_db=-20, ratio=4), pb.Distortion(drive_db=20),
+                                    pb.Chorus(), pb.Reverb(room_size=0.6)])}
+
+
+@pytest.mark.parametrize("material", ["tonal", "percussive"])
+def test_alignment_holds_through_real_effects(material):
+    from bench.corpora.pairs import MAX_LAG_MS, estimate_lag
+
+    x = _tonal() if material == "tonal" else _percussive()
+    tol = MAX_LAG_MS * ASR / 1000
+    for name, board in _effects().items():
+        y = board(x, ASR)
+        lag, _ = estimate_lag(x, y, ASR)
+        assert abs(lag) <= tol, f"{material} through {name}: aligned pair measured {lag} samples off"
+        for shift in (441, -441, 2205):  # 10 ms and 50 ms: refused, and measured within the tolerance
+            shifted = np.concatenate([np.zeros(shift, np.float32), y])[: len(y)] if shift > 0 else \
+                np.concatenate([y[-shift:], np.zeros(-shift, np.float32)])
+            lag, _ = estimate_lag(x, shifted, ASR)
+            assert abs(lag) > tol and abs(lag - shift) <= tol, f"{material} through {name}, shift {shift}: {lag}"

@@ -54,15 +54,21 @@ def print_summary(summary, out: Path) -> None:
 
 @register_command("data")
 class Data(Command):
-    help = "generate and cache the corpora and test examples"
+    help = "generate and cache the corpora and test examples; `data check CORPUS...` lists unusable files"
 
     def add_arguments(self, p):
+        p.add_argument("action", nargs="?", choices=("cache", "check"), default="cache",
+                       help="cache (default): render and cache every corpus and test set; check: check the files "
+                            "of the named corpora (or the config's) and list those a run leaves out, running nothing")
+        p.add_argument("labels", nargs="*", metavar="CORPUS", help="with check: corpora to check, e.g. folder:PATH")
         config_args(p)
 
     def __call__(self, args) -> int:
         from bench.plan import Plan
 
         cfg = load(args)
+        if args.action == "check":
+            return check_corpora(cfg, args.labels)
         plan = Plan.build(cfg)
         for label, corpus in plan.corpora.items():
             man = corpus.manifest()
@@ -72,3 +78,35 @@ class Data(Command):
             t.examples(plan.n_examples, progress=cfg.run.progress)
             print(f"{t.id}: {plan.n_examples} {plan.split} examples cached")
         return 0
+
+
+def check_corpora(cfg, labels: list[str]) -> int:
+    """Plan each corpus (which checks its files) and list what is left out and why; 1 if any file is."""
+    import warnings
+
+    from bench.corpora import CorpusWarning, expand_label, get_corpus
+
+    d = cfg.data
+    labels = labels or list(dict.fromkeys([c for c, _ in cfg.corpora()] + cfg.train_corpora()))
+    bad = 0
+    for label in [x for lab in labels for x in expand_label(lab)]:
+        corpus = get_corpus(label, sample_rate=cfg.run.sample_rate, seed=cfg.run.seed, test_seed=d.test_seed,
+                            sources={"train": d.train_sources, "valid": d.valid_sources, "test": d.test_sources},
+                            seconds=d.source_seconds, min_seconds=2 * cfg.run.segment_seconds)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CorpusWarning)
+            specs = corpus.specs()
+        n = {s: sum(x.split == s for x in specs) for s in ("train", "valid", "test")}
+        print(f"{label}: {len(specs)} usable ({', '.join(f'{k} {v}' for k, v in n.items())}), "
+              f"{len(corpus.left_out)} left out (files must decode, be finite, not silent and last at least "
+              f"{corpus.required_seconds:g} s)")
+        for b in corpus.left_out:
+            print(f"  left out  {b.path}: {b.reason}")
+        for b in corpus.notes:
+            print(f"  note      {b.path}: {b.reason}")
+        for w in caught:
+            msg = str(w.message).removeprefix(f"{label}: ")
+            if issubclass(w.category, CorpusWarning) and "left out " not in msg[:9]:
+                print(f"  layout    {msg}")
+        bad += len(corpus.left_out)
+    return 1 if bad else 0

@@ -1,18 +1,19 @@
-"""``folder:PATH``: every audio file under a directory tree (DAPS, VCTK, MUSDB18-HQ, IDMT-SMT-Audio-Effects...).
+"""``folder:PATH``: every audio file under a directory tree.
 
 The plan is the sorted list of files (relative POSIX paths) with a known audio suffix, case-insensitive:
-``.wav .flac .mp3 .ogg`` (hidden files and folders skipped). One file is one source, and its group is its
-relative path, so splits are disjoint by file. The files are shuffled with the seed and cut into train / valid /
-test in proportion to the requested source counts (the default counts 8/2/4 give 57/14/29%); the counts set
-only the proportions, every file is used, and each split asked for gets at least one file. A source is the
-whole file, mixed to mono (``bench.audio.load``, so a bad file raises ``AudioError`` naming it). The recipe holds
-the folder's resolved path and each file's size and modification time, so an edited file is rendered again.
+``.wav .flac .mp3 .ogg`` (hidden files and folders skipped). Every file is checked first
+(:mod:`bench.corpora.checks`: decodes, finite, not silent, long enough for two segments); a bad one is left out,
+named in a warning and listed in the manifest. One good file is one source, and its group is its relative path.
+Each file's split comes from a hash of (seed, its relative path) cut in proportion to the requested source
+counts (the default counts 8/2/4 give 57/14/29% on average), so removing or adding a file never moves another;
+every file is used, and each split asked for gets at least one file. A source is the whole file, mixed to mono.
+The recipe holds the folder's resolved path and each file's size and modification time, so an edited file is
+rendered again.
 """
 
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import numpy as np
 from bench import audio as A
 from bench.cache import stable_hash
 from bench.corpora import SPLITS, Corpus, CorpusError, SourceSpec, register_corpus
+from bench.corpora.checks import assign_splits
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 
@@ -82,19 +84,12 @@ class FolderCorpus(Corpus):
         files = find_audio(root)
         if not files:
             raise CorpusError(f"{self.label}: no audio files ({', '.join(AUDIO_SUFFIXES)}) under {root}")
-        alloc = allocate(len(files), self.sources, self.label)
-        order = list(files)
-        random.Random(int(stable_hash(["folder-split", self.seed]), 16)).shuffle(order)
-        split_of: dict[str, str] = {}
-        start = 0
-        for split in SPLITS:
-            for rel in order[start : start + alloc[split]]:
-                split_of[rel] = split
-            start += alloc[split]
+        good = self.good_files(root, files)
+        if not good:
+            raise CorpusError(f"{self.label}: none of the {len(files)} audio files is usable (see the warnings)")
+        split_of = assign_splits(good, self.sources, self.seed, self.label, salt="folder-split")
         specs = []
-        for rel in files:  # sorted order; files beyond the allocation (none, by construction) would be skipped
-            if rel not in split_of:
-                continue
+        for rel in good:  # sorted order
             st = (root / rel).stat()
             recipe = {"root": str(root), "path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
             specs.append(SourceSpec(source_id=rel, group=rel, split=split_of[rel], recipe=recipe))

@@ -1,0 +1,103 @@
+"""`afx-bench match` on smoke-trained tiny systems and a 30-second 44.1 kHz stereo file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bench.commands import COMMANDS
+from bench.config import load_config
+from bench.runner import run
+
+SR = 44100
+
+
+def _trained_systems() -> list[str]:
+    """Every trainable system of the smoke preset (so a newly registered one is matched too)."""
+    from bench.systems import SYSTEMS
+
+    cfg = load_config("smoke")
+    return [n for n in cfg.system_names() if getattr(SYSTEMS.get(cfg.system_base(n)), "trainable", False)]
+
+
+TRAINED = _trained_systems()
+# fewer steps than smoke: matching needs a checkpoint of each, not a trained model
+SHRINK = {"proposed": ["vae_steps=2", "warmup_steps=10", "spsa_steps=1"], "deepafx_st": ["steps=2"],
+          "oneshot_eq": ["steps=2"], "constant": ["n_draws=4"], "mean": ["n_draws=4"]}
+
+
+def _shrink() -> list[str]:
+    return [f"systems.{n}.{kv}" for n in TRAINED for prefix, kvs in SHRINK.items() if n.startswith(prefix)
+            for kv in kvs]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("match")
+    cfg = load_config("smoke", effects=["peq4"], systems=TRAINED,
+                      sets=["run.report=false", "tasks.n_test=1", "tracking.enabled=false",
+                            'metrics.include=["mrstft"]', *_shrink()])
+    run(cfg, root / "res", log=lambda *_: None)
+    t = np.arange(30 * SR) / SR
+    rng = np.random.default_rng(0)
+    x = np.zeros_like(t)
+    for k in range(75):  # plucked harmonic notes, 0.4 s apart
+        f = rng.choice([110, 147, 165, 196, 220, 262])
+        s, e = int(k * 0.4 * SR), int((k + 1) * 0.4 * SR)
+        tt = t[s:e] - t[s]
+        x[s:e] = sum(np.sin(2 * np.pi * f * h * tt) / h for h in range(1, 6)) * np.exp(-3 * tt)
+    stereo = (0.2 * np.stack([x, 0.8 * np.roll(x, 300)], axis=1)).astype(np.float32)
+    sf.write(root / "in.wav", stereo, SR)
+    sf.write(root / "ref.wav", np.tanh(4 * stereo[: 8 * SR]) * 0.3, SR)  # a different length, same rate
+    return root
+
+
+def match(root, *extra):
+    cmd = COMMANDS.get("match")
+    p = argparse.ArgumentParser()
+    cmd.add_arguments(p)
+    return cmd(p.parse_args(["--preset", "smoke", "--out", str(root / "res"), "--input", str(root / "in.wav"),
+                             "--reference", str(root / "ref.wav"), *extra]))
+
+
+@pytest.mark.parametrize("system", TRAINED + ["bypass"])
+def test_match_every_trained_system(trained, system, capsys):
+    out = trained / f"out-{system}.wav"
+    assert match(trained, "--system", system, "--effect", "peq4", "--out-file", str(out)) == 0
+    y, sr = sf.read(out, always_2d=True)
+    x, _ = sf.read(trained / "in.wav", always_2d=True)
+    assert sr == SR and y.shape == x.shape and np.all(np.isfinite(y))
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert info["chunks"] > 50 and info["channels"] == 2
+    printed = capsys.readouterr().out
+    if "settings" in info:
+        assert set(info["settings"]) == {"low_shelf_gain_db", "low_shelf_freq_hz", "low_shelf_q", "peak1_gain_db",
+                                         "peak1_freq_hz", "peak1_q", "peak2_gain_db", "peak2_freq_hz", "peak2_q",
+                                         "high_shelf_gain_db", "high_shelf_freq_hz", "high_shelf_q"}
+        assert " dB" in printed and " Hz" in printed and "median of the chunk estimates" in printed
+    else:  # DeepAFx-ST answers with its own EQ + compressor audio
+        assert "no settings" in printed and system in ("bypass", "deepafx_st_autodiff", "deepafx_st_spsa")
+
+
+def test_match_auto_and_bad_input(trained, capsys):
+    out = trained / "auto.wav"
+    assert match(trained, "--system", "proposed", "--effect", "auto", "--out-file", str(out)) == 0
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert info["picked"] in {"peq4", "bypass"} and len(info["picked_per_chunk"]) == info["chunks"]
+    (trained / "bad.wav").write_bytes(b"RIFFjunk")
+    cmd = COMMANDS.get("match")
+    p = argparse.ArgumentParser()
+    cmd.add_arguments(p)
+    code = cmd(p.parse_args(["--system", "bypass", "--preset", "smoke", "--input", str(trained / "bad.wav"),
+                             "--reference", str(trained / "ref.wav"), "--out-file", str(trained / "x.wav")]))
+    printed = capsys.readouterr().out
+    assert code == 2 and f"error: input {trained / 'bad.wav'}: cannot be decoded" in printed
+    assert "Traceback" not in printed
+    code = cmd(p.parse_args(["--system", "proposed", "--preset", "smoke", "--out", str(trained / "nowhere"),
+                             "--input", str(trained / "in.wav"), "--reference", str(trained / "ref.wav"),
+                             "--out-file", str(trained / "x.wav")]))
+    assert code == 2 and "no trained checkpoint" in capsys.readouterr().out
