@@ -4,6 +4,10 @@ Each cell (one system on one test task) is answered and scored by :class:`bench.
 :class:`bench.results.ResultStore` the moment it finishes; the tables are rebuilt from the finished cells right
 after. A rerun with the same ``--out`` skips every cell already finished under the same settings, so an
 interrupted run resumes; a cell that fails is recorded with its error and the run goes on.
+
+``run.executor`` picks where the work runs: ``local`` is the loop below, in this process; ``ray`` (or
+``ray://HOST:PORT``) hands trainings and cells to Ray tasks (:class:`bench.executors.grid.RayGrid`), with this
+process still the only writer of results, through the same store, keys and MLflow runs.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import pandas as pd
 from bench.cache import atomic_write_bytes, stable_hash
 from bench.cell import Cell, Evaluator, build_metrics, check_sections, prepare_system, seeds_of, system_key
 from bench.config import Config
+from bench.executors import uses_ray
 from bench.plan import Plan, resolve_device
 from bench.results import ResultStore, info_rows, param_rows, score_rows
 from bench.systems import System, SystemError_
@@ -29,7 +34,8 @@ class Runner:
         self.out = Path(out)
         self.results = ResultStore(self.out)
         self.log = log
-        self.device = resolve_device(cfg.run.device)
+        # on Ray each task resolves the device where it runs; the driver need not see a GPU
+        self.device = cfg.run.device if uses_ray(cfg) else resolve_device(cfg.run.device)
         self.tracker = tracker
         self.parent = None
         self.warnings: list[str] = []
@@ -60,8 +66,10 @@ class Runner:
         check_sections(cfg)
         atomic_write_bytes(self.out / "config.json", json.dumps(cfg.to_dict(), indent=1).encode())
         plan = Plan.build(cfg, self.device)
-        evaluator = Evaluator(build_metrics(cfg, self.device), sample_rate=cfg.run.sample_rate, device=self.device,
-                              warn=self.warn)
+        evaluator = None
+        if not uses_ray(cfg):  # on Ray the metrics live in the cell tasks
+            evaluator = Evaluator(build_metrics(cfg, self.device), sample_rate=cfg.run.sample_rate,
+                                  device=self.device, warn=self.warn)
         if self.tracker is not None:
             from bench.tracking import environment
 
@@ -72,11 +80,17 @@ class Runner:
             self.parent.log_dict(environment(self.device), "environment.json")
         status = "FINISHED"
         try:
-            self._run(plan, evaluator)
+            if evaluator is None:
+                from bench.executors.grid import RayGrid
+
+                RayGrid(self, plan).run()
+            else:
+                self._run(plan, evaluator)
         except KeyboardInterrupt:
             status = "KILLED"
             raise
         finally:
+            self._write_left_out(plan)
             summary = self.results.rebuild_tables(final=True)
             if self.parent is not None:
                 for f in ("summary.csv", "failures.csv"):
@@ -167,6 +181,15 @@ class Runner:
         self.results.rebuild_tables()
         if run is not None:
             self._log_cell(run, cell, rows, name)
+
+    def _write_left_out(self, plan: Plan) -> None:
+        """``corpora.json``: the files each corpus left out when it was planned (and why), so a run's results say
+        which recordings they do not rest on."""
+        from dataclasses import asdict
+
+        rec = {label: {"left_out": [asdict(b) for b in getattr(c, "left_out", [])],
+                       "notes": [asdict(b) for b in getattr(c, "notes", [])]} for label, c in plan.corpora.items()}
+        atomic_write_bytes(self.out / "corpora.json", json.dumps(rec, indent=1).encode())
 
     def _save_audio(self, cell: Cell, task: Task) -> None:
         if not self.cfg.run.audio_examples:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -330,6 +331,10 @@ def test_folder_with_bad_files_scores_every_task_and_data_check_lists_them(tmp_p
     assert pd.read_csv(tmp_path / "out" / "failures.csv").empty
     rows = summary[(summary.metric == "mrstft") & (summary.corpus == f"folder:{root}")]
     assert set(rows.effect) == {"peq4", "room"} and rows["mean"].notna().all()
+    import json
+
+    left_out = json.loads((tmp_path / "out" / "corpora.json").read_text())[f"folder:{root}"]["left_out"]
+    assert {Path(b["path"]).name for b in left_out} == set(BAD)  # the run says what it left out
     import argparse
 
     cmd = COMMANDS.get("data")
