@@ -50,7 +50,10 @@ def check_sections(cfg: Config) -> None:
         for name in names:
             values = conf(name)
             if kind == "systems":
-                values.pop("checkpoint", None)
+                from bench.executors import check_resources
+
+                check_resources(cfg, name)  # the Ray task options (resources, cell_resources) are the harness's
+                values = system_section(cfg, name)
                 name_in_registry = cfg.system_base(name)
             else:
                 name_in_registry = name
@@ -63,12 +66,19 @@ def build_metrics(cfg: Config, device: str, names: list[str] | None = None) -> l
             for n in (names if names is not None else cfg.metric_names())]
 
 
+
+
+def system_section(cfg: Config, name: str) -> dict:
+    """A system's config section without the keys the harness reads (``checkpoint``, and the Ray task options
+    ``resources`` and ``cell_resources``): what its ``Config`` dataclass parses."""
+    return cfg.system_settings(name)
+
+
 def build_system(name: str, cfg: Config, device: str, overrides: dict | None = None) -> System:
-    """The system ``name`` with its config section (without ``checkpoint``) and ``overrides`` on top. A labelled
-    variant (``[systems.LABEL] base = "proposed"``, then any of the base's keys) is its base system, built with
-    the base's section and its own keys over it, and named by its label."""
-    conf = cfg.system_config(name)
-    conf.pop("checkpoint", None)
+    """The system ``name`` with its config section (without ``checkpoint`` and the Ray task options) and
+    ``overrides`` on top. A labelled variant (``[systems.LABEL] base = "proposed"``, then any of the base's keys) is
+    its base system, built with the base's section and its own keys over it, and named by its label."""
+    conf = system_section(cfg, name)
     system = get_system(cfg.system_base(name), {**conf, **(overrides or {})}, sample_rate=cfg.run.sample_rate,
                         device=device)
     system.name = name
@@ -108,7 +118,8 @@ def system_key(cfg: Config, name: str, seed: int | None = None) -> str:
     and the effects."""
     from bench.cache import stable_hash
 
-    parts = [name, cfg.system_config(name), cfg.run.seed, cfg.run.sample_rate, cfg.segment_samples,
+    section = {k: v for k, v in cfg.system_config(name).items() if k not in ("resources", "cell_resources")}
+    parts = [name, section, cfg.run.seed, cfg.run.sample_rate, cfg.segment_samples,
              cfg.to_dict()["data"], [e for e, _ in cfg.effect_sets()]]
     if seed is not None and seed != cfg.run.seed:
         parts.append(["training seed", int(seed)])

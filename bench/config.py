@@ -1,4 +1,4 @@
-"""Typed configuration: presets in bench/presets/{smoke,quick,full}.toml, then CLI overrides.
+"""Typed configuration: presets in bench/presets/{smoke,quick,full,gpu}.toml, then CLI overrides.
 
 Every key is known: an unknown key, a wrongly typed value or an unknown system/effect/corpus/metric name fails at
 start with a message that names the key and the allowed values. The fully resolved config is recorded with
@@ -16,9 +16,12 @@ from pathlib import Path
 
 from bench.cache import stable_hash
 
-PRESETS = ("smoke", "quick", "full")
+PRESETS = ("smoke", "quick", "full", "gpu")
 WILD_EFFECTS = ["room", "pedal_chain", "lofi"]  # what `--effects wild` means when effects.wild is empty
 HIDDEN_EFFECTS = WILD_EFFECTS + ["recorded"]  # named in --effects, these join the wild set
+
+
+HARNESS_KEYS = ("checkpoint", "resources", "cell_resources")  # in a system's section, read by the harness only
 
 
 class ConfigError(ValueError):
@@ -38,6 +41,7 @@ class RunConfig:
     progress: bool = True
     report: bool = True  # build the report at the end of `run`
     audio_examples: int = 4  # per task, the first N examples' audio (every system's output) kept for the report
+    executor: str = "local"  # local | ray (RAY_ADDRESS, else a local cluster) | ray://HOST:PORT (docs/scaling.md)
 
 
 @dataclass
@@ -103,6 +107,11 @@ class Config:
         own = dict(self.systems.get(name, {}))
         base = own.pop("base", None)
         return {**dict(self.systems.get(base, {})), **own} if base else own
+
+    def system_settings(self, name: str) -> dict:
+        """A system's section without the keys the harness reads (``checkpoint``, and the Ray task options
+        ``resources`` and ``cell_resources``): what the system's own ``Config`` dataclass parses."""
+        return {k: v for k, v in self.system_config(name).items() if k not in HARNESS_KEYS}
 
     def system_base(self, name: str) -> str:
         """The registered system behind ``name`` (itself, or a labelled variant's ``base``)."""
@@ -292,6 +301,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"run.seeds: a list of distinct integers (empty: [run.seed]), got {r.seeds!r}")
     if not (r.device in ("auto", "cpu", "cuda") or r.device.startswith("cuda:")):
         raise ConfigError(f"run.device: {r.device!r}; valid: auto, cpu, cuda, cuda:N")
+    from bench.executors import check_executor
+
+    check_executor(r.executor)
     d = cfg.data
     for k in ("train_sources", "valid_sources", "test_sources"):
         if getattr(d, k) < 1:

@@ -33,7 +33,7 @@ def measure(preset: str = "quick", steps: int = 20, device: str = "cpu") -> dict
     out = {"preset": preset, "device": device, "segment_samples": cfg.segment_samples,
            "torch_threads_default": torch.get_num_threads()}
     for name in ("deepafx_st_autodiff", "deepafx_st_spsa"):
-        conf = cfg.system_config(name)
+        conf = cfg.system_settings(name)
         b = int(conf.get("batch_size", 6))
         conf.update(steps=2, valid_examples=0, train_examples=2 * b)  # a tiny pool: the loop, not the data, is timed
         warm = get_system(name, conf, sample_rate=cfg.run.sample_rate, device=device)

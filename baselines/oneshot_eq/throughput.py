@@ -33,7 +33,7 @@ def measure(preset: str = "quick", steps: int = 100, render: int = 256, device: 
                         seconds=d.source_seconds)
     task = Task(corpus, get_effect("peq4"), "train", segment_samples=cfg.segment_samples, seed=cfg.run.seed)
     workers = cfg.run.workers or default_workers()
-    base = {**cfg.system_config("oneshot_eq"), "valid_examples": 0}
+    base = {**cfg.system_settings("oneshot_eq"), "valid_examples": 0}
     threads = int(base.get("torch_threads", 0))
     out = {"preset": preset, "device": device, "segment_samples": cfg.segment_samples, "workers": workers,
            "load_average_before": os.getloadavg()[0]}

@@ -63,7 +63,7 @@ def csv_list(s: str | None) -> list[str] | None:
 
 def config_args(p: argparse.ArgumentParser) -> None:
     """The options of every command that reads a config: preset, file, overrides and the narrowing options."""
-    p.add_argument("--preset", default="quick", help="smoke | quick | full (default: quick)")
+    p.add_argument("--preset", default="quick", help="smoke | quick | full | gpu (default: quick)")
     p.add_argument("--config", help="a TOML file merged over the preset")
     p.add_argument("--out", help="results directory (default: results/<preset>)")
     p.add_argument("--systems", help="comma-separated systems (default: the preset's)")
@@ -75,6 +75,10 @@ def config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set tasks.n_test=32 (repeatable)")
     p.add_argument("--params-from", help="a best_params.toml written by `afx-bench sweep`")
+    p.add_argument("--executor", help="where trainings and cells run: local (default) | ray (the cluster at RAY_ADDRESS, "
+                                      "else a local one) | ray://HOST:PORT; sets run.executor (docs/scaling.md)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. http://HOST:5000 for a tracking server shared "
+                                          "across machines (default: sqlite:///<out>/mlflow.db); sets tracking.uri")
 
 
 def load(args):
@@ -97,6 +101,9 @@ def load(args):
             for k, v in params.items():
                 value = ("true" if v else "false") if isinstance(v, bool) else json.dumps(v)
                 sets.insert(0, f"systems.{system}.{k}={value}")
+    for option, key in (("executor", "run.executor"), ("tracking_uri", "tracking.uri")):
+        if getattr(args, option, None):
+            sets.append(f"{key}={json.dumps(getattr(args, option))}")
     return load_config(args.preset, file=args.config, sets=sets, systems=csv_list(args.systems),
                        effects=csv_list(args.effects), corpora=csv_list(args.corpora), device=args.device,
                        split=getattr(args, "split", None))

@@ -11,6 +11,7 @@ import sys
 
 from bench.commands import Command, config_args, csv_list, load, out_dir, register_command
 from bench.config import ConfigError
+from bench.executors import uses_ray
 from bench.sweep.samplers import PRUNERS, SAMPLERS
 from bench.sweep.storage import STORAGE_FORMS
 
@@ -39,6 +40,9 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="sampler seed (default run.seed)")
     g.add_argument("--fix", action="append", default=[], metavar="PARAM=VALUE",
                    help="pin a search-space parameter (repeatable), e.g. --fix steps=20")
+    g.add_argument("--workers", type=int, default=1,
+                   help="with --executor ray: Ray tasks working each study at once, each running --trials "
+                        "(default 1); they share --storage (PostgreSQL across machines)")
 
 
 def split_values(values: list[str]) -> list[str]:
@@ -96,11 +100,21 @@ def cmd_sweep(args) -> int:
     storage, url = open_storage(args.storage, out)
     for s in sweeps:
         s.storage, s.storage_url = storage, url
+    if args.workers < 1:
+        raise ConfigError(f"--workers: must be at least 1, got {args.workers}")
+    if args.workers > 1 and not uses_ray(cfg):
+        raise ConfigError("--workers N runs the workers as Ray tasks: add --executor ray (or start N `afx-bench "
+                          "sweep` processes on one --storage, docs/sweeps.md)")
     results = []
     try:
-        with stop_signals():
-            for s in sweeps:
-                results.append(s.run())
+        if uses_ray(cfg):
+            from bench.executors.sweep import sweep_on_ray
+
+            results = sweep_on_ray(cfg, out, sweeps, url, args.workers)
+        else:
+            with stop_signals():
+                for s in sweeps:
+                    results.append(s.run())
     except KeyboardInterrupt:
         print(f"\ninterrupted: the study is consistent in {redact(url)}; rerun the same command to resume",
               file=sys.stderr)

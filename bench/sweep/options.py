@@ -78,16 +78,17 @@ def study_key(cfg: Config, system: str, objectives: list) -> str:
     """What the trials' values depend on: data, effects, tasks, seed, the system's base config, the objectives.
     A study joined with different settings would mix incomparable trials."""
     from bench.cache import stable_hash
+    from bench.cell import system_section
 
     d = cfg.to_dict()
     # what the validation values do not depend on: how the run is shown and run, the evaluated split and the test
     # set (never touched by training or validation), the training seeds of `afx-bench run` (trials train with
     # run.seed), and the other systems and metrics
-    for k in ("name", "progress", "workers", "device", "report", "audio_examples", "split", "seeds"):
+    for k in ("name", "progress", "workers", "device", "report", "audio_examples", "split", "seeds", "executor"):
         d["run"].pop(k, None)
     d["data"].pop("test_seed", None)
     for k in ("tracking", "preset", "systems", "metrics"):
         d.pop(k, None)
     metrics = sorted({o.metric for o in objectives})
-    return stable_hash([d, system, cfg.system_config(system), [(o.key, o.pattern, o.direction) for o in objectives],
+    return stable_hash([d, system, system_section(cfg, system), [(o.key, o.pattern, o.direction) for o in objectives],
                         {m: cfg.metric_config(m) for m in metrics}])
