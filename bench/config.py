@@ -8,6 +8,7 @@ every run (MLflow params and a config.json artifact), so any run can be repeated
 from __future__ import annotations
 
 import copy
+import re
 import dataclasses
 import tomllib
 from dataclasses import dataclass, field
@@ -335,8 +336,9 @@ def validate(cfg: Config) -> None:
         if base is not None:
             if not isinstance(base, str) or base not in SYSTEMS:
                 raise ConfigError(f"systems.{label}.base: {base!r}; valid: {', '.join(SYSTEMS.names())}")
-            if ":" in label or label in SYSTEMS:
-                raise ConfigError(f"systems.{label}: a labelled variant needs a name of its own, without ':'")
+            if label in SYSTEMS or not re.fullmatch(r"[A-Za-z0-9_.-]+", label):
+                raise ConfigError(f"systems.{label}: a labelled variant needs a name of its own, of letters, digits "
+                                  "and _ . - (':' marks report variants; MLflow refuses '+' and others in keys)")
     valid_effects = set(EFFECTS.names()) | set(cfg.effects.vst3)
     names = [n for n, _ in cfg.effect_sets()]
     bad = [n for n in names if n not in valid_effects]

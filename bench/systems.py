@@ -34,6 +34,7 @@ SYSTEMS = Registry(
         "mean": "bench.floors",
         "constant": "bench.floors",
         "proposed": "models.proposed.system",
+        "proposed_paper": "models.proposed.system",
         "deepafx_st_autodiff": "baselines.deepafx_st.system",
         "deepafx_st_spsa": "baselines.deepafx_st.system",
         "oneshot_eq": "baselines.oneshot_eq.system",

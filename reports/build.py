@@ -24,8 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reports import ablation as A
 from reports import budgets as B
 from reports import examples as X
+from reports import listening as L
 from reports import stats as S
 from reports import store
 from reports import tables as T
@@ -118,6 +120,9 @@ def _build(r: Results, d: Path, reader: Reader, *, n_resamples: int, max_mel: in
     wild = W.build(r, stats, heads)  # None without wild tasks: no section
     budgets = B.budget_table(r.systems, B.read_budgets(r.out), B.inference_from_scores(r.scores), r.config)
     files = write_tables(d, r, stats, set_tables, eff_tables, sig, summary, tested, n_resamples, wild, budgets)
+    ablation = A.build(r, n_resamples=n_resamples)  # None without ablation variants: no section
+    if ablation is not None:
+        files.update(A.write(ablation, d))
     tick("tables and tests")
     try:
         params = store.load_params(r.out)
@@ -125,6 +130,7 @@ def _build(r: Results, d: Path, reader: Reader, *, n_resamples: int, max_mel: in
         params = pd.DataFrame(columns=store.PARAM_COLUMNS)
     figures, audio, mel = _figures(r, d, stats, heads, set_cols, params, max_mel, tick, wild)
     latent = copy_latent(r.out, d)
+    listening = L.report_section(r.out, d)  # <out>/listening/ (afx-bench listen analyze); None: a one-line note
     mlflow = reader.result()
     tick("MLflow store (waiting)")
     return {
@@ -136,13 +142,21 @@ def _build(r: Results, d: Path, reader: Reader, *, n_resamples: int, max_mel: in
         "power_notes": {m: T.power_note(sig, m) for m in tested}, "floor_note": T.FLOOR_NOTE,
         "budgets": budgets, "budget_columns": B.COLUMNS,
         "stat_note": T.stat_note(n_resamples), "figures": figures, "audio": audio, "mel": mel,
+        "listening": listening,
         "latent": latent, "failures": _failures(r), "config": json.dumps(r.config, indent=1) if r.config else "",
         "mlflow": mlflow, "cell_runs": _cell_runs(r, mlflow), "environment": _environment(mlflow),
         "files": files, "params_saved": bool(len(params)), "n_resamples": n_resamples,
         "n_examples": r.scores.groupby(["system", "task"])["example"].nunique().max() if len(r.scores) else 0,
         "fmt_p": T._sig_fmt, "timings": tick.stages,
         "wild_no_oracle": W.NO_ORACLE, "wild_focus": W.FOCUS, "wild_alpha": W.ALPHA,
+        "ablation": ablation, "ablation_html": _markup(A.to_html(ablation)) if ablation is not None else "",
     }
+
+
+def _markup(text: str):
+    from markupsafe import Markup
+
+    return Markup(text)  # built with html.escape in reports/ablation.py
 
 
 def _title(r: Results) -> str:

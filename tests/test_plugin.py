@@ -131,15 +131,15 @@ def test_a_broken_system_fails_the_check_naming_each_broken_rule(name, rules, re
     assert reason in text, text
 
 
-@pytest.mark.parametrize("name", ["bypass", "random", "oneshot_eq", "ito_cmaes", "deepafx_st_autodiff",
-                                  "deepafx_st_spsa", "proposed"])
+@pytest.mark.parametrize("name", ["bypass", "random", "mean", "constant", "oneshot_eq", "ito_cmaes",
+                                  "deepafx_st_autodiff", "deepafx_st_spsa", "proposed", "proposed_paper"])
 def test_every_builtin_system_passes_the_check(name):
     sets = [x for s in TINY.get(name, []) for x in ("--set", f"systems.{name}.{s}")]
     rc, lines, failed = check("system", name, "--examples", "2", *sets)
     assert rc == 0 and not failed, "\n".join(lines)
     text = "\n".join(lines)
     assert "PASS    hidden settings" in text  # room: audio with params None
-    if name not in ("random", "ito_cmaes", "proposed"):  # those control any effect with parameters
+    if name not in ("random", "mean", "constant", "ito_cmaes", "proposed", "proposed_paper"):  # control any effect
         assert "PASS    uncontrolled effect" in text
 
 

@@ -358,6 +358,98 @@ def test_search_space_builds_valid_configs():
         get_system("proposed", space)  # every suggestion is a valid config
 
 
+# --- the published recipe (proposed_paper) -------------------------------------------------------------------
+
+PAPER_TINY = {k: v for k, v in TINY.items() if k not in ("warmup_steps", "validate_every")}
+
+
+def _fit(name, conf, effects=("gain", "delay")):
+    sets = {"gain": "seen", "delay": "unseen"}
+    system = get_system(name, conf, sample_rate=SR, device="cpu")
+    system.fit(_tasks(list(effects), "train", sets),
+               FitContext(valid_tasks=_tasks(list(effects), "valid", sets), workers=2, progress=False, seed=0))
+    return system
+
+
+def _state(system) -> dict:
+    return {k: v.detach().clone() for k, v in system.heads.state_dict().items()}
+
+
+def test_proposed_paper_never_reads_the_true_settings_while_training(monkeypatch):
+    """Corrupting the true settings of every training and validation example (random values in their place)
+    leaves proposed_paper's controllers bit-identical; proposed, which reads them, changes (so the corruption
+    does reach the systems)."""
+    clean = {name: _state(_fit(name, conf)) for name, conf in (("proposed_paper", PAPER_TINY), ("proposed", TINY))}
+    original = Task.examples
+    rng = np.random.default_rng(123)
+
+    def corrupted(self, n, **kw):
+        out = original(self, n, **kw)
+        for e in out:
+            if e.true_params01 is not None:
+                e.true_params01 = rng.uniform(0, 1, e.true_params01.shape).astype(np.float32)
+        return out
+
+    monkeypatch.setattr(Task, "examples", corrupted)
+    paper = _state(_fit("proposed_paper", PAPER_TINY))
+    assert paper.keys() == clean["proposed_paper"].keys()
+    for k, v in paper.items():
+        assert torch.equal(v, clean["proposed_paper"][k]), k
+    prop = _state(_fit("proposed", TINY))
+    assert any(not torch.equal(v, clean["proposed"][k]) for k, v in prop.items())
+
+
+def test_proposed_paper_is_the_published_recipe():
+    cfg = get_system("proposed_paper").cfg
+    assert (cfg.features, cfg.inputs, cfg.init, cfg.stft_terms) == ("latent", "concat", "paper", "lin+log")
+    assert cfg.param_weight == 0 and cfg.warmup_steps == 0 and not cfg.init_from_params
+    assert not cfg.hedge and not cfg.select_on_valid and not cfg.standardise and not cfg.vae_dry
+    assert cfg.dropout == cfg.input_noise == cfg.feature_clip == 0
+    assert (cfg.n_fft, cfg.win, cfg.hop, cfg.latent, cfg.hidden) == (4096, 2048, 1024, 128, [128, 128, 64, 32])
+    assert (cfg.eps, cfg.l1_weight, cfg.batch, cfg.grad_clip, cfg.out_clamp) == (0.01, 100.0, 12, 3.0, 0.05)
+    assert cfg.stft_sizes == [32, 128, 512, 2048, 8192, 32768] and cfg.stft_hop_div == 2
+    # untrained (no SPSA step), every controller starts at 0.5: output bias 0, not the mean training setting
+    system = _fit("proposed_paper", {**PAPER_TINY, "spsa_steps": 0})
+    assert system.stats["vae_clips"] == 2 * PAPER_TINY["train_examples"]  # processed audio only, no dry inputs
+    for name in ("gain", "delay"):
+        head = system._head(get_effect(name))
+        assert torch.equal(head.net.net[-1].bias, torch.zeros_like(head.net.net[-1].bias))
+        assert torch.equal(head.p_std, torch.ones_like(head.p_std)) and float(head.hedge_alpha) == 0
+        assert torch.equal(head.mean, torch.zeros_like(head.mean)) and torch.equal(head.std, torch.ones_like(head.std))
+        assert isinstance(head.net.net[2], torch.nn.LeakyReLU) and head.net.net[2].negative_slope == 0.01
+    task = _tasks(["delay"], "test")[0]
+    est = system.match_examples(task.examples(3), task.effect)
+    assert all(np.all(np.abs(e.params01 - 0.5) < 0.05) for e in est)
+    with pytest.raises(SystemError_, match=r"stft_sizes \[16384\] are too long for 6000-sample clips"):
+        _fit("proposed_paper", {**PAPER_TINY, "stft_sizes": [64, 16384]}, effects=("gain",))
+
+
+def test_predictions_before_the_hedge(fitted):
+    task = _tasks(["delay"], "test")[0]
+    x = np.stack([e.input for e in task.examples(4)])
+    r = np.stack([e.reference for e in task.examples(4)])
+    head = fitted._head(task.effect)
+    own, hedged = fitted.predict(task.effect, x, r, hedged=False), fitted.predict(task.effect, x, r)
+    a = float(head.hedge_alpha)
+    assert np.allclose(hedged, own + a * (head.hedge.numpy() - own), atol=1e-6)
+    assert (a > 0) == ("delay" in fitted.hedged_effects)
+
+
+def test_the_paper_training_loss_matches_auraloss():
+    import auraloss
+
+    from models.proposed.losses import MRSTFT
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((2, 4000)).astype(np.float32))
+    y = torch.from_numpy(rng.standard_normal((2, 4000)).astype(np.float32))
+    sizes = [32, 128, 512, 2048]
+    ours = MRSTFT(sizes, [s // 2 for s in sizes], sizes, w_sc=0.0, w_lin=1.0)(x, y)
+    ref = auraloss.freq.MultiResolutionSTFTLoss(fft_sizes=sizes, hop_sizes=[s // 2 for s in sizes], win_lengths=sizes,
+                                                w_sc=0.0, w_phs=0.0, w_lin_mag=1.0, w_log_mag=1.0)(x[:, None], y[:, None])
+    assert float(ours) == pytest.approx(float(ref), rel=1e-4)
+
+
 # --- latent tools -------------------------------------------------------------------------------------------
 
 
@@ -370,12 +462,18 @@ def test_latent_exploration_tables_and_figure(fitted, tmp_path):
     interp = [r for r in res.rows if r["path"] == "interpolation"]
     assert [r["position"] for r in interp] == pytest.approx([0, 1 / 3, 2 / 3, 1])
     # the interpolation's end points decode the two references' own settings
-    ends = fitted.match_batch(np.stack([examples[0].input] * 2),
-                              np.stack([examples[0].reference, examples[interp[0]["to_example"]].reference]),
-                              task.effect)
+    # (the controller before the hedge: the latent study's object)
+    ends = fitted.predict(task.effect, np.stack([examples[0].input] * 2),
+                          np.stack([examples[0].reference, examples[interp[0]["to_example"]].reference]), hedged=False)
     names = task.effect.param_names
     for r, e in ((interp[0], ends[0]), (interp[-1], ends[1])):
-        assert np.allclose([r[f"param/{n}"] for n in names], e.params01, atol=1e-5)
+        assert np.allclose([r[f"param/{n}"] for n in names], e, atol=1e-5)
+    assert res.system == "proposed" and all(r["controller"] == res.controller for r in res.rows)
+    if "delay" in fitted.hedged_effects:
+        assert "before the hedge" in res.controller
+        hedged = explore(fitted, task.effect, examples, features=_librosa_features(SR), steps=2, axes=1,
+                         hedged=True)
+        assert "hedged answers" in hedged.controller
     assert len(res.axes) == 2
     for a in res.axes:
         assert 0 < a["explained_variance"] <= 1 and a["main_param"] in names
@@ -405,5 +503,17 @@ def test_latent_command_end_to_end(tmp_path):
     table = (out / "latent" / "gain_latent.csv").read_text()
     assert "feature/depth" in table and "audiocommons" in table
     assert (out / "latent" / "gain_mel_grid.png").exists()
-    assert (out / "checkpoints" / "proposed" / "TRAINED").exists()
+    assert (out / "checkpoints" / "proposed" / "seed-0" / "TRAINED").exists()
     assert main(argv) == 0  # the second time it loads the checkpoint instead of training
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    paper = [x for s in (f"systems.proposed_paper.{k}={json.dumps(v)}" for k, v in PAPER_TINY.items())
+             for x in ("--set", s)]
+    with contextlib.redirect_stdout(buf):
+        assert main(argv + paper + ["--system", "proposed_paper"]) == 0
+    out_lines = buf.getvalue()
+    assert "explored proposed_paper: the controller as trained (no hedge is active for gain)" in out_lines
+    table = (out / "latent" / "gain__proposed_paper_latent.csv").read_text()
+    assert "proposed_paper: the controller as trained" in table

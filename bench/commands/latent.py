@@ -12,7 +12,11 @@ class Latent(Command):
 
     def add_arguments(self, p):
         config_args(p)
-        p.add_argument("--system", default="proposed", help="the system to explore (default: proposed)")
+        p.add_argument("--system", default="proposed",
+                       help="the system to explore: proposed, proposed_paper or a labelled variant (default: proposed)")
+        p.add_argument("--hedged", action="store_true",
+                       help="decode the hedged answers (as match gives them) instead of the controller before the "
+                            "hedge (the default; proposed_paper has no hedge)")
         p.add_argument("--effect", required=True, help="the effect whose controller is explored")
         p.add_argument("--steps", type=int, default=7, help="positions along each path (default: 7)")
         p.add_argument("--axes", type=int, default=4, help="principal axes to walk (default: 4)")
@@ -39,8 +43,9 @@ class Latent(Command):
         examples = task.examples(plan.n_examples, progress=cfg.run.progress)
         fn, source = ac_features(cfg.run.sample_rate)
         res = explore(system, task.effect, examples, features=fn, feature_source=source, steps=args.steps,
-                      axes=args.axes, span=args.span, example=args.example)
+                      axes=args.axes, span=args.span, example=args.example, hedged=args.hedged)
         paths = write(res, out / "latent", cfg.run.sample_rate)
+        print(f"explored {res.controller}")
         for a in res.axes:
             print(f"{a['axis']}: {a['explained_variance']:.0%} of the variance; moves {a['main_feature'] or '-'} "
                   f"(selectivity {a['selectivity']:.2f}); main parameter {a['main_param']}")

@@ -1,7 +1,7 @@
 """The controller (an MLP from the encodings of input and reference to normalised effect parameters) and the
 optional descriptor features that can sit beside the VAE latents.
 
-Controller (as the paper): an MLP 128 -> 128 -> 64 -> 32 -> ``n_params`` with LayerNorm and LeakyReLU between
+Controller (as the paper's code): an MLP 128 -> 128 -> 64 -> 32 -> ``n_params`` with LayerNorm and LeakyReLU between
 layers and a sigmoid at the end, so every output is a parameter in [0, 1]. It sees the encodings of input and
 reference as ``[code(reference) - code(input); code(input)]`` (the same information as the paper's
 ``[z_input; z_reference]``, arranged so that what the effect changed is one linear read-out away, and the source's
@@ -26,18 +26,30 @@ class Controller(nn.Module):
     """MLP with LayerNorm + LeakyReLU (and optional dropout) between layers and a sigmoid output.
 
     :meth:`init_output` sets the last bias so that the untrained controller predicts a given setting (the mean
-    of the training settings): it starts as the best constant guess and learns the departures from it."""
+    of the training settings): it starts as the best constant guess and learns the departures from it.
+    :meth:`init_paper` is the authors' initialisation instead (no training setting involved): Xavier-normal hidden
+    weights, output weights N(0, 0.01), output bias 0 (every parameter starts at 0.5)."""
 
-    def __init__(self, n_in: int, n_params: int, hidden: tuple[int, ...] = (128, 128, 64, 32), dropout: float = 0.0):
+    def __init__(self, n_in: int, n_params: int, hidden: tuple[int, ...] = (128, 128, 64, 32), dropout: float = 0.0,
+                 slope: float = 0.2):
         super().__init__()
         layers: list[nn.Module] = []
         prev = n_in
         for h in hidden:
-            layers += [nn.Linear(prev, h), nn.LayerNorm(h), nn.LeakyReLU(0.2)]
+            layers += [nn.Linear(prev, h), nn.LayerNorm(h), nn.LeakyReLU(slope)]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             prev = h
         self.net = nn.Sequential(*layers, nn.Linear(prev, n_params))
+
+    @torch.no_grad()
+    def init_paper(self) -> None:
+        linears = [m for m in self.net if isinstance(m, nn.Linear)]
+        for m in linears[:-1]:
+            nn.init.xavier_normal_(m.weight)
+        last = linears[-1]
+        last.weight.normal_(0.0, 0.01)
+        last.bias.zero_()  # -log((1 - 0.5) / 0.5): sigmoid(0) = 0.5
 
     @torch.no_grad()
     def init_output(self, params01: torch.Tensor) -> None:

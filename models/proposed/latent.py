@@ -1,5 +1,11 @@
 """Latent-space exploration of a trained controller (the API behind ``afx-bench latent``, :mod:`bench.commands.latent`).
 
+The object studied is the trained **controller before the hedge** (``hedged = False``, the default): the hedge
+(``proposed``'s validated blend towards one constant setting) would pull every decoded setting the same share of the
+way to that constant, and so flatten what the latent space encodes. ``hedged = True`` explores the answers as
+``match`` gives them. ``proposed_paper`` (and any variant) has no hedge, so the two are the same there. Every row
+and the command's output say which was used (``controller``).
+
 Two probes, both on the test examples of one effect (first evaluated corpus), with one input clip held fixed:
 
 * **Interpolation** between the codes of two references (the chosen example's and the one whose true settings
@@ -14,7 +20,8 @@ moves; *selectivity* = |largest slope| / sum of |slopes| says whether it moves o
 (1.0) or everything at once (1/8).
 
 Written to ``DIR/latent/``: ``<effect>_latent.csv`` (one row per probe), ``<effect>_axes.csv`` (one row per axis)
-and ``<effect>_mel_grid.png`` (mel spectrograms: one row per probe path, one column per position).
+and ``<effect>_mel_grid.png`` (mel spectrograms: one row per probe path, one column per position); for a system
+other than ``proposed``, ``<effect>__<system>_...``.
 """
 
 from __future__ import annotations
@@ -37,6 +44,19 @@ class Exploration:
     positions: dict[str, list[float]] = field(default_factory=dict)
     feature_names: tuple[str, ...] = ()
     feature_source: str = ""
+    system: str = ""
+    controller: str = ""  # which answers were decoded: see controller_kind()
+
+
+def controller_kind(system, effect, hedged: bool) -> str:
+    """What was explored, in words: the controller before the hedge, with it, or a controller that has none."""
+    name = getattr(system, "name", "system")
+    active = effect.name in getattr(system, "hedged_effects", [])
+    if not active:
+        return f"{name}: the controller as trained (no hedge is active for {effect.name})"
+    if hedged:
+        return f"{name}: the hedged answers (as match gives them: blended towards a constant setting)"
+    return f"{name}: the controller before the hedge (its blend towards a constant setting left out)"
 
 
 def ac_features(sample_rate: int):
@@ -83,8 +103,9 @@ def _check_system(system) -> None:
 
 
 def explore(system, effect, examples: list, *, features, feature_source: str = "", steps: int = 7, axes: int = 4,
-            span: float = 2.0, example: int = 0) -> Exploration:
-    """Run both probes (see the module docstring) and describe every processed clip with ``features``."""
+            span: float = 2.0, example: int = 0, hedged: bool = False) -> Exploration:
+    """Run both probes (see the module docstring) and describe every processed clip with ``features``.
+    ``hedged``: decode the hedged answers instead of the controller's own (the default)."""
     import torch
 
     _check_system(system)
@@ -102,9 +123,10 @@ def explore(system, effect, examples: list, *, features, feature_source: str = "
 
     def decode(codes: np.ndarray) -> np.ndarray:
         t = torch.as_tensor(codes, dtype=torch.float32, device=c_in.device)
-        return system.predict_from_codes(effect, c_in.expand(len(t), -1), t)
+        return system.predict_from_codes(effect, c_in.expand(len(t), -1), t, hedged=hedged)
 
-    res = Exploration(effect.name, feature_source=feature_source)
+    res = Exploration(effect.name, feature_source=feature_source, system=getattr(system, "name", ""),
+                      controller=controller_kind(system, effect, hedged))
     ia = examples.index(ex)
     if all(e.true_params01 is not None for e in examples):  # the reference whose settings differ most
         P = np.stack([e.true_params01 for e in examples])
@@ -141,7 +163,8 @@ def explore(system, effect, examples: list, *, features, feature_source: str = "
         res.positions[path] = [float(v) for v in pos]
         for j in range(len(p)):
             phys = effect.to_physical(p[j])
-            row = {"effect": effect.name, "path": path, "position": float(pos[j]), "example": ex.index, **info}
+            row = {"effect": effect.name, "system": res.system, "controller": res.controller, "path": path,
+                   "position": float(pos[j]), "example": ex.index, **info}
             row.update({f"param/{n}": float(v) for n, v in zip(effect.param_names, p[j], strict=True)})
             row.update({f"physical/{n}": float(v) for n, v in phys.items()})
             row.update({f"feature/{n}": float(v) for n, v in feats[i].items()})
@@ -160,7 +183,8 @@ def _axis_summary(res: Exploration, param_names: list[str]) -> list[dict]:
     out = []
     for path, g in df[df["path"].str.startswith("axis")].groupby("path", sort=False):
         t = g["position"].to_numpy(dtype=float)
-        row = {"effect": res.effect, "axis": path, "explained_variance": float(g["explained_variance"].iloc[0])}
+        row = {"effect": res.effect, "system": res.system, "controller": res.controller, "axis": path,
+               "explained_variance": float(g["explained_variance"].iloc[0])}
         slopes = {}
         for c in fcols:
             v = g[c].to_numpy(dtype=float)
@@ -217,8 +241,8 @@ def mel_grid(res: Exploration, sample_rate: int, path: Path) -> Path:
         if summary is not None and summary.get("main_feature"):
             label += f"\n{summary['main_feature']} ({summary['selectivity']:.2f})"
         axs[r, 0].set_ylabel(label, fontsize=7)
-    fig.suptitle(f"{res.effect}: controller outputs along latent paths (mel spectrograms of the processed input)",
-                 fontsize=9)
+    fig.suptitle(f"{res.effect}, {res.controller}: outputs along latent paths (mel spectrograms of the processed "
+                 "input)", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -231,7 +255,9 @@ def write(res: Exploration, out_dir: Path, sample_rate: int) -> dict[str, Path]:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", res.effect)
+    # proposed's files keep their names; another system's (proposed_paper, a variant) carry its name too
+    name = res.effect if res.system in ("", "proposed") else f"{res.effect}__{res.system}"
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
     paths = {"table": out_dir / f"{slug}_latent.csv", "axes": out_dir / f"{slug}_axes.csv",
              "figure": out_dir / f"{slug}_mel_grid.png"}
     df = pd.DataFrame(res.rows)
