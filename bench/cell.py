@@ -16,6 +16,7 @@ The flow of a cell:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ def build_system(name: str, cfg: Config, device: str, overrides: dict | None = N
     ``overrides`` on top. A labelled variant (``[systems.LABEL] base = "proposed"``, then any of the base's keys) is
     its base system, built with the base's section and its own keys over it, and named by its label."""
     conf = system_section(cfg, name)
+    conf.update(matched_budget(name, cfg, conf))
     system = get_system(cfg.system_base(name), {**conf, **(overrides or {})}, sample_rate=cfg.run.sample_rate,
                         device=device)
     system.name = name
@@ -99,6 +101,28 @@ def fit_system(system: System, plan, *, run=None, checkpoint_dir: Path | None = 
     t0 = time.perf_counter()
     system.fit(plan.train, ctx)
     return time.perf_counter() - t0
+
+
+def matched_budget(name: str, cfg: Config, settings: dict) -> dict:
+    """The overrides that give a trainable system the run's matched budget (``run.budget``), or {} (no budget
+    asked for, a system that does not train, or one that cannot be matched: warned, it keeps its own)."""
+    from bench.systems import SYSTEMS
+
+    if not cfg.run.budget:
+        return {}
+    cls = SYSTEMS.get(cfg.system_base(name))
+    if not getattr(cls, "trainable", False):
+        return {}
+    n_effects = sum(1 for _, eset in cfg.effect_sets() if eset != "wild")
+    base = {f.name: getattr(cls.Config(), f.name) for f in dataclasses.fields(cls.Config)}
+    over = cls.budget_overrides({**base, **settings}, n_effects=n_effects, **cfg.run.budget)
+    if over is None:
+        import warnings
+
+        warnings.warn(f"{name}: cannot be matched to run.budget {cfg.run.budget}; it keeps its own budget "
+                      "(budgets.csv says what it spent)", stacklevel=2)
+        return {}
+    return over
 
 
 def local_checkpoint(checkpoint: str) -> Path:
@@ -123,6 +147,8 @@ def system_key(cfg: Config, name: str, seed: int | None = None) -> str:
              cfg.to_dict()["data"], [e for e, _ in cfg.effect_sets()]]
     if seed is not None and seed != cfg.run.seed:
         parts.append(["training seed", int(seed)])
+    if cfg.run.budget:
+        parts.append(["matched budget", dict(cfg.run.budget)])
     return stable_hash(parts)
 
 

@@ -8,8 +8,8 @@ every run (MLflow params and a config.json artifact), so any run can be repeated
 from __future__ import annotations
 
 import copy
-import re
 import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -35,6 +35,9 @@ class RunConfig:
     seed: int = 0  # the data: corpora, splits, training and validation examples
     seeds: list = field(default_factory=list)  # training seeds: each trainable system once per seed (empty: [seed])
     split: str = "test"  # the evaluated split: test (the record) | valid (development)
+    # a matched-budget comparison: {train_examples = N} or {train_renders = N}; each trainable system that can
+    # sets its own step counts to spend that budget (bench.cell.build_system; budgets.csv records what was spent)
+    budget: dict = field(default_factory=dict)
     sample_rate: int = 24000
     segment_seconds: float = 1.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -296,6 +299,14 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"run.audio_examples: must be >= 0, got {r.audio_examples}")
     if r.workers < 0:
         raise ConfigError(f"run.workers: must be >= 0 (0 = all cores), got {r.workers}")
+    bad = sorted(set(r.budget) - {"train_examples", "train_renders"})
+    if bad:
+        raise ConfigError(f"run.budget: unknown key(s) {bad}; valid: train_examples, train_renders")
+    if len(r.budget) > 1:
+        raise ConfigError("run.budget: give train_examples or train_renders, not both")
+    for k, v in r.budget.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"run.budget.{k}: expected a positive integer, got {v!r}")
     if r.split not in ("test", "valid"):
         raise ConfigError(f"run.split: {r.split!r}; valid: test, valid")
     if not all(isinstance(x, int) and not isinstance(x, bool) for x in r.seeds) or len(set(r.seeds)) != len(r.seeds):

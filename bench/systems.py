@@ -135,6 +135,14 @@ class System:
         return {"parameters": count_parameters(self)}
 
     @classmethod
+    def budget_overrides(cls, settings: dict, *, n_effects: int, train_examples: int | None = None,
+                         train_renders: int | None = None) -> dict | None:
+        """Config overrides that make ``fit`` spend the given budget (``run.budget``), counted as
+        :meth:`budget` counts it, with ``settings`` the system's section and ``n_effects`` the effects it trains
+        on; None when the system cannot be matched to it (it then keeps its own budget, and the run says so)."""
+        return None
+
+    @classmethod
     def search_space(cls, trial) -> dict:
         """Hyper-parameters an Optuna sweep explores (``trial.suggest_*``); empty for untrainable systems."""
         return {}

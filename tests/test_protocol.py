@@ -107,3 +107,29 @@ def test_constant_is_at_least_as_good_as_mean_on_validation(tmp_path):
     params = pd.read_parquet(tmp_path / "params.parquet")
     per = params.groupby(["system", "param"])["estimate"].nunique()
     assert (per == 1).all()  # one setting, whatever the reference
+
+
+def test_a_matched_budget_sets_each_systems_own_step_counts(tmp_path):
+    import math
+
+    from bench.cell import build_system, fit_system
+    from bench.plan import Plan
+
+    cfg = _tones("run.budget.train_examples=96", effects=["peq4"], systems=["oneshot_eq", "deepafx_st_autodiff",
+                                                                           "proposed", "bypass"])
+    one = build_system("oneshot_eq", cfg, "cpu")
+    assert one.cfg.steps == math.ceil(96 / one.cfg.batch_size)
+    dafx = build_system("deepafx_st_autodiff", cfg, "cpu")
+    assert dafx.cfg.steps == math.ceil(96 / dafx.cfg.batch_size)
+    prop = build_system("proposed", cfg, "cpu")
+    c = prop.cfg
+    seen = c.vae_steps * c.vae_batch + 1 * (c.warmup_steps + c.spsa_steps) * c.batch  # one effect (peq4)
+    assert abs(seen - 96) <= c.vae_batch + c.batch  # rounding of the scaled step counts
+    fit_system(one, Plan.build(cfg), checkpoint_dir=tmp_path, progress=False)
+    assert one.budget()["train_examples"] == one.cfg.steps * one.cfg.batch_size  # what it spent, as asked
+    with pytest.warns(UserWarning, match="cannot be matched to run.budget"):  # no pedalboard renders to match
+        build_system("deepafx_st_autodiff", _tones("run.budget.train_renders=500", effects=["peq4"]), "cpu")
+    from bench.config import ConfigError
+
+    with pytest.raises(ConfigError, match="run.budget: unknown key"):
+        _tones("run.budget.steps=3")

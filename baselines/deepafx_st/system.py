@@ -22,6 +22,7 @@ every other effect, ``match`` returns the EQ + compressor output with ``params01
 
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -199,6 +200,14 @@ class DeepAFxSTBase(System):
         self.train_stats = {"steps": res.steps, "seconds": res.seconds, "examples": res.examples,
                             "examples_per_second": res.examples_per_second, **res.last}
 
+    @classmethod
+    def budget_overrides(cls, settings, *, n_effects, train_examples=None, train_renders=None):
+        """Examples: ``steps`` x ``batch_size`` examples are seen. The autodiff variant renders nothing with
+        pedalboard while training, so it cannot be matched to a render budget."""
+        if train_examples is not None:
+            return {"steps": max(1, math.ceil(train_examples / settings["batch_size"]))}
+        return None
+
     def budget(self) -> dict:
         """Steps and examples seen from the training loop; the differentiable EQ + compressor renders nothing
         with pedalboard while training (the SPSA variant counts its renders)."""
@@ -353,6 +362,14 @@ class DeepAFxSTSPSA(DeepAFxSTBase):
 
     def _close_train_state(self, state):
         state["pool"].shutdown(wait=True)
+
+    @classmethod
+    def budget_overrides(cls, settings, *, n_effects, train_examples=None, train_renders=None):
+        """Renders: each step renders ``batch_size`` x (2 ``spsa_k`` + 1) times."""
+        if train_renders is not None:
+            per_step = settings["batch_size"] * (2 * settings["spsa_k"] + 1)
+            return {"steps": max(1, math.ceil(train_renders / per_step))}
+        return super().budget_overrides(settings, n_effects=n_effects, train_examples=train_examples)
 
     def budget(self) -> dict:
         c, st = self.cfg, self.train_stats

@@ -9,6 +9,7 @@ with the harness's pedalboard ``peq4``. For any other effect the system still re
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,6 +220,13 @@ class OneShotEQ(System):
                            "examples_per_second": round(result.examples_per_second, 2),
                            "train_examples": c.train_examples, "render_seconds": round(pool_seconds, 3),
                            "loader_workers": workers, "device": str(self.dev), **result.last}
+
+    @classmethod
+    def budget_overrides(cls, settings, *, n_effects, train_examples=None, train_renders=None):
+        """Examples: ``steps`` x ``batch_size``; no renders in its loss, so no render budget."""
+        if train_examples is not None:
+            return {"steps": max(1, math.ceil(train_examples / settings["batch_size"]))}
+        return None
 
     def budget(self) -> dict:
         """A supervised classifier: steps and examples seen; no effect renders in its loss."""

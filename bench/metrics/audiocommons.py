@@ -45,6 +45,7 @@ import logging
 import math
 import os
 import threading
+import weakref
 from dataclasses import dataclass, field
 
 from bench.metrics import Metric, MetricConfig, register_metric
@@ -54,6 +55,7 @@ from bench.metrics.timbral_ref import (  # noqa: F401  (FEATURES and CONTINUOUS 
     FEATURES,
     WorkerPool,
     clip_key,
+    limit_threads,
     timbral_features,
     timbral_models_version,
 )
@@ -296,6 +298,65 @@ class _InProcess:
         self.procs = []
 
 
+def batched_features(clips: list, sample_rate: int, features: tuple, batch_size: int) -> list:
+    """``[(features, errors)]`` per clip from the batched implementation (a module-level function, so a worker
+    process can run it)."""
+    import numpy as np
+
+    from bench.metrics import timbral
+
+    timbral.warm()
+    out = []
+    for s in range(0, len(clips), batch_size):
+        chunk = [np.asarray(x, dtype=np.float64) for x in clips[s:s + batch_size]]
+        vals, reasons = timbral.extract(chunk, sample_rate, features)
+        out += [({f: float(vals[r, j]) for j, f in enumerate(features)}, dict(reasons[r])) for r in range(len(chunk))]
+    return out
+
+
+class _Split:
+    """The futures of a batch split over worker processes, as one future of the whole batch."""
+
+    def __init__(self, futures: list):
+        self._futures = futures
+
+    def result(self) -> list:
+        return [r for f in self._futures for r in f.result()]
+
+
+class _Processes:
+    """The batched features in ``n`` worker processes (each batch split evenly over them), with the ``map`` /
+    ``submit`` / ``close`` of a :class:`WorkerPool`: on two cores the features of one cell are computed on both
+    while this process goes on with the other metrics and the next system. Workers compile the numba kernels one at
+    a time (``timbral.warm`` holds a file lock)."""
+
+    def __init__(self, n: int, sample_rate: int, features: tuple, batch_size: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.n = n
+        self._args = (sample_rate, features, batch_size)
+        self._pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=limit_threads)
+        self.procs = [self]
+
+    @property
+    def size(self) -> int:
+        return self.n
+
+    def submit(self, clips: list, sample_rate: int) -> _Split:
+        k = max(1, -(-len(clips) // self.n))
+        return _Split([self._pool.submit(batched_features, clips[i:i + k], *self._args)
+                       for i in range(0, len(clips), k)])
+
+    def map(self, clips: list, sample_rate: int) -> list:
+        return self.submit(clips, sample_rate).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.procs = []
+
+
 @register_metric("ac")
 class AudioCommons(AudioCommonsRef):
     """The AudioCommons deltas (keys as :class:`AudioCommonsRef`, named ``ac``) from the batched implementation
@@ -342,25 +403,20 @@ class AudioCommons(AudioCommonsRef):
 
     def _executor(self):
         if self._pool is None or not self._pool.procs:
-            self._pool = _InProcess(self._compute)
+            if self.workers > 1 and not self.reference:  # worker processes for the batched code
+                self._pool = _Processes(self.workers, self.sample_rate, self.own, int(self.cfg.batch_size))
+                weakref.finalize(self, self._pool.close)
+            else:
+                self._pool = _InProcess(self._compute)
         return self._pool
 
     def _compute(self, clips: list) -> list:
-        import numpy as np
-
-        from bench.metrics import timbral
-
-        timbral.warm()
         out = [({}, {}) for _ in clips]
         if self.own:
-            bs = int(self.cfg.batch_size)
-            for s in range(0, len(clips), bs):
-                chunk = [np.asarray(x, dtype=np.float64) for x in clips[s:s + bs]]
-                vals, reasons = timbral.extract(chunk, self.sample_rate, self.own)
-                for r in range(len(chunk)):
-                    feats, errs = out[s + r]
-                    feats.update({f: float(vals[r, j]) for j, f in enumerate(self.own)})
-                    errs.update(reasons[r])
+            for (feats, errs), (f, e) in zip(out, batched_features(clips, self.sample_rate, self.own,
+                                                                   int(self.cfg.batch_size)), strict=True):
+                feats.update(f)
+                errs.update(e)
         if self.reference:
             if self._ref_metric is None:
                 self._ref_metric = AudioCommonsRef({"workers": self.cfg.workers, "disk_cache": self.cfg.disk_cache},

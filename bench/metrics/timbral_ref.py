@@ -204,7 +204,7 @@ def clip_key(x, sample_rate: int) -> str:
 # --- worker processes ---------------------------------------------------------------------------------------
 
 
-def _limit_threads() -> None:
+def limit_threads() -> None:
     """One BLAS / OpenMP / numba thread in this (worker) process. The variables are already set in the worker's
     environment before it starts; this also limits libraries that were loaded some other way."""
     for v in THREAD_VARS:
@@ -231,7 +231,7 @@ def serve_worker() -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     inp = sys.stdin.buffer
-    _limit_threads()
+    limit_threads()
     warm_librosa_numba()  # read numba's cache only after one process has written it (see there)
     with timbral_compat():  # import timbral_models (and librosa, sklearn) before the first job
         pass

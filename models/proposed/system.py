@@ -26,6 +26,7 @@ target) scores the one nearest the target as the labelled upper bound ``proposed
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import time
 import warnings
@@ -434,6 +435,22 @@ class Proposed(System):
                 info["picked_params01"] = [round(float(v), 5) for v in settings[pick][i]]
             estimates.append(Estimate(None, outputs[pick][i].copy(), info))
         return estimates, outputs
+
+    @classmethod
+    def budget_overrides(cls, settings, *, n_effects, train_examples=None, train_renders=None):
+        """Examples: the VAE's, warm-up's and SPSA steps scaled together so that ``vae_steps`` x ``vae_batch`` +
+        ``n_effects`` x (``warmup_steps`` + ``spsa_steps``) x ``batch`` meets the budget. Renders: ``spsa_steps``
+        such that ``n_effects`` x ``spsa_steps`` x ``batch`` x (2 ``perturbations`` + 1) meets it."""
+        c = settings
+        vae = c["vae_steps"] if "latent" in c["features"] else 0
+        if train_examples is not None:
+            now = vae * c["vae_batch"] + n_effects * (c["warmup_steps"] + c["spsa_steps"]) * c["batch"]
+            f = train_examples / max(now, 1)
+            return {k: (max(1, round(c[k] * f)) if c[k] else 0) for k in ("vae_steps", "warmup_steps", "spsa_steps")}
+        if train_renders is not None:
+            per_step = n_effects * c["batch"] * (2 * c["perturbations"] + 1)
+            return {"spsa_steps": max(1, math.ceil(train_renders / per_step))}
+        return None
 
     def budget(self) -> dict:
         """Optimiser steps and examples seen (VAE pretraining, then per controller the parameter warm-up and the
