@@ -301,7 +301,7 @@ def test_gpu_preset_parses_and_runs_reduced_on_the_cpu(tmp_path):
 
     cfg = load_config("gpu", device="cpu")
     check_sections(cfg)  # every system section, with its Ray resources stripped, parses
-    assert cfg.segment_samples == 131064 and cfg.tasks.n_test >= 100
+    assert cfg.segment_samples == 131072 and cfg.tasks.n_test >= 100  # the paper's clip length
     options, retries = task_options(cfg, "proposed", "train")
     assert options["num_gpus"] > 0 and retries >= 1
     small = load_config("gpu", device="cpu", systems=["bypass", "mean", "oneshot_eq"], effects=["peq4", "delay"],
