@@ -54,7 +54,7 @@ def check_sections(cfg: Config) -> None:
                 from bench.executors import check_resources
 
                 check_resources(cfg, name)  # the Ray task options (resources, cell_resources) are the harness's
-                values = system_section(cfg, name)
+                values = cfg.system_settings(name)
                 name_in_registry = cfg.system_base(name)
             else:
                 name_in_registry = name
@@ -69,17 +69,11 @@ def build_metrics(cfg: Config, device: str, names: list[str] | None = None) -> l
 
 
 
-def system_section(cfg: Config, name: str) -> dict:
-    """A system's config section without the keys the harness reads (``checkpoint``, and the Ray task options
-    ``resources`` and ``cell_resources``): what its ``Config`` dataclass parses."""
-    return cfg.system_settings(name)
-
-
 def build_system(name: str, cfg: Config, device: str, overrides: dict | None = None) -> System:
     """The system ``name`` with its config section (without ``checkpoint`` and the Ray task options) and
     ``overrides`` on top. A labelled variant (``[systems.LABEL] base = "proposed"``, then any of the base's keys) is
     its base system, built with the base's section and its own keys over it, and named by its label."""
-    conf = system_section(cfg, name)
+    conf = cfg.system_settings(name)
     conf.update(matched_budget(name, cfg, conf))
     system = get_system(cfg.system_base(name), {**conf, **(overrides or {})}, sample_rate=cfg.run.sample_rate,
                         device=device)

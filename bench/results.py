@@ -118,18 +118,20 @@ def summarise(scores: pd.DataFrame, *, ci: bool = True) -> pd.DataFrame:
 # --- files -------------------------------------------------------------------------------------------------
 
 
-def atomic_parquet(df: pd.DataFrame, path: Path) -> None:
+def _atomic(path: Path, write) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    df.to_parquet(tmp, index=False)
+    write(tmp)
     os.replace(tmp, path)
+
+
+def atomic_parquet(df: pd.DataFrame, path: Path) -> None:
+    _atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    _atomic(path, lambda tmp: df.to_csv(tmp, index=False))
 
 
 def save_wav(path: Path, x: np.ndarray, sample_rate: int) -> None:

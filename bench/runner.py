@@ -30,6 +30,7 @@ from bench.tasks import Task
 
 class Runner:
     def __init__(self, cfg: Config, out: Path, *, tracker=None, log=print):
+        check_sections(cfg)  # a bad system or metric section stops here, before anything is written
         self.cfg = cfg
         self.out = Path(out)
         self.results = ResultStore(self.out)
@@ -63,7 +64,6 @@ class Runner:
     # --- the grid -----------------------------------------------------------------------------------------
     def run(self) -> pd.DataFrame:
         cfg = self.cfg
-        check_sections(cfg)
         atomic_write_bytes(self.out / "config.json", json.dumps(cfg.to_dict(), indent=1).encode())
         plan = Plan.build(cfg, self.device)
         evaluator = None
@@ -213,10 +213,9 @@ class Runner:
 
 
 def run(cfg: Config, out: Path, *, log=print) -> pd.DataFrame:
-    check_sections(cfg)  # a bad system or metric section stops here, before any store is created
-    tracker = None
+    runner = Runner(cfg, out, log=log)  # checks the config before the MLflow store is created
     if cfg.tracking.enabled:
         from bench.tracking import Tracker
 
-        tracker = Tracker(Path(out), cfg.tracking.uri, cfg.run.name)
-    return Runner(cfg, out, tracker=tracker, log=log).run()
+        runner.tracker = Tracker(Path(out), cfg.tracking.uri, cfg.run.name)
+    return runner.run()

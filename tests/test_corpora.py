@@ -260,20 +260,6 @@ def test_folder_corrupt_file_is_left_out_and_named(audio_dir, tmp_path):
         A.load(bad, SR)
 
 
-@pytest.fixture
-def plan_min_seconds(monkeypatch):
-    """Plan.build passing min_seconds = 2 x run.segment_seconds (1 s on smoke) to the corpora it makes."""
-    import bench.plan
-
-    make = bench.plan.get_corpus
-
-    def get_corpus_(label, **kw):
-        kw.setdefault("min_seconds", 1.0)
-        return make(label, **kw)
-
-    monkeypatch.setattr(bench.plan, "get_corpus", get_corpus_)
-
-
 def bad_folder(root):
     """Five good files and a corrupt, a silent, a tiny and an 8 kHz stereo one."""
     root.mkdir(parents=True)
@@ -311,7 +297,7 @@ def test_folder_bad_files_are_left_out_before_splits(tmp_path):
     assert {b["path"] for b in man["left_out"]} == set(BAD)
 
 
-def test_folder_with_bad_files_scores_every_task_and_data_check_lists_them(tmp_path, capsys, plan_min_seconds):
+def test_folder_with_bad_files_scores_every_task_and_data_check_lists_them(tmp_path, capsys):
     import pandas as pd
 
     from bench.commands import COMMANDS

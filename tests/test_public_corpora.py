@@ -192,21 +192,7 @@ def test_idmt_fx(tmp_path):
         corpus(f"idmt_fx:{root}@Wah", tmp_path).specs()
 
 
-@pytest.fixture
-def plan_min_seconds(monkeypatch):
-    """Plan.build passing min_seconds = 2 x run.segment_seconds (1 s on smoke) to the corpora it makes."""
-    import bench.plan
-
-    make = bench.plan.get_corpus
-
-    def get_corpus_(label, **kw):
-        kw.setdefault("min_seconds", 1.0)
-        return make(label, **kw)
-
-    monkeypatch.setattr(bench.plan, "get_corpus", get_corpus_)
-
-
-def test_smoke_run_on_vctk_and_musdb(tmp_path, plan_min_seconds):
+def test_smoke_run_on_vctk_and_musdb(tmp_path):
     vctk = vctk_tree(tmp_path / "VCTK-Corpus-0.92")
     musdb = musdb_tree(tmp_path / "musdb18hq")
     cfg = load_config("smoke", corpora=[f"vctk:{vctk}", f"musdb:{musdb}"], effects=["peq4"], systems=["bypass"],

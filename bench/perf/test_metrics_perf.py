@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from bench.metrics import get_metric
+from bench.perf import harmonic_clips
 from bench.systems import Estimate
 from bench.tasks import Example
 
@@ -29,15 +30,7 @@ AC_CLIPS = 4 * max(1, len(os.sched_getaffinity(0)))  # outputs + targets: 8 clip
 
 
 def _clips(n: int, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(SECONDS * SR)) / SR
-    out = []
-    for _ in range(n):
-        f0 = rng.uniform(80, 400)
-        x = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 10)) * np.exp(-rng.uniform(1, 8) * (t % 0.3))
-        x = x + 0.05 * rng.standard_normal(t.size)
-        out.append((0.3 * x / np.max(np.abs(x))).astype(np.float32))
-    return out
+    return harmonic_clips(n, SECONDS, SR, seed)
 
 
 def _batch(n: int, task: str = "speech/peq4/test"):

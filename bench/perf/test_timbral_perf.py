@@ -17,6 +17,8 @@ import time
 import numpy as np
 import pytest
 
+from bench.perf import harmonic_clips
+
 pytestmark = pytest.mark.perf
 
 SR = 24000
@@ -25,15 +27,7 @@ REF_CLIPS = 4
 
 
 def _clips(n: int, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    t = np.arange(SR) / SR
-    out = []
-    for _ in range(n):
-        f0 = rng.uniform(80, 400)
-        x = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 10)) * np.exp(-rng.uniform(1, 8) * (t % 0.3))
-        x = x + 0.05 * rng.standard_normal(t.size)
-        out.append((0.3 * x / np.max(np.abs(x))).astype(np.float64))
-    return out
+    return harmonic_clips(n, 1.0, SR, seed, dtype=np.float64)
 
 
 def _one_thread():

@@ -78,7 +78,6 @@ def study_key(cfg: Config, system: str, objectives: list) -> str:
     """What the trials' values depend on: data, effects, tasks, seed, the system's base config, the objectives.
     A study joined with different settings would mix incomparable trials."""
     from bench.cache import stable_hash
-    from bench.cell import system_section
 
     d = cfg.to_dict()
     # what the validation values do not depend on: how the run is shown and run, the evaluated split and the test
@@ -90,5 +89,5 @@ def study_key(cfg: Config, system: str, objectives: list) -> str:
     for k in ("tracking", "preset", "systems", "metrics"):
         d.pop(k, None)
     metrics = sorted({o.metric for o in objectives})
-    return stable_hash([d, system, system_section(cfg, system), [(o.key, o.pattern, o.direction) for o in objectives],
+    return stable_hash([d, system, cfg.system_settings(system), [(o.key, o.pattern, o.direction) for o in objectives],
                         {m: cfg.metric_config(m) for m in metrics}])

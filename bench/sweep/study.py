@@ -47,7 +47,7 @@ class Sweep(SweepTracking):
 
     def __init__(self, cfg: Config, out: Path, system: str, opts: SweepOptions, *, storage=None,
                  storage_url: str | None = None, plan=None, log=print):
-        from bench.cell import build_metrics, system_section
+        from bench.cell import build_metrics
         from bench.config import parse_section
         from bench.plan import Plan
         from bench.systems import SYSTEMS
@@ -58,7 +58,7 @@ class Sweep(SweepTracking):
         if not sweepable(self.cls):
             raise ConfigError(f"sweep: {system!r} is not a trainable system with a search space; sweepable: "
                               f"{', '.join(trainable_systems()) or 'none'}")
-        base = system_section(cfg, system)  # a sweep trains every trial; Ray's task options are not the system's
+        base = cfg.system_settings(system)  # a sweep trains every trial; Ray's task options are not the system's
         parse_section(self.cls.Config, base, f"systems.{system}")
         self.plan = plan or Plan.build(cfg)
         self.objectives = parse_objectives(opts.objectives, opts.directions, self.plan.valid)

@@ -49,6 +49,26 @@ def _arange_len(start, stop, step):
 
 
 @njit(cache=True)
+def _fill_ns(ns, iz, length, z, k, z2, level, z1, slope):
+    """Specific loudness ``level - (k - z1) * slope`` into ``ns`` at the 0.1-Bark steps ``k`` from ``z`` to ``z2``
+    (``slope`` 0: a flat stretch at ``level``; ``x - 0.0`` is ``x``, so that case is exact). Returns the updated
+    (iz, length, z, k); ``k`` is passed in so that an empty stretch leaves it as it was."""
+    cnt = _arange_len(z, z2 + 0.01, 0.1)
+    delta = (z + 0.1) - z
+    for q in range(cnt):
+        k = z + q * delta
+        v = level - (k - z1) * slope
+        if iz == length and length < _NS_MAX:
+            ns[iz] = v
+            length += 1
+        elif iz < length:
+            ns[iz] = v
+        if k < (z2 - 0.05):
+            iz += 1
+    return iz, length, np.rint(k * 10) * 0.1, k
+
+
+@njit(cache=True)
 def _zwicker_one(P, ns):
     """Total loudness (sone) of one window from its 28 third-octave levels ``P`` (dB, 25 Hz - 12.5 kHz); fills
     ``ns`` with the specific loudness pattern in 0.1-Bark steps and returns (N, number of values written)."""
@@ -109,19 +129,7 @@ def _zwicker_one(P, ns):
                 z2 = ZUP[i]
                 n2 = Nm[i]
                 N += n2 * (z2 - z1)
-                stop = z2 + 0.01
-                cnt = _arange_len(z, stop, 0.1)
-                delta = (z + 0.1) - z
-                for q in range(cnt):
-                    k = z + q * delta
-                    if iz == length and length < _NS_MAX:
-                        ns[iz] = n2
-                        length += 1
-                    elif iz < length:
-                        ns[iz] = n2
-                    if k < (z2 - 0.05):
-                        iz += 1
-                z = np.rint(k * 10) * 0.1
+                iz, length, z, k = _fill_ns(ns, iz, length, z, k, z2, n2, 0.0, 0.0)
             if n1 > Nm[i]:
                 n2 = RNS[j]
                 if n2 < Nm[i]:
@@ -136,20 +144,7 @@ def _zwicker_one(P, ns):
                     dz = z2 - z1
                     n2 = n1 - dz * slope
                 N += dz * (n1 + n2) / 2.0
-                stop = z2 + 0.01
-                cnt = _arange_len(z, stop, 0.1)
-                delta = (z + 0.1) - z
-                for q in range(cnt):
-                    k = z + q * delta
-                    v = n1 - (k - z1) * slope
-                    if iz == length and length < _NS_MAX:
-                        ns[iz] = v
-                        length += 1
-                    elif iz < length:
-                        ns[iz] = v
-                    if k < (z2 - 0.05):
-                        iz += 1
-                z = np.rint(k * 10) * 0.1
+                iz, length, z, k = _fill_ns(ns, iz, length, z, k, z2, n1, z1, slope)
             if n2 == RNS[j]:
                 j += 1
             if j > 17:
