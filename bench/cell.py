@@ -167,6 +167,17 @@ def budget_of(system: System, seconds: float, device: str) -> dict:
     return b
 
 
+def checkpoint_dir(out: Path, name: str, seed: int) -> Path:
+    """Where a run keeps the checkpoint it trained of ``name`` with training seed ``seed``."""
+    return Path(out) / "checkpoints" / slug(name) / f"seed-{seed}"
+
+
+def is_trained(cfg: Config, name: str, out: Path, seed: int) -> bool:
+    """Has this run (``out``) trained ``name`` with ``seed`` under the present settings?"""
+    marker = checkpoint_dir(out, name, seed) / "TRAINED"
+    return marker.exists() and marker.read_text().strip() == system_key(cfg, name, seed)
+
+
 def prepare_system(name: str, plan, out: Path, *, seed: int | None = None, tracker=None, parent=None,
                    tags: dict | None = None, store=None, log: Callable = print) -> System:
     """Construct ``name``, then load (its configured checkpoint, or this run's earlier training) or fit it with
@@ -182,10 +193,10 @@ def prepare_system(name: str, plan, out: Path, *, seed: int | None = None, track
         return system
     if not system.trainable:
         return system
-    ckpt = Path(out) / "checkpoints" / slug(name) / f"seed-{seed}"
+    ckpt = checkpoint_dir(out, name, seed)
     key = system_key(cfg, name, seed)
     marker = ckpt / "TRAINED"
-    if marker.exists() and marker.read_text().strip() == key:
+    if is_trained(cfg, name, out, seed):
         log(f"{name}: loading this run's checkpoint {ckpt}")
         system.load(ckpt)
         return system

@@ -82,6 +82,34 @@ class TrackingConfig:
 
 
 @dataclass
+class LatentConfig:
+    """The latent-space study `run` adds to the report (bench/study.py, models/proposed/latent.py): empty
+    ``systems`` or ``effects``: none."""
+
+    systems: list = field(default_factory=list)  # studied where they are in the run (from the grid's checkpoints)
+    train: list = field(default_factory=list)  # variants trained for the study alone, on its effects (proposed_knobs)
+    effects: list = field(default_factory=list)  # e.g. an EQ, a time effect and a modulation effect
+    corpus: str = ""  # the evaluated corpus whose examples are used ("": the first seen corpus)
+    inputs: int = 4  # input clips every walk is repeated on (the CIs are over them)
+    references: int = 16  # references whose codes define the axes
+    axes: int = 3  # principal axes of the code walked (a bottleneck's knobs are all walked)
+    steps: int = 7  # positions along each walk
+    span: float = 2.0  # each walk covers +-span standard deviations
+    hedged: bool = False  # decode the hedged answers instead of the controller before the hedge
+
+    def validate(self, where: str) -> None:
+        for k in ("inputs", "axes", "steps"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{where}.{k}: must be at least 1, got {getattr(self, k)}")
+        if self.references < 3:
+            raise ValueError(f"{where}.references: at least 3 references define the axes, got {self.references}")
+        if self.steps < 3:
+            raise ValueError(f"{where}.steps: at least 3 positions per walk, got {self.steps}")
+        if self.span <= 0:
+            raise ValueError(f"{where}.span: must be positive, got {self.span}")
+
+
+@dataclass
 class Config:
     preset: str = "quick"
     run: RunConfig = field(default_factory=RunConfig)
@@ -89,6 +117,7 @@ class Config:
     effects: EffectsConfig = field(default_factory=EffectsConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
     # free-form sections, checked by the named system/metric: {"include": [...], "<name>": {...}}
     systems: dict = field(default_factory=lambda: {"include": ["bypass", "random", "oracle"]})
     metrics: dict = field(default_factory=lambda: {"include": ["param_mae", "mrstft"]})
@@ -351,6 +380,16 @@ def validate(cfg: Config) -> None:
                 raise ConfigError(f"systems.{label}: a labelled variant needs a name of its own, of letters, digits "
                                   "and _ . - (':' marks report variants; MLflow refuses '+' and others in keys)")
     valid_effects = set(EFFECTS.names()) | set(cfg.effects.vst3)
+    lat = cfg.latent
+    bad = [n for n in lat.effects if n not in valid_effects]
+    if bad:
+        raise ConfigError(f"latent.effects: unknown {bad}; valid: {', '.join(sorted(valid_effects))}")
+    for key, names in (("latent.systems", lat.systems), ("latent.train", lat.train)):
+        bad = [n for n in names if n not in SYSTEMS and not (isinstance(cfg.systems.get(n), dict)
+                                                              and "base" in cfg.systems[n])]
+        if bad:
+            raise ConfigError(f"{key}: unknown {bad}; valid: {', '.join(SYSTEMS.names())} (or a labelled variant: "
+                              f"[systems.LABEL] with base = \"<system>\")")
     names = [n for n, _ in cfg.effect_sets()]
     bad = [n for n in names if n not in valid_effects]
     if bad:

@@ -86,6 +86,7 @@ class Runner:
                 RayGrid(self, plan).run()
             else:
                 self._run(plan, evaluator)
+            self._latent_study()
         except KeyboardInterrupt:
             status = "KILLED"
             raise
@@ -181,6 +182,21 @@ class Runner:
         self.results.rebuild_tables()
         if run is not None:
             self._log_cell(run, cell, rows, name)
+
+    def _latent_study(self) -> None:
+        """The latent-space study of ``[latent]`` (bench/latent.py), after the grid; it never sinks the run."""
+        from bench.latent import run_study
+
+        cfg = self.cfg
+        if not (cfg.latent.systems and cfg.latent.effects):
+            return
+        try:
+            for msg in run_study(cfg, self.out, device=resolve_device(cfg.run.device), log=self.log):
+                self.warnings.append(f"latent study: {msg}")
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:
+            self.warn(f"latent study failed ({type(e).__name__}: {e}); the grid's results are complete")
 
     def _write_left_out(self, plan: Plan) -> None:
         """``corpora.json``: the files each corpus left out when it was planned (and why), so a run's results say

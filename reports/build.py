@@ -27,6 +27,7 @@ import pandas as pd
 from reports import ablation as A
 from reports import budgets as B
 from reports import examples as X
+from reports import latent as Lt
 from reports import listening as L
 from reports import stats as S
 from reports import store
@@ -38,8 +39,6 @@ from reports.results import Results, is_reference, load_results, system_label
 PREFERRED = ["param_mae", "mrstft", "mfcc_dist", "mel_dist", "ac_mean", "loudness", "rms_err", "crest_err",
              "centroid_err", "pesq"]
 MAX_MEL_FIGURES = 12  # mel-spectrogram figures (median examples; one task per effect first); ~0.5 s each
-LATENT_FILES = (".png", ".csv", ".md", ".json", ".txt", ".pdf")
-LATENT_ROWS = 60  # rows of each latent-exploration CSV shown on the page (all of it is linked)
 
 
 def build_report(out: Path, *, n_resamples: int = S.N_RESAMPLES, max_mel: int = MAX_MEL_FIGURES,
@@ -129,7 +128,7 @@ def _build(r: Results, d: Path, reader: Reader, *, n_resamples: int, max_mel: in
     except Exception:  # unreadable estimates cost the scatter plot, not the report
         params = pd.DataFrame(columns=store.PARAM_COLUMNS)
     figures, audio, mel = _figures(r, d, stats, heads, set_cols, params, max_mel, tick, wild)
-    latent = copy_latent(r.out, d)
+    latent = Lt.build(r.out, d)  # <out>/latent/ (a latent study); None without one: no section
     listening = L.report_section(r.out, d)  # <out>/listening/ (afx-bench listen analyze); None: a one-line note
     mlflow = reader.result()
     tick("MLflow store (waiting)")
@@ -260,37 +259,6 @@ def mel_picks(audio: list, r: Results, limit: int) -> list:
         (rest if effect[a.task] in seen else first).append(a)
         seen.add(effect[a.task])
     return (first + rest)[: max(0, limit)]
-
-
-def copy_latent(out: Path, d: Path) -> list[dict]:
-    src = out / "latent"
-    if not src.is_dir():
-        return []
-    items = []
-    for p in sorted(src.rglob("*")):
-        if not p.is_file() or p.suffix.lower() not in LATENT_FILES or p.name.startswith("."):
-            continue
-        rel = Path("latent") / p.relative_to(src)
-        (d / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(p, d / rel)
-        item = {"src": rel.as_posix(), "name": p.relative_to(src).as_posix(), "image": p.suffix.lower() == ".png",
-                "table": None}
-        if p.suffix.lower() == ".csv":
-            try:
-                df = pd.read_csv(p)
-                item["table"] = {"columns": [str(c) for c in df.columns], "rows": [
-                    [_cell(v) for v in row] for row in df.head(LATENT_ROWS).itertuples(index=False)],
-                    "more": max(0, len(df) - LATENT_ROWS)}
-            except Exception:
-                pass  # shown as a link only
-        items.append(item)
-    return items
-
-
-def _cell(v) -> str:
-    if isinstance(v, float):
-        return "n/a" if not np.isfinite(v) else f"{v:.4g}"
-    return str(v)
 
 
 # --- metadata -----------------------------------------------------------------------------------------------

@@ -227,18 +227,64 @@ def _scores(rng, system, effect, corpus, ex, est) -> dict[str, float]:
 
 
 def _latent(d: Path) -> None:
+    """A latent study of chorus in the schema of reports/latent.py: ``proposed`` in its code space, where the latent
+    moves nothing, and ``proposed_knobs`` in its knob space, whose three knobs each move one feature most (depth,
+    brightness, reverb); each with its summary, axes and probes CSVs and two tiny figures."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
+    features = ("hardness", "depth", "brightness", "roughness", "warmth", "sharpness", "boominess", "reverb")
     d.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(3, 2))
-    ax = fig.subplots()
-    ax.plot(np.linspace(0, 1, 20), np.sin(np.linspace(0, 3, 20)))
-    ax.set_title("latent axis 1 vs depth")
-    fig.savefig(d / "axis_features.png", dpi=60)
-    (d / "axes.csv").write_text("axis,depth,brightness\n1,0.8,0.1\n")
+    cells = {  # system -> (space, dims, axis names, slopes per axis (feature order), trained for)
+        "proposed": ("code", 16, ["pc1", "pc2", "pc3"],
+                     [[0.01, 0.02, -0.01, 0.0, 0.01, 0.0, 0.01, 0.0], [0.0, -0.01, 0.02, 0.01, 0.0, 0.01, 0.0, 0.0],
+                      [0.01, 0.0, 0.0, 0.0, -0.01, 0.0, 0.0, 0.01]], "grid"),
+        "proposed_knobs": ("knobs", 3, ["knob1", "knob2", "knob3"],
+                           [[0.02, 0.45, 0.05, 0.02, 0.1, 0.03, 0.05, 0.02],
+                            [0.05, 0.02, 0.6, 0.03, -0.12, 0.08, 0.02, 0.01],
+                            [0.02, 0.1, 0.02, 0.01, 0.02, 0.01, 0.03, 0.5]], "study: peq4, delay, chorus")}
+    for system, (space, dims, names, slopes, trained) in cells.items():
+        slug = f"chorus__{system}"
+        code = space == "code"
+        axes = []
+        for i, (name, sl) in enumerate(zip(names, slopes, strict=True)):
+            sl = np.asarray(sl)
+            share = np.abs(sl) / np.abs(sl).sum()
+            change = float(2 * np.abs(sl).max())  # a walk of +-1 sd
+            main = int(np.argmax(share)) if change >= 0.25 else -1
+            row = {"system": system, "effect": "chorus", "space": space, "axis": name,
+                   "code_variance": [0.31, 0.18, 0.09][i] if code else np.nan, "output_r2": 0.02 if code else 0.25,
+                   "change": change, "moves": change >= 0.25, "main_feature": features[main] if main >= 0 else "",
+                   "selectivity": float(share[main]) if main >= 0 else np.nan,
+                   "main_param": ["rate_hz", "depth", "mix"][i], "n_inputs": 4}
+            for f, s, sh in zip(features, sl, share, strict=True):
+                row.update({f"slope/{f}": s, f"slope_low/{f}": s - 0.05, f"slope_high/{f}": s + 0.05,
+                            f"share/{f}": sh, f"share_low/{f}": max(0.0, sh - 0.08),
+                            f"share_high/{f}": min(1.0, sh + 0.08)})
+            axes.append(row)
+        pd.DataFrame(axes).to_csv(d / f"{slug}_axes.csv", index=False)
+        verdict = ("The latent moves nothing: the controller gives nearly the same setting whatever the reference."
+                   if code else "knob2 moves brightness most; 3 of 3 knobs move a feature.")
+        budget = dict.fromkeys(("train_seconds", "train_examples", "train_steps", "train_renders"), np.nan) \
+            if code else {"train_seconds": 95.2, "train_examples": 2000, "train_steps": 500, "train_renders": 2000}
+        pd.DataFrame([{"system": system, "effect": "chorus", "space": space,
+                       "controller": f"{system}: the controller before the hedge", "feature_source": "audiocommons",
+                       "dims": dims, "n_axes": 3, "n_inputs": 4, "n_references": 8,
+                       "code_variance": 0.58 if code else np.nan, "output_r2": 0.03 if code else 0.71,
+                       "coverage": 0.02 if code else 0.64, "moves_nothing": code, "verdict": verdict,
+                       "trained_for": trained, **budget, "mel_grid": f"{slug}_mel_grid.png",
+                       "trajectories": f"{slug}_trajectories.png"}]).to_csv(d / f"{slug}_summary.csv", index=False)
+        pd.DataFrame([{"system": system, "effect": "chorus", "path": name, "input": m, "position": t,
+                       "feature/depth": 0.5 + t * slopes[0][1]} for name in names for m in range(2)
+                      for t in (-1.0, 0.0, 1.0)]).to_csv(d / f"{slug}_probes.csv", index=False)
+        for kind in ("mel_grid", "trajectories"):
+            fig = Figure(figsize=(2, 1.5))
+            ax = fig.subplots()
+            ax.plot(np.linspace(-1, 1, 9), np.linspace(-1, 1, 9) * (0.0 if code else 0.5))
+            ax.set_title(f"{system}: {kind}", fontsize=6)
+            fig.savefig(d / f"{slug}_{kind}.png", dpi=40)
 
 
 def _mlflow(out: Path, scores: pd.DataFrame, config: dict) -> None:

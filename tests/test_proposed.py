@@ -453,67 +453,82 @@ def test_the_paper_training_loss_matches_auraloss():
 # --- latent tools -------------------------------------------------------------------------------------------
 
 
-def test_latent_exploration_tables_and_figure(fitted, tmp_path):
+def test_latent_exploration_tables_and_figures(fitted, tmp_path):
     task = _tasks(["delay"], "test")[0]
     examples = task.examples(6)
     res = explore(fitted, task.effect, examples, features=_librosa_features(SR), feature_source="librosa",
-                  steps=4, axes=2, span=1.5)
-    assert len(res.rows) == 4 * (1 + 2)
+                  steps=4, axes=2, span=1.5, inputs=2, references=6)
     interp = [r for r in res.rows if r["path"] == "interpolation"]
     assert [r["position"] for r in interp] == pytest.approx([0, 1 / 3, 2 / 3, 1])
-    # the interpolation's end points decode the two references' own settings
+    # the interpolation's end points decode two references' own settings for the first input
     # (the controller before the hedge: the latent study's object)
+    P = np.stack([e.true_params01 for e in examples])
+    far = int(np.argmax(np.abs(P - P[0]).sum(axis=1)))
     ends = fitted.predict(task.effect, np.stack([examples[0].input] * 2),
-                          np.stack([examples[0].reference, examples[interp[0]["to_example"]].reference]), hedged=False)
+                          np.stack([examples[0].reference, examples[far].reference]), hedged=False)
     names = task.effect.param_names
     for r, e in ((interp[0], ends[0]), (interp[-1], ends[1])):
         assert np.allclose([r[f"param/{n}"] for n in names], e, atol=1e-5)
-    assert res.system == "proposed" and all(r["controller"] == res.controller for r in res.rows)
+    # every walk is repeated on each input; references and the effect's range on each input too
+    for path, per_input in (("pc1", 4), ("pc2", 4), ("references", 6), ("range", 6)):
+        for m in (0, 1):
+            assert sum(r["path"] == path and r["input"] == m for r in res.rows) == per_input
+    assert res.system == "proposed" and res.space == "code" and res.n_inputs == 2
     if "delay" in fitted.hedged_effects:
         assert "before the hedge" in res.controller
-        hedged = explore(fitted, task.effect, examples, features=_librosa_features(SR), steps=2, axes=1,
-                         hedged=True)
+        hedged = explore(fitted, task.effect, examples, features=_librosa_features(SR), steps=3, axes=1,
+                         inputs=1, hedged=True)
         assert "hedged answers" in hedged.controller
-    assert len(res.axes) == 2
+    assert [a["axis"] for a in res.axes] == ["pc1", "pc2"]
     for a in res.axes:
-        assert 0 < a["explained_variance"] <= 1 and a["main_param"] in names
-        assert np.isnan(a["selectivity"]) or 1 / 3 - 1e-9 <= a["selectivity"] <= 1
-    paths = write(res, tmp_path / "latent", SR)
+        assert 0 < a["code_variance"] <= 1 and a["main_param"] in names and 0 <= a["output_r2"] <= 1 + 1e-9
+        shares = [a[f"share/{f}"] for f in res.feature_names if np.isfinite(a[f"share/{f}"])]
+        assert not shares or sum(shares) == pytest.approx(1.0)
+        if a["moves"]:
+            assert a["selectivity"] == pytest.approx(max(shares)) and a["main_feature"] in res.feature_names
+    assert res.summary["n_axes"] == 2 and 0 < res.summary["code_variance"] <= 1
+    paths = write(res, tmp_path / "latent", SR, extra={"trained_for": "grid"})
     import pandas as pd
 
-    table = pd.read_csv(paths["table"])
-    assert len(table) == 12 and {"feature/centroid_hz", "physical/delay_s", "param/mix"} <= set(table.columns)
-    assert len(pd.read_csv(paths["axes"])) == 2
-    assert paths["figure"].stat().st_size > 5000 and paths["figure"].read_bytes()[:4] == b"\x89PNG"
+    probes = pd.read_csv(paths["probes"])
+    assert len(probes) == 4 + 2 * (2 * 4 + 6 + 6)
+    assert {"feature/centroid_hz", "param/mix", "input", "space"} <= set(probes.columns)
+    axes = pd.read_csv(paths["axes"])
+    assert len(axes) == 2 and {"slope/centroid_hz", "slope_low/centroid_hz", "share_high/rms_db"} <= set(axes.columns)
+    summary = pd.read_csv(paths["summary"]).iloc[0]
+    assert summary["trained_for"] == "grid" and summary["mel_grid"] == paths["mel_grid"].name
+    for k in ("mel_grid", "trajectories"):
+        assert paths[k].stat().st_size > 5000 and paths[k].read_bytes()[:4] == b"\x89PNG"
 
 
 def test_latent_command_end_to_end(tmp_path):
-    """`afx-bench latent` fits the system through the runner (smoke preset, tiny config), then writes the table
-    and the figure with AudioCommons features."""
+    """`afx-bench latent` fits the system through the runner (smoke preset, tiny config), then writes the study
+    with AudioCommons features; a second time it loads the checkpoint."""
+    import contextlib
+    import io
+
     from bench.cli import main
 
     out = tmp_path / "res"
     sets = [f"systems.proposed.{k}={json.dumps(v)}" for k, v in TINY.items()]
     argv = ["latent", "--preset", "smoke", "--effects", "peq4,gain", "--effect", "gain", "--out", str(out),
-            "--steps", "2", "--axes", "1", "--set", 'data.seen_corpora=["tones"]', "--set", "data.unseen_corpora=[]",
+            "--steps", "3", "--axes", "1", "--inputs", "2", "--references", "3",
+            "--set", 'data.seen_corpora=["tones"]', "--set", "data.unseen_corpora=[]",
             "--set", "data.source_seconds=1.5", "--set", "run.segment_seconds=0.25", "--set", "tasks.n_test=3"]
     for s in sets:
         argv += ["--set", s]
     assert main(argv) == 0
-    table = (out / "latent" / "gain_latent.csv").read_text()
-    assert "feature/depth" in table and "audiocommons" in table
-    assert (out / "latent" / "gain_mel_grid.png").exists()
+    axes = (out / "latent" / "gain__proposed_axes.csv").read_text()
+    assert "slope/depth" in axes
+    assert "audiocommons" in (out / "latent" / "gain__proposed_summary.csv").read_text()
+    assert (out / "latent" / "gain__proposed_mel_grid.png").exists()
     assert (out / "checkpoints" / "proposed" / "seed-0" / "TRAINED").exists()
     assert main(argv) == 0  # the second time it loads the checkpoint instead of training
-    import contextlib
-    import io
-
     buf = io.StringIO()
     paper = [x for s in (f"systems.proposed_paper.{k}={json.dumps(v)}" for k, v in PAPER_TINY.items())
              for x in ("--set", s)]
     with contextlib.redirect_stdout(buf):
         assert main(argv + paper + ["--system", "proposed_paper"]) == 0
-    out_lines = buf.getvalue()
-    assert "explored proposed_paper: the controller as trained (no hedge is active for gain)" in out_lines
-    table = (out / "latent" / "gain__proposed_paper_latent.csv").read_text()
-    assert "proposed_paper: the controller as trained" in table
+    assert "studied proposed_paper: the controller as trained (no hedge is active for gain)" in buf.getvalue()
+    summary = (out / "latent" / "gain__proposed_paper_summary.csv").read_text()
+    assert "proposed_paper: the controller as trained" in summary

@@ -175,7 +175,9 @@ def test_build_writes_every_artefact(built):
     d = out / "report"
     assert html == d / "report.html"
     for f in ("tables.tex", "tables.md", "tables/stats.csv", "tables/significance.csv",
-              "tables/param_mae__set.tex", "latent/axis_features.png", "latent/axes.csv"):
+              "tables/param_mae__set.tex", "latent/chorus__proposed_summary.csv", "latent/chorus__proposed_axes.csv",
+              "latent/chorus__proposed_probes.csv", "latent/chorus__proposed_knobs_mel_grid.png",
+              "latent/chorus__proposed_knobs_trajectories.png"):
         assert (d / f).is_file(), f
     pngs = sorted(p.stem for p in (d / "figures").glob("*.png"))
     assert pngs == sorted(p.stem for p in (d / "figures").glob("*.pdf"))

@@ -7,6 +7,11 @@ reference as ``[code(reference) - code(input); code(input)]`` (the same informat
 ``[z_input; z_reference]``, arranged so that what the effect changed is one linear read-out away, and the source's
 own character, which input and reference share, cancels in the first half).
 
+Knobs (``knobs = k``, 2-8; the ``proposed_knobs`` variant): the hidden layers end in a k-dimensional code squashed
+into [-1, 1] (tanh), and a small decoder (k -> 32 -> ``n_params``) turns it into the settings. Every setting the
+controller gives then passes through those k numbers, so they are knobs a person can turn (``knobs_of`` reads them,
+``from_knobs`` decodes any position); the latent study walks them (``models.proposed.latent``).
+
 Descriptor features (our addition, ``features = "latent+stats"``): a fixed, untrained encoder of what a small
 beta-VAE trained for seconds tends to blur: per-band level statistics (mean and spread over time of the log power
 in log-spaced bands) and the autocorrelation of the short-time log envelope over lags up to ``max_lag_s`` (echoes,
@@ -30,8 +35,10 @@ class Controller(nn.Module):
     :meth:`init_paper` is the authors' initialisation instead (no training setting involved): Xavier-normal hidden
     weights, output weights N(0, 0.01), output bias 0 (every parameter starts at 0.5)."""
 
+    KNOB_HIDDEN = 32  # the knob decoder's one hidden layer
+
     def __init__(self, n_in: int, n_params: int, hidden: tuple[int, ...] = (128, 128, 64, 32), dropout: float = 0.0,
-                 slope: float = 0.2):
+                 slope: float = 0.2, knobs: int = 0):
         super().__init__()
         layers: list[nn.Module] = []
         prev = n_in
@@ -40,6 +47,13 @@ class Controller(nn.Module):
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             prev = h
+        self.knobs = int(knobs)
+        self.split = len(layers)  # net[:split] -> (knobs) -> net[split:]
+        if self.knobs:
+            layers += [nn.Linear(prev, self.knobs), nn.Tanh()]
+            self.split = len(layers)
+            layers += [nn.Linear(self.knobs, self.KNOB_HIDDEN), nn.LeakyReLU(slope)]
+            prev = self.KNOB_HIDDEN
         self.net = nn.Sequential(*layers, nn.Linear(prev, n_params))
 
     @torch.no_grad()
@@ -60,6 +74,18 @@ class Controller(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.net(feats))
+
+    def knobs_of(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, n_in) -> (B, knobs) in [-1, 1]: where the knobs stand for these inputs."""
+        if not self.knobs:
+            raise ValueError("this controller has no knobs (knobs = 0)")
+        return self.net[: self.split](feats)
+
+    def from_knobs(self, knobs: torch.Tensor) -> torch.Tensor:
+        """(B, knobs) -> (B, n_params) normalised settings."""
+        if not self.knobs:
+            raise ValueError("this controller has no knobs (knobs = 0)")
+        return torch.sigmoid(self.net[self.split :](knobs))
 
 
 class Descriptors(nn.Module):

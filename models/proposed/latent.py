@@ -1,27 +1,43 @@
-"""Latent-space exploration of a trained controller (the API behind ``afx-bench latent``, :mod:`bench.commands.latent`).
+"""The latent-space study of a trained controller (the API behind ``afx-bench latent`` and the study that
+``afx-bench run`` adds to the report: :mod:`bench.study`).
 
-The object studied is the trained **controller before the hedge** (``hedged = False``, the default): the hedge
-(``proposed``'s validated blend towards one constant setting) would pull every decoded setting the same share of the
-way to that constant, and so flatten what the latent space encodes. ``hedged = True`` explores the answers as
-``match`` gives them. ``proposed_paper`` (and any variant) has no hedge, so the two are the same there. Every row
-and the command's output say which was used (``controller``).
+**What is walked.** Two kinds of space, both decoded by the trained controller *before the hedge* (``hedged =
+False``, the default: ``proposed``'s validated blend towards one constant setting would pull every decoded
+setting the same share of the way to that constant and flatten what the latent encodes; ``proposed_paper`` and the
+variants without a hedge are the same either way):
 
-Two probes, both on the test examples of one effect (first evaluated corpus), with one input clip held fixed:
+* ``code``: the encoder code the controller reads of the reference (the beta-VAE's mean latent, plus the
+  descriptors where the system uses them). Its principal axes are found over the references' codes (standardised
+  per dimension); each of the first ``axes`` is walked from ``-span`` to ``+span`` standard deviations around the
+  mean code, with the input's own code held.
+* ``knobs``: a controller with a bottleneck (``knobs = k``: ``proposed_knobs``) gives every setting through ``k``
+  numbers in [-1, 1]; each knob is walked from ``-span`` to ``+span`` of its standard deviation over the
+  references (clipped to [-1, 1]), the others held at their mean.
 
-* **Interpolation** between the codes of two references (the chosen example's and the one whose true settings
-  differ most from it): at each point the controller's parameters are decoded and the input is processed with them.
-* **Principal axes** of the references' codes (standardised per dimension): each of the first ``axes`` axes is
-  walked from ``-span`` to ``+span`` standard deviations around the mean code.
+Plus an **interpolation** between two references' positions (the first example's and the one whose true settings
+differ most from it), drawn for the mel-spectrogram figure.
 
-Every processed clip is described by the AudioCommons timbral features (``bench.metrics`` ``ac``: hardness,
-depth, brightness, roughness, warmth, sharpness, boominess, reverb) and the decoded parameters. Per axis, the slope
-of each feature against the position (in units of that feature's spread over all probes) says what the axis
-moves; *selectivity* = |largest slope| / sum of |slopes| says whether it moves one feature and leaves the rest
-(1.0) or everything at once (1/8).
+**What is measured.** Every walk is repeated on ``inputs`` input clips (the unit of replication: the CIs are over
+them). Each processed clip is described by the AudioCommons timbral features (hardness, depth, brightness,
+roughness, warmth, sharpness, boominess, reverb; :mod:`bench.metrics` ``ac``). The unit of every feature is the
+**effect's own spread** of it: the standard deviation of the feature over the same input processed with the
+effect's settings drawn as the data draws them (``spread_params``). Per axis:
 
-Written to ``DIR/latent/``: ``<effect>_latent.csv`` (one row per probe), ``<effect>_axes.csv`` (one row per axis)
-and ``<effect>_mel_grid.png`` (mel spectrograms: one row per probe path, one column per position); for a system
-other than ``proposed``, ``<effect>__<system>_...``.
+* ``slope/f``: change of feature ``f`` per standard deviation along the axis, in those units (mean over inputs,
+  95 % t-interval over inputs);
+* ``share/f`` = |slope/f| / sum of |slopes| (bootstrap CI over inputs); the largest is the axis's *selectivity*
+  (1: it moves one feature and leaves the rest; 1/8: all alike);
+* ``change``: the largest linear change of any feature over the whole walk (|slope| x the walk's length, in
+  spreads); the axis *moves* something when it is at least ``MOVES`` (a quarter of the effect's spread);
+* ``output_r2``: share of the variance of the features of the controller's answers over the references (the
+  settings it decodes for each reference, applied to each input) that a linear fit on this axis explains.
+
+Per space: ``output_r2`` of all studied axes together, ``coverage`` (the spread of the controller's answers' features
+over the references in units of the effect's spread: near 0 when it gives the same answer whatever the reference)
+and ``moves_nothing``, stated plainly in the verdict.
+
+Files (see :func:`write`): ``<effect>__<system>_{summary,axes,probes}.csv``, ``..._mel_grid.png`` and
+``..._trajectories.png``.
 """
 
 from __future__ import annotations
@@ -33,19 +49,26 @@ from pathlib import Path
 import numpy as np
 
 AC_FEATURES = ("hardness", "depth", "brightness", "roughness", "warmth", "sharpness", "boominess", "reverb")
+MOVES = 0.25  # an axis moves a feature when its walk changes it by this share of the effect's spread
+BOOTSTRAP = 2000  # resamples of the inputs for the selectivity CIs
 
 
 @dataclass
 class Exploration:
     effect: str
-    rows: list[dict] = field(default_factory=list)  # one per probe
-    axes: list[dict] = field(default_factory=list)  # one per principal axis
-    audio: dict[str, list[np.ndarray]] = field(default_factory=dict)  # path -> processed clips in order
-    positions: dict[str, list[float]] = field(default_factory=dict)
-    feature_names: tuple[str, ...] = ()
-    feature_source: str = ""
     system: str = ""
-    controller: str = ""  # which answers were decoded: see controller_kind()
+    space: str = "code"  # code | knobs
+    controller: str = ""  # what was decoded, in words: see controller_kind()
+    feature_source: str = ""
+    feature_names: tuple[str, ...] = ()
+    dims: int = 0
+    n_inputs: int = 0
+    n_references: int = 0
+    rows: list[dict] = field(default_factory=list)  # one per processed clip
+    axes: list[dict] = field(default_factory=list)  # one per axis
+    summary: dict = field(default_factory=dict)
+    audio: dict[str, list[np.ndarray]] = field(default_factory=dict)  # path -> clips of input 0 in order
+    positions: dict[str, list[float]] = field(default_factory=dict)
 
 
 def controller_kind(system, effect, hedged: bool) -> str:
@@ -59,13 +82,14 @@ def controller_kind(system, effect, hedged: bool) -> str:
     return f"{name}: the controller before the hedge (its blend towards a constant setting left out)"
 
 
-def ac_features(sample_rate: int):
-    """A function clips -> list of feature dicts, using the AudioCommons metric's extractor (cached, pooled).
-    Falls back to three librosa descriptors when the metric is not available, and says so."""
+def ac_features(sample_rate: int, config: dict | None = None):
+    """A function clips -> list of feature dicts, using the AudioCommons metric's extractor (cached on disk,
+    computed in worker processes as the metric's ``workers`` says). Falls back to three librosa descriptors when
+    the metric is not available, and says so."""
     try:
         from bench.metrics import get_metric
 
-        metric = get_metric("ac", {"workers": 0}, sample_rate=sample_rate)
+        metric = get_metric("ac", dict(config or {}), sample_rate=sample_rate)
     except Exception as e:  # the metric or timbral_models missing: keep the tool usable
         import warnings
 
@@ -95,120 +119,259 @@ def _librosa_features(sample_rate: int):
     return fn
 
 
-def _check_system(system) -> None:
-    for attr in ("code", "predict_from_codes"):
-        if not hasattr(system, attr):
-            raise TypeError(f"latent: system {getattr(system, 'name', system)!r} has no latent codes "
-                            f"(needs {attr}()); only the proposed model supports this command")
+# --- the spaces ---------------------------------------------------------------------------------------------
+@dataclass
+class _Space:
+    """Axes to walk, how to decode a position for input ``m``, and where each reference sits."""
+
+    kind: str
+    dims: int
+    names: list[str]
+    walks: list[tuple[np.ndarray, np.ndarray]]  # per axis: positions (sd units), points (steps, dims)
+    variance: list[float]  # per axis: share of the space's variance (NaN for knobs)
+    ref_points: list[np.ndarray]  # per input: (N, dims) the references' positions
+    ref_scores: list[np.ndarray]  # per input: (N, axes) the references' positions along the axes, in sd units
+    decode: object  # (points (n, dims), input index m) -> params01 (n, P)
 
 
-def explore(system, effect, examples: list, *, features, feature_source: str = "", steps: int = 7, axes: int = 4,
-            span: float = 2.0, example: int = 0, hedged: bool = False) -> Exploration:
-    """Run both probes (see the module docstring) and describe every processed clip with ``features``.
-    ``hedged``: decode the hedged answers instead of the controller's own (the default)."""
+def _code_space(system, effect, c_in, c_ref: np.ndarray, *, axes: int, ts: np.ndarray, hedged: bool) -> _Space:
     import torch
 
-    _check_system(system)
-    if effect.n_params == 0:
-        raise ValueError(f"latent: {effect.name} has no parameters to decode")
-    if len(examples) < 2:
-        raise ValueError("latent: needs at least two examples (two references to interpolate)")
-    steps = max(2, int(steps))
-    sr = system.sample_rate
-    ex = examples[int(example) % len(examples)]
-    inputs = np.stack([e.input for e in examples])
-    refs = np.stack([e.reference for e in examples])
-    c_ref = system.code(refs).float().cpu().numpy().astype(np.float64)
-    c_in = system.code(inputs[[examples.index(ex)]]).float()
+    def decode(points, m):
+        t = torch.as_tensor(points, dtype=torch.float32, device=c_in.device)
+        return system.predict_from_codes(effect, c_in[m : m + 1].expand(len(t), -1), t, hedged=hedged)
 
-    def decode(codes: np.ndarray) -> np.ndarray:
-        t = torch.as_tensor(codes, dtype=torch.float32, device=c_in.device)
-        return system.predict_from_codes(effect, c_in.expand(len(t), -1), t, hedged=hedged)
-
-    res = Exploration(effect.name, feature_source=feature_source, system=getattr(system, "name", ""),
-                      controller=controller_kind(system, effect, hedged))
-    ia = examples.index(ex)
-    if all(e.true_params01 is not None for e in examples):  # the reference whose settings differ most
-        P = np.stack([e.true_params01 for e in examples])
-        ib = int(np.argmax(np.abs(P - P[ia]).sum(axis=1)))
-    else:
-        ib = int(np.argmax(np.linalg.norm(c_ref - c_ref[ia], axis=1)))
-    if ib == ia:
-        ib = (ia + 1) % len(examples)
-    alphas = np.linspace(0.0, 1.0, steps)
-    paths: list[tuple[str, np.ndarray, np.ndarray, dict]] = [
-        ("interpolation", alphas, (1 - alphas)[:, None] * c_ref[ia] + alphas[:, None] * c_ref[ib],
-         {"from_example": examples[ia].index, "to_example": examples[ib].index}),
-    ]
     mu, sd = c_ref.mean(axis=0), c_ref.std(axis=0) + 1e-8
     Z = (c_ref - mu) / sd
     _, s, vt = np.linalg.svd(Z, full_matrices=False)
     var = s**2 / max(len(Z) - 1, 1)
     ratio = var / max(var.sum(), 1e-12)
-    ts = np.linspace(-span, span, steps)
-    for k in range(min(int(axes), len(s))):
-        codes = mu + sd * (ts[:, None] * np.sqrt(var[k]) * vt[k][None])
-        paths.append((f"axis{k + 1}", ts, codes, {"explained_variance": float(ratio[k])}))
+    k = min(int(axes), int(np.sum(var > 1e-12 * max(var.max(), 1e-30))))
+    walks = [(ts, mu + sd * (ts[:, None] * np.sqrt(var[a]) * vt[a][None])) for a in range(k)]
+    scores = (Z @ vt[:k].T) / np.sqrt(var[:k])[None]
+    n_in = len(c_in)
+    return _Space("code", c_ref.shape[1], [f"pc{a + 1}" for a in range(k)], walks, [float(r) for r in ratio[:k]],
+                  [c_ref] * n_in, [scores] * n_in, decode)
 
-    all_params, all_audio = [], []
-    for _, _, codes, _ in paths:
-        p = decode(codes)
-        all_params.append(p)
-        all_audio.append(effect.process(np.repeat(ex.input[None], len(p), axis=0), sr, p))
-    feats = features([y for a in all_audio for y in a])
-    res.feature_names = tuple(feats[0].keys()) if feats else ()
+
+def _knob_space(system, effect, c_in, c_ref: np.ndarray, *, ts: np.ndarray, hedged: bool) -> _Space:
+    import torch
+
+    def decode(points, m):
+        return system.predict_from_knobs(effect, points, hedged=hedged)
+
+    ref = torch.as_tensor(c_ref, dtype=torch.float32, device=c_in.device)
+    K = [system.knobs(effect, c_in[m : m + 1].expand(len(ref), -1), ref) for m in range(len(c_in))]
+    allk = np.concatenate(K)
+    mu, sd = allk.mean(axis=0), allk.std(axis=0) + 1e-8
+    walks = []
+    for j in range(allk.shape[1]):
+        pts = np.repeat(mu[None], len(ts), axis=0)
+        pts[:, j] = np.clip(mu[j] + ts * sd[j], -1.0, 1.0)
+        walks.append(((pts[:, j] - mu[j]) / sd[j], pts))
+    return _Space("knobs", allk.shape[1], [f"knob{j + 1}" for j in range(allk.shape[1])], walks,
+                  [float("nan")] * allk.shape[1], K, [(k - mu) / sd for k in K], decode)
+
+
+# --- the probes ---------------------------------------------------------------------------------------------
+def explore(system, effect, examples: list, *, features, feature_source: str = "", spread_params=None,
+            steps: int = 7, axes: int = 4, span: float = 2.0, inputs: int = 4, references: int = 0,
+            hedged: bool = False, space: str = "auto", seed: int = 0) -> Exploration:
+    """Walk the system's latent space for ``effect`` (see the module docstring) and describe every processed clip
+    with ``features`` (clips -> list of {name: value}). ``examples``: the effect's examples (input, reference and,
+    for the harness's choices, true settings); the first ``references`` (0: all) give the references, the first
+    ``inputs`` the input clips. ``spread_params`` (R, P): settings that show the effect's own spread (default: the
+    examples' true settings). ``space``: auto (knobs where the controller has them, else code) | code | knobs."""
+    for attr in ("code", "predict_from_codes"):
+        if not hasattr(system, attr):
+            raise TypeError(f"latent: system {getattr(system, 'name', system)!r} has no latent codes (needs "
+                            f"{attr}()); only the proposed model and its variants support the latent study")
+    if effect.n_params == 0:
+        raise ValueError(f"latent: {effect.name} has no parameters to decode")
+    refs = examples[: references or len(examples)]
+    if len(refs) < 3:
+        raise ValueError(f"latent: needs at least three references, got {len(refs)}")
+    ins = examples[: max(1, min(int(inputs), len(examples)))]
+    steps, sr = max(3, int(steps)), system.sample_rate
+    knob_count = int(getattr(system, "knob_count", 0) or 0)
+    if space == "auto":
+        space = "knobs" if knob_count else "code"
+    if space == "knobs" and not knob_count:
+        raise ValueError(f"latent: {getattr(system, 'name', system)} has no knobs (its controller has no bottleneck)")
+    if space not in ("code", "knobs"):
+        raise ValueError(f"latent: space {space!r}; valid: auto, code, knobs")
+    if spread_params is None:
+        if any(e.true_params01 is None for e in refs):
+            raise ValueError("latent: spread_params needed when the examples carry no true settings")
+        spread_params = np.stack([e.true_params01 for e in refs])
+    spread_params = np.asarray(spread_params, dtype=np.float64)
+
+    c_ref = system.code(np.stack([e.reference for e in refs])).float().cpu().numpy().astype(np.float64)
+    c_in = system.code(np.stack([e.input for e in ins])).float()
+    ts = np.linspace(-span, span, steps)
+    sp = (_knob_space(system, effect, c_in, c_ref, ts=ts, hedged=hedged) if space == "knobs"
+          else _code_space(system, effect, c_in, c_ref, axes=axes, ts=ts, hedged=hedged))
+    if not sp.names:
+        raise ValueError(f"latent: the references' {sp.kind} does not vary: no axis to walk")
+
+    # the interpolation (input 0): from the first reference to the one whose settings differ most from it
+    P = np.stack([e.true_params01 for e in refs]) if all(e.true_params01 is not None for e in refs) else None
+    ib = int(np.argmax(np.abs(P - P[0]).sum(axis=1))) if P is not None else int(
+        np.argmax(np.linalg.norm(sp.ref_points[0] - sp.ref_points[0][0], axis=1)))
+    ib = ib or 1
+    alphas = np.linspace(0.0, 1.0, steps)
+    a_pts = (1 - alphas)[:, None] * sp.ref_points[0][0] + alphas[:, None] * sp.ref_points[0][ib]
+
+    # every probe: (path, input m, positions, params)
+    probes: list[tuple[str, int, np.ndarray, np.ndarray]] = [("interpolation", 0, alphas, sp.decode(a_pts, 0))]
+    for m in range(len(ins)):
+        for name, (pos, pts) in zip(sp.names, sp.walks, strict=True):
+            probes.append((name, m, pos, sp.decode(pts, m)))
+        probes.append(("references", m, np.arange(len(refs), dtype=float), sp.decode(sp.ref_points[m], m)))
+        probes.append(("range", m, np.arange(len(spread_params), dtype=float), spread_params))
+    audio = [effect.process(np.repeat(ins[m].input[None], len(p), axis=0), sr, np.clip(p, 0, 1))
+             for _, m, _, p in probes]
+    feats = features([y for a in audio for y in a])
+    res = Exploration(effect.name, system=getattr(system, "name", ""), space=sp.kind,
+                      controller=controller_kind(system, effect, hedged), feature_source=feature_source,
+                      feature_names=tuple(feats[0].keys()) if feats else (), dims=sp.dims, n_inputs=len(ins),
+                      n_references=len(refs))
     i = 0
-    for (path, pos, _, info), p, ys in zip(paths, all_params, all_audio, strict=True):
-        res.audio[path] = list(ys)
-        res.positions[path] = [float(v) for v in pos]
+    for (path, m, pos, p), ys in zip(probes, audio, strict=True):
+        if m == 0 and path not in ("references", "range"):
+            res.audio[path], res.positions[path] = list(ys), [float(v) for v in pos]
         for j in range(len(p)):
-            phys = effect.to_physical(p[j])
-            row = {"effect": effect.name, "system": res.system, "controller": res.controller, "path": path,
-                   "position": float(pos[j]), "example": ex.index, **info}
+            row = {"effect": effect.name, "system": res.system, "space": sp.kind, "path": path, "input": m,
+                   "example": ins[m].index, "position": float(pos[j])}
             row.update({f"param/{n}": float(v) for n, v in zip(effect.param_names, p[j], strict=True)})
-            row.update({f"physical/{n}": float(v) for n, v in phys.items()})
             row.update({f"feature/{n}": float(v) for n, v in feats[i].items()})
             res.rows.append(row)
             i += 1
-    res.axes = _axis_summary(res, effect.param_names)
+    _summarise(res, sp, effect.param_names, span, seed)
     return res
 
 
-def _axis_summary(res: Exploration, param_names: list[str]) -> list[dict]:
+# --- the statistics -----------------------------------------------------------------------------------------
+def _matrix(df, path: str, m: int, names) -> np.ndarray:
+    g = df[(df["path"] == path) & (df["input"] == m)]
+    return g[[f"feature/{n}" for n in names]].to_numpy(dtype=float)
+
+
+def _t_interval(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and 95 % t-interval over axis 0 (NaN bounds with one input)."""
+    from scipy import stats
+
+    mean = np.nanmean(x, axis=0)
+    n = np.sum(np.isfinite(x), axis=0)
+    se = np.nanstd(x, axis=0, ddof=1) / np.sqrt(np.maximum(n, 1)) if len(x) > 1 else np.full_like(mean, np.nan)
+    h = stats.t.ppf(0.975, np.maximum(n - 1, 1)) * se
+    h = np.where(n > 1, h, np.nan)
+    return mean, mean - h, mean + h
+
+
+def _shares(slopes: np.ndarray) -> np.ndarray:
+    a = np.abs(np.nan_to_num(slopes, nan=0.0))
+    total = a.sum(axis=-1, keepdims=True)
+    return np.where(total > 0, a / np.where(total > 0, total, 1), np.nan)
+
+
+def _r2(F: list[np.ndarray], S: list[np.ndarray]) -> float:
+    """Share of the variance of F (per input: (N, features), centred per input) explained by a linear fit on S."""
+    ss_res = ss_tot = 0.0
+    for f, s in zip(F, S, strict=True):
+        ok = np.all(np.isfinite(f), axis=1)
+        if ok.sum() < 3:
+            continue
+        f, s = f[ok] - f[ok].mean(axis=0), s[ok] - s[ok].mean(axis=0)
+        coef, *_ = np.linalg.lstsq(s, f, rcond=None)
+        ss_res += float(((f - s @ coef) ** 2).sum())
+        ss_tot += float((f**2).sum())
+    return 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
+
+
+def _summarise(res: Exploration, sp: _Space, param_names: list[str], span: float, seed: int) -> None:
+    import warnings
+
+    with warnings.catch_warnings():  # a feature that is NaN on every clip (silence) stays NaN, quietly
+        warnings.simplefilter("ignore", RuntimeWarning)
+        _summarise_quietly(res, sp, param_names, span, seed)
+
+
+def _summarise_quietly(res: Exploration, sp: _Space, param_names: list[str], span: float, seed: int) -> None:
     import pandas as pd
 
     df = pd.DataFrame(res.rows)
-    fcols = [f"feature/{n}" for n in res.feature_names]
-    spread = {c: float(np.nanstd(df[c].to_numpy(dtype=float))) for c in fcols}
-    out = []
-    for path, g in df[df["path"].str.startswith("axis")].groupby("path", sort=False):
-        t = g["position"].to_numpy(dtype=float)
-        row = {"effect": res.effect, "system": res.system, "controller": res.controller, "axis": path,
-               "explained_variance": float(g["explained_variance"].iloc[0])}
-        slopes = {}
-        for c in fcols:
-            v = g[c].to_numpy(dtype=float)
-            ok = np.isfinite(v)
-            slope = np.polyfit(t[ok], v[ok], 1)[0] if ok.sum() >= 2 and np.ptp(t[ok]) > 0 else np.nan
-            norm = slope / spread[c] if spread[c] > 1e-12 else 0.0
-            slopes[c.split("/", 1)[1]] = float(norm)
-            row[f"slope/{c.split('/', 1)[1]}"] = float(norm)
-        finite = {k: abs(v) for k, v in slopes.items() if np.isfinite(v)}
-        total = sum(finite.values())
-        if finite and total > 0:
-            main = max(finite, key=finite.get)
-            row["main_feature"], row["selectivity"] = main, finite[main] / total
-        else:
-            row["main_feature"], row["selectivity"] = "", float("nan")
-        pslopes = {n: float(np.polyfit(t, g[f"param/{n}"].to_numpy(dtype=float), 1)[0]) for n in param_names}
-        row.update({f"param_slope/{n}": v for n, v in pslopes.items()})
-        row["main_param"] = max(pslopes, key=lambda n: abs(pslopes[n])) if pslopes else ""
-        out.append(row)
-    return out
+    names = list(res.feature_names)
+    M = res.n_inputs
+    spread = np.nanmean([np.nanstd(_matrix(df, "range", m, names), axis=0, ddof=1) for m in range(M)], axis=0)
+    scale = np.where(spread > 1e-9, spread, np.nan)  # a feature the effect does not change has no unit
+    F = [(_matrix(df, "references", m, names)) / scale for m in range(M)]
+    F_ok = [np.nan_to_num(f, nan=0.0) for f in F]  # a feature without a unit adds nothing to the variance
+    rng = np.random.default_rng(seed)
+    boot = rng.integers(0, M, size=(BOOTSTRAP, M))
+    for a, name in enumerate(sp.names):
+        slopes, lengths = np.full((M, len(names)), np.nan), np.zeros(M)
+        for m in range(M):
+            g = df[(df["path"] == name) & (df["input"] == m)]
+            t = g["position"].to_numpy(dtype=float)
+            lengths[m] = np.ptp(t)
+            V = g[[f"feature/{n}" for n in names]].to_numpy(dtype=float) / scale
+            for f in range(len(names)):
+                ok = np.isfinite(V[:, f])
+                if ok.sum() >= 2 and np.ptp(t[ok]) > 0:
+                    slopes[m, f] = np.polyfit(t[ok], V[ok, f], 1)[0]
+        mean, low, high = _t_interval(slopes)
+        share = _shares(mean)
+        bshare = _shares(np.stack([np.nanmean(slopes[b], axis=0) for b in boot]))
+        change_f = np.abs(mean) * float(np.mean(lengths))
+        change = float(np.nanmax(change_f)) if np.isfinite(change_f).any() else 0.0
+        moves = bool(change >= MOVES)
+        main = int(np.nanargmax(share)) if moves and np.isfinite(share).any() else -1
+        g0 = df[(df["path"] == name)]
+        pos = g0["position"].to_numpy(dtype=float)
+        pslope = {p: float(np.polyfit(pos, g0[f"param/{p}"].to_numpy(dtype=float), 1)[0]) for p in param_names}
+        row = {"system": res.system, "effect": res.effect, "space": res.space, "axis": name,
+               "code_variance": sp.variance[a], "output_r2": _r2(F_ok, [s[:, [a]] for s in sp.ref_scores]),
+               "change": change, "moves": moves, "main_feature": names[main] if main >= 0 else "",
+               "selectivity": float(share[main]) if main >= 0 else float("nan"),
+               "main_param": max(pslope, key=lambda p: abs(pslope[p])) if pslope else "", "n_inputs": M}
+        for f, n in enumerate(names):
+            row[f"slope/{n}"], row[f"slope_low/{n}"], row[f"slope_high/{n}"] = mean[f], low[f], high[f]
+            lo, hi = (np.nanpercentile(bshare[:, f], [2.5, 97.5]) if np.isfinite(bshare[:, f]).any()
+                      else (np.nan, np.nan))
+            row[f"share/{n}"], row[f"share_low/{n}"], row[f"share_high/{n}"] = share[f], float(lo), float(hi)
+        res.axes.append(row)
+    k = len(sp.names)
+    r2 = _r2(F_ok, sp.ref_scores)
+    coverage = float(np.nanmean([np.nanmean(np.nanstd(f, axis=0, ddof=1)) for f in F]))
+    nothing = not any(a["moves"] for a in res.axes)
+    res.summary = {"system": res.system, "effect": res.effect, "space": res.space, "controller": res.controller,
+                   "feature_source": res.feature_source, "dims": res.dims, "n_axes": k, "n_inputs": M,
+                   "n_references": res.n_references,
+                   "code_variance": float(np.nansum(sp.variance)) if res.space == "code" else float("nan"),
+                   "output_r2": r2, "coverage": coverage, "moves_nothing": nothing, "moves_threshold": MOVES,
+                   "verdict": _verdict(res, nothing, r2, coverage, span)}
 
 
+def _verdict(res: Exploration, nothing: bool, r2: float, coverage: float, span: float) -> str:
+    what = "knob" if res.space == "knobs" else "principal axis of the code"
+    if nothing:
+        largest = max((a["change"] for a in res.axes), default=0.0)
+        return (f"The latent moves nothing: walking each {what} over +-{span:g} sd changes no AudioCommons feature "
+                f"by a quarter of {res.effect}'s own spread (largest change {largest:.2f} spreads); the controller's "
+                f"answers over the references cover {coverage:.2f} of that spread.")
+    best = max(res.axes, key=lambda a: a["change"])
+    s = best[f"slope/{best['main_feature']}"]
+    text = (f"{best['axis']} moves {best['main_feature']} most ({s:+.2f} spreads per sd, selectivity "
+            f"{best['selectivity']:.2f}); {sum(a['moves'] for a in res.axes)} of {len(res.axes)} axes move a "
+            f"feature; together they explain {r2:.0%} of the variance of the answers' features over the references")
+    return text + (f"; those answers cover only {coverage:.2f} of the effect's spread." if coverage < MOVES else ".")
+
+
+# --- figures and files --------------------------------------------------------------------------------------
 def mel_grid(res: Exploration, sample_rate: int, path: Path) -> Path:
-    """One row per probe path, one column per position: mel spectrograms (dB) of the processed clips."""
+    """One row per path (interpolation, then each axis), one column per position: mel spectrograms (dB) of the
+    first input processed with the decoded settings."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -225,6 +388,7 @@ def mel_grid(res: Exploration, sample_rate: int, path: Path) -> Path:
     with torch.no_grad():
         specs = {n: mel(torch.as_tensor(np.stack(res.audio[n]), dtype=torch.float32))[:, 0].numpy() for n in names}
     vmax = max(float(s.max()) for s in specs.values())
+    summaries = {a["axis"]: a for a in res.axes}
     for r, n in enumerate(names):
         for j in range(ncol):
             ax = axs[r, j]
@@ -236,33 +400,86 @@ def mel_grid(res: Exploration, sample_rate: int, path: Path) -> Path:
             ax.imshow(specs[n][j], origin="lower", aspect="auto", cmap="magma", vmin=vmax - 80, vmax=vmax)
             pos = res.positions[n][j]
             ax.set_title(f"a={pos:.2f}" if n == "interpolation" else f"{pos:+.1f} sd", fontsize=7)
-        label = n
-        summary = next((a for a in res.axes if a["axis"] == n), None)
-        if summary is not None and summary.get("main_feature"):
-            label += f"\n{summary['main_feature']} ({summary['selectivity']:.2f})"
+        a = summaries.get(n)
+        label = n if a is None else f"{n}\n{a['main_feature'] or 'moves nothing'}"
         axs[r, 0].set_ylabel(label, fontsize=7)
-    fig.suptitle(f"{res.effect}, {res.controller}: outputs along latent paths (mel spectrograms of the processed "
-                 "input)", fontsize=8)
+    fig.suptitle(f"{res.effect}, {res.controller}: the first input processed along each path", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
-def write(res: Exploration, out_dir: Path, sample_rate: int) -> dict[str, Path]:
+def trajectories(res: Exploration, path: Path) -> Path:
+    """Per axis: each feature's change from the walk's centre, in the effect's spreads, against the position
+    (mean over inputs, band = min..max over inputs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     import pandas as pd
+
+    df = pd.DataFrame(res.rows)
+    names = list(res.feature_names)
+    spread = np.nanmean([np.nanstd(_matrix(df, "range", m, names), axis=0, ddof=1) for m in range(res.n_inputs)],
+                        axis=0)
+    n = len(res.axes)
+    fig, axs = plt.subplots(1, n, figsize=(2.6 * n + 1.4, 2.6), squeeze=False, sharey=True)
+    colours = plt.get_cmap("tab10")
+    for k, a in enumerate(res.axes):
+        ax = axs[0, k]
+        curves = []
+        for m in range(res.n_inputs):
+            g = df[(df["path"] == a["axis"]) & (df["input"] == m)]
+            V = g[[f"feature/{f}" for f in names]].to_numpy(dtype=float)
+            V = (V - V[len(V) // 2]) / np.where(spread > 1e-9, spread, np.nan)
+            curves.append(V)
+            t = g["position"].to_numpy(dtype=float)
+        C = np.stack(curves)
+        for f, name in enumerate(names):
+            if not np.isfinite(C[..., f]).any():
+                continue
+            ax.plot(t, np.nanmean(C[..., f], axis=0), color=colours(f % 10), lw=1.2, label=name)
+            ax.fill_between(t, np.nanmin(C[..., f], axis=0), np.nanmax(C[..., f], axis=0), color=colours(f % 10),
+                            alpha=0.12, lw=0)
+        ax.axhline(0, color="0.6", lw=0.6)
+        var = "" if not np.isfinite(a["code_variance"]) else f", {a['code_variance']:.0%} of code var."
+        ax.set_title(f"{a['axis']}{var}" + ("" if a["moves"] else "\nmoves nothing"), fontsize=8)
+        ax.set_xlabel("position (sd)", fontsize=7)
+        ax.tick_params(labelsize=7)
+    axs[0, 0].set_ylabel("feature change (effect spreads)", fontsize=7)
+    axs[0, -1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    fig.suptitle(f"{res.system} on {res.effect}: AudioCommons features along each {res.space} axis "
+                 f"(mean over {res.n_inputs} inputs; band: their range)", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def file_slug(effect: str, system: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{effect}__{system}")
+
+
+def write(res: Exploration, out_dir: Path, sample_rate: int, extra: dict | None = None) -> dict[str, Path]:
+    """Write the study of one (system, effect) under ``out_dir`` (figures first, the summary last: a summary on
+    disk means the cell is complete). ``extra``: more summary columns (the harness's training budget)."""
+    import pandas as pd
+
+    from bench.cache import atomic_write_bytes
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # proposed's files keep their names; another system's (proposed_paper, a variant) carry its name too
-    name = res.effect if res.system in ("", "proposed") else f"{res.effect}__{res.system}"
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-    paths = {"table": out_dir / f"{slug}_latent.csv", "axes": out_dir / f"{slug}_axes.csv",
-             "figure": out_dir / f"{slug}_mel_grid.png"}
-    df = pd.DataFrame(res.rows)
-    df.insert(1, "feature_source", res.feature_source)
-    df.to_csv(paths["table"], index=False)
-    pd.DataFrame(res.axes).to_csv(paths["axes"], index=False)
-    mel_grid(res, sample_rate, paths["figure"])
+    slug = file_slug(res.effect, res.system)
+    paths = {k: out_dir / f"{slug}_{k}.{ext}" for k, ext in (("probes", "csv"), ("axes", "csv"), ("summary", "csv"),
+                                                            ("mel_grid", "png"), ("trajectories", "png"))}
+    mel_grid(res, sample_rate, paths["mel_grid"])
+    trajectories(res, paths["trajectories"])
+    for key, frame in (("probes", pd.DataFrame(res.rows)), ("axes", pd.DataFrame(res.axes)),
+                       ("summary", pd.DataFrame([{**res.summary, **(extra or {}),
+                                                  "mel_grid": paths["mel_grid"].name,
+                                                  "trajectories": paths["trajectories"].name}]))):
+        atomic_write_bytes(paths[key], frame.to_csv(index=False).encode())
     return paths

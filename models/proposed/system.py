@@ -60,7 +60,7 @@ INITS = ("torch", "paper")  # PyTorch's default initialisation | the authors' (X
 STFT_TERMS = ("sc+log", "lin+log")  # auraloss's defaults | the authors' training loss (w_sc = 0, w_lin_mag = 1)
 # config keys that shape the networks or what they compute: a checkpoint is rebuilt with its own values of these
 ARCH_KEYS = ("latent", "width", "pool_freq", "pool_time", "n_fft", "win", "hop", "features", "hidden", "inputs",
-             "leaky_slope", "out_clamp")
+             "leaky_slope", "out_clamp", "knobs")
 
 
 def _key(effect_name: str) -> str:
@@ -82,7 +82,7 @@ class EffectHead(nn.Module):
     ``out_clamp`` > 0 clamps every output into [out_clamp, 1 - out_clamp] (the authors' code: 0.05)."""
 
     def __init__(self, n_in: int, n_params: int, hidden: tuple[int, ...], dropout: float = 0.0, noise: float = 0.0,
-                 clip: float = 0.0, slope: float = 0.2, out_clamp: float = 0.0):
+                 clip: float = 0.0, slope: float = 0.2, out_clamp: float = 0.0, knobs: int = 0):
         super().__init__()
         self.clip = clip
         self.out_clamp = out_clamp
@@ -94,7 +94,7 @@ class EffectHead(nn.Module):
         self.register_buffer("hedge", torch.zeros(n_params))
         self.register_buffer("hedge_alpha", torch.zeros(()))
         self.noise = noise
-        self.net = Controller(n_in, n_params, hidden, dropout, slope)
+        self.net = Controller(n_in, n_params, hidden, dropout, slope, knobs)
 
     def prepare(self, feats: torch.Tensor, params: torch.Tensor | None = None, *, standardise: bool = True,
                 param_scale: bool = True, init_from_params: bool = True, init: str = "torch") -> None:
@@ -115,17 +115,30 @@ class EffectHead(nn.Module):
         if init_from_params:
             self.net.init_output(params.mean(dim=0))
 
-    def forward(self, feats: torch.Tensor, hedged: bool = True) -> torch.Tensor:
-        """Normalised settings; ``hedged = False``: the controller's own answer, before the hedge's blend."""
+    def _inputs(self, feats: torch.Tensor) -> torch.Tensor:
         h = (feats - self.mean) / self.std
         if self.clip > 0:  # audio unlike the training audio cannot push the controller far outside what it learnt
             h = h.clamp(-self.clip, self.clip)
         if self.training and self.noise > 0:
             h = h + self.noise * torch.randn_like(h)
-        p = self.net(h)
+        return h
+
+    def _outputs(self, p: torch.Tensor, hedged: bool) -> torch.Tensor:
         if self.out_clamp > 0:
             p = p.clamp(self.out_clamp, 1 - self.out_clamp)
         return p + self.hedge_alpha * (self.hedge - p) if hedged and self.hedge_alpha > 0 else p
+
+    def forward(self, feats: torch.Tensor, hedged: bool = True) -> torch.Tensor:
+        """Normalised settings; ``hedged = False``: the controller's own answer, before the hedge's blend."""
+        return self._outputs(self.net(self._inputs(feats)), hedged)
+
+    def knobs_of(self, feats: torch.Tensor) -> torch.Tensor:
+        """Where a bottleneck controller's knobs stand for these inputs (see :class:`Controller`)."""
+        return self.net.knobs_of(self._inputs(feats))
+
+    def from_knobs(self, knobs: torch.Tensor, hedged: bool = True) -> torch.Tensor:
+        """Normalised settings from knob positions (the same output stage as :meth:`forward`)."""
+        return self._outputs(self.net.from_knobs(knobs), hedged)
 
 
 class _Batches:
@@ -180,6 +193,7 @@ class Proposed(System):
         standardise: bool = True  # standardise the controller's inputs with their training statistics
         sample_latent: bool = False  # while training, the controller sees z ~ q(z|x) rather than its mean
         hidden: list = field(default_factory=lambda: [128, 128, 64, 32])
+        knobs: int = 0  # >0: the controller passes through this many knobs in [-1, 1] (2-8; proposed_knobs)
         leaky_slope: float = 0.2  # LeakyReLU slope between hidden layers (the authors' code: PyTorch's 0.01)
         init: str = "torch"  # torch (PyTorch's default) | paper (Xavier-normal hidden, output N(0, 0.01), bias 0)
         init_from_params: bool = True  # output bias at the mean true training setting (reads the true settings)
@@ -246,6 +260,9 @@ class Proposed(System):
             for k in ("vae_steps", "warmup_steps", "spsa_steps", "validate_every", "loss_crop"):
                 if getattr(self, k) < 0:
                     raise ValueError(f"{where}.{k}: must be >= 0, got {getattr(self, k)}")
+            if isinstance(self.knobs, bool) or not isinstance(self.knobs, int) or not 0 <= self.knobs <= 16:
+                raise ValueError(f"{where}.knobs: 0 (no bottleneck) or a number of knobs up to 16 (2-8 is the "
+                                 f"intent), got {self.knobs!r}")
             if not self.hidden or not all(isinstance(h, int) and h > 0 for h in self.hidden):
                 raise ValueError(f"{where}.hidden: a list of positive layer sizes, got {self.hidden!r}")
             if self.audio_weight <= 0 and self.param_weight <= 0:
@@ -293,7 +310,7 @@ class Proposed(System):
     def _new_head(self, n_params: int) -> EffectHead:
         c = self.cfg
         return EffectHead(2 * self.code_dim, n_params, tuple(c.hidden), c.dropout, c.input_noise,
-                          c.feature_clip, c.leaky_slope, c.out_clamp).to(self.torch_device)
+                          c.feature_clip, c.leaky_slope, c.out_clamp, c.knobs).to(self.torch_device)
 
     @property
     def uses_param_loss(self) -> bool:
@@ -344,6 +361,28 @@ class Proposed(System):
         with autocast(self.torch_device):
             p = head(self.features(code_in.to(self.torch_device), code_ref.to(self.torch_device)), hedged=hedged)
         return p.float().cpu().numpy().astype(np.float64)
+
+    @torch.no_grad()
+    def knobs(self, effect: Effect, code_in: torch.Tensor, code_ref: torch.Tensor) -> np.ndarray:
+        """Where the knobs of ``effect``'s controller stand, (B, knobs) in [-1, 1], for these inputs and
+        references (a controller with ``knobs = 0`` has none: ValueError)."""
+        head = self._head(effect)
+        head.eval()
+        k = head.knobs_of(self.features(code_in.to(self.torch_device), code_ref.to(self.torch_device)))
+        return k.float().cpu().numpy().astype(np.float64)
+
+    @torch.no_grad()
+    def predict_from_knobs(self, effect: Effect, knobs, hedged: bool = True) -> np.ndarray:
+        """Normalised parameters (B, P) from knob positions (B, knobs); ``hedged`` as in
+        :meth:`predict_from_codes`."""
+        head = self._head(effect)
+        head.eval()
+        k = torch.as_tensor(np.asarray(knobs, dtype=np.float32), device=self.torch_device)
+        return head.from_knobs(k, hedged=hedged).float().cpu().numpy().astype(np.float64)
+
+    @property
+    def knob_count(self) -> int:
+        return int(self.cfg.knobs)
 
     @property
     def hedged_effects(self) -> list[str]:
