@@ -148,10 +148,13 @@ def save_wav(path: Path, x: np.ndarray, sample_rate: int) -> None:
 class ResultStore:
     """A results directory: finished cells, failures, audio, and the tables rebuilt from the cells."""
 
+    REFRESH_SECONDS = 20.0  # while a run goes, the merged tables are rebuilt at most this often (refresh_tables)
+
     def __init__(self, out: Path):
         self.out = Path(out)
         (self.out / CELLS).mkdir(parents=True, exist_ok=True)
         self._read_cache: dict[Path, tuple[int, pd.DataFrame]] = {}
+        self._rebuilt = float("-inf")
 
     def _read_all(self, pattern: str) -> list[pd.DataFrame]:
         """Every file matching ``pattern`` under cells/, each read once until it changes."""
@@ -255,9 +258,17 @@ class ResultStore:
         recs = [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))] if d.exists() else []
         return pd.DataFrame(recs, columns=BUDGET_COLUMNS)
 
+    def refresh_tables(self) -> None:
+        """Rebuild the merged tables if the last rebuild is ``REFRESH_SECONDS`` old: each cell is on disk the
+        moment it finishes (what resume reads), so the merged tables may lag it by that much while a run goes
+        (rebuilding them after every cell cost a quick run about 45 s). The run's end rebuilds them in any case."""
+        if time.monotonic() - self._rebuilt >= self.REFRESH_SECONDS:
+            self.rebuild_tables()
+
     def rebuild_tables(self, *, final: bool = False) -> pd.DataFrame:
         """Every table from the finished cells; ``final`` adds the confidence intervals to the summary (a second
         or so on a quick-sized run, so once at the end rather than after every cell)."""
+        self._rebuilt = time.monotonic()
         atomic_parquet(self.params(), self.out / PARAMS_FILE)
         atomic_parquet(self.info(), self.out / INFO_FILE)
         scores = self.scores()

@@ -138,7 +138,7 @@ class Runner:
                 for _, name, seed, _ in group:
                     self.results.write_failure(name, task, "data", e, seed)
                     bar.update(1)
-                self.results.rebuild_tables()
+                self.results.refresh_tables()
                 continue
             for _, name, seed, key in group:
                 bar.set_postfix_str(f"{name} / {task.id}" + (f" / seed {seed}" if n_seeds > 1 else ""))
@@ -171,7 +171,7 @@ class Runner:
         except Exception as e:
             self.warn(f"cell {name} / {task.id} failed: {type(e).__name__}: {e}")
             self.results.write_failure(name, task, "evaluate", e, seed)
-            self.results.rebuild_tables()
+            self.results.refresh_tables()
             if run is not None:
                 run.set_tags({"error": f"{type(e).__name__}: {e}"})
                 run.end("FAILED")
@@ -179,7 +179,7 @@ class Runner:
         self.results.write_cell(name, task, rows, params, info, seed)
         if seed == self.cfg.training_seeds()[0]:  # one seed's audio for the report
             self._save_audio(cell, task)
-        self.results.rebuild_tables()
+        self.results.refresh_tables()
         if run is not None:
             self._log_cell(run, cell, rows, name)
 

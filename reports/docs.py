@@ -25,6 +25,7 @@ import pandas as pd
 from bench.results import BUDGETS_FILE, CONFIG_FILE, SCORES_FILE, SUMMARY_COLUMNS, SUMMARY_FILE
 from bench.stats import N_RESAMPLES, main_metric
 from reports import budgets as B
+from reports import latent as Lt
 from reports import stats as S
 from reports.results import FLOOR_SYSTEMS, SET_ORDER, ReportError, is_ranked, system_label
 
@@ -54,10 +55,22 @@ def write_docs(out: Path, name: str, *, root: Path | None = None, command: str |
             shutil.copyfile(out / f, dest / f)
         else:
             (dest / f).unlink(missing_ok=True)  # a stale copy from an earlier run
+    _copy_latent(out, dest)
     config = _config(dest)
     (dest / SOURCE).write_text(source_md(out, name, config, command, recomputed), encoding="utf-8")
     (dest / TABLES).write_text(render(dest), encoding="utf-8")
     return dest
+
+
+def _copy_latent(out: Path, dest: Path) -> None:
+    """The latent study's summaries and axes (not the raw probes or figures) to ``dest/latent/``, replacing any
+    earlier copy."""
+    src, to = Path(out) / "latent", dest / "latent"
+    shutil.rmtree(to, ignore_errors=True)
+    files = [p for k in (Lt.SUMMARY, Lt.AXES) for p in sorted(src.glob(f"*{k}"))] if src.is_dir() else []
+    for p in files:
+        to.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, to / p.name)
 
 
 def _summary(out: Path) -> tuple[pd.DataFrame, bool]:
@@ -124,7 +137,9 @@ def render(d: Path) -> str:
         raise ReportError(f"{d / SUMMARY_FILE}: missing columns {missing}")
     config = _config(d)
     budgets = B.read_budgets(d)
-    return tables_md(summary, budgets, config, d.name)
+    text = tables_md(summary, budgets, config, d.name)
+    latent = Lt.read_section(d / "latent", []) if (d / "latent").is_dir() else None
+    return text if latent is None else text.rstrip("\n") + "\n\n" + Lt.to_markdown(latent) + "\n"
 
 
 def check(d: Path) -> str:

@@ -141,12 +141,16 @@ class Section:
 def build(out: Path, d: Path) -> Section | None:
     """The section from ``<out>/latent/``, its files copied to ``<d>/latent/``; None without a ``*_summary.csv``."""
     src = Path(out) / "latent"
-    if not src.is_dir():
+    if not src.is_dir() or not any(p.is_file() for p in src.glob(f"*{SUMMARY}")):
         return None
-    slugs = sorted(p.name[: -len(SUMMARY)] for p in src.glob(f"*{SUMMARY}") if p.is_file())
+    return read_section(src, copy_files(src, Path(d) / "latent"))
+
+
+def read_section(src: Path, copied: list[str]) -> Section | None:
+    """The section from the study files in ``src`` (``copied``: those the page can link to)."""
+    slugs = sorted(p.name[: -len(SUMMARY)] for p in Path(src).glob(f"*{SUMMARY}") if p.is_file())
     if not slugs:
         return None
-    copied = copy_files(src, Path(d) / "latent")
     cells, notes = [], []
     for slug in slugs:
         try:
@@ -439,3 +443,31 @@ def knob_sentence(effect: str, group: list[Cell], features: list[str]) -> str:
             parts.append(f"the knobs of {k.system} are more selective than the code of {c.system} for "
                          f"{count['knobs']} of {len(features)} features ({'; '.join(extra)})")
     return f"{effect}: " + "; ".join(parts) + "."
+
+
+# --- Markdown (docs/results/NAME/tables.md) -----------------------------------------------------------------------
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def to_markdown(sec: Section) -> str:
+    """The section's tables in Markdown: the summary, the cells whose latent moves nothing, each cell's axes and the
+    selectivity comparison (no figures)."""
+    lines = ["## Latent-space study", "", sec.intro, ""]
+    header = [h for h, _ in sec.summary_header]
+    lines += [_md_row(header), _md_row(["---"] * len(header))] + [_md_row(r) for r in sec.summary_rows] + [""]
+    lines += [f"- **{n}**" for n in sec.nothing] + ([""] if sec.nothing else [])
+    lines += [f"- {n}" for n in sec.notes] + ([""] if sec.notes else [])
+    for c in sec.cells:
+        lines += [f"### {c.label} ({c.space_words})", ""]
+        head = ["axis", "code variance (%)", "output R² (%)", "change", "largest slopes (per sd, in effect spreads)",
+                "selectivity", "main parameter"]
+        lines += [_md_row(head), _md_row(["---"] * len(head))]
+        lines += [_md_row([a.axis, a.code_variance, a.output_r2, a.change, "; ".join(a.top) or NA, a.selectivity,
+                           a.main_param or NA]) for a in c.rows] + [""]
+    for cmp in sec.comparisons:
+        lines += [f"### Selectivity on {cmp.effect}: the largest share of each feature over a space's moving axes", ""]
+        lines += [_md_row(["feature", *cmp.columns]), _md_row(["---"] * (1 + len(cmp.columns)))]
+        lines += [_md_row([f, *[f"**{t}**" if b else t for t, b in entries]]) for f, entries in cmp.rows]
+        lines += ["", cmp.sentence, ""]
+    return "\n".join(lines)

@@ -532,6 +532,11 @@ def test_report_docs_round_trip(built, tmp_path, monkeypatch):
                   & (summary["effect"] == "peq") & (summary["corpus"] == "speech")].iloc[0]
     assert f"**{row['mean']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]**" in md
     assert "proposed (2 seeds)" in md and "## Budgets" in md
+    # the latent study's summaries and axes come along (not its raw probes or figures), and their tables
+    assert sorted(p.name for p in (d / "latent").iterdir()) == sorted(
+        p.name for p in (out / "latent").iterdir() if p.name.endswith(("_summary.csv", "_axes.csv")))
+    assert "## Latent-space study" in md and "### Selectivity on chorus" in md
+    assert "**proposed on chorus: the latent moves nothing" in md
     (d / "tables.md").write_text(md.replace(f"{row['mean']:.3f}", "0.000", 1))
     assert "line" in D.check(d)
     assert main(["report", "--docs", "../x", "--out", str(out)]) == 2

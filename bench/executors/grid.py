@@ -240,7 +240,7 @@ class RayGrid:
             else:
                 r.warn(f"cell {name} / {task.id} failed: {type(e).__name__}: {e}")
             r.results.write_failure(name, task, stage, e, seed)
-            r.results.rebuild_tables()
+            r.results.refresh_tables()
             if run is not None:
                 run.set_tags({"error": f"{type(e).__name__}: {e}"})
                 run.end("FAILED")
@@ -250,7 +250,7 @@ class RayGrid:
             if result.get("audio"):
                 clip = result["audio"]
                 r._save_audio(SimpleNamespace(system=name, examples=clip["examples"], answers=clip["answers"]), task)
-            r.results.rebuild_tables()
+            r.results.refresh_tables()
             if run is not None:
                 run.set_tags({"ray_node": w.get("node", ""), "task_seconds": f"{result.get('task_seconds', 0):.2f}"})
                 r._log_cell(run, SimpleNamespace(not_applicable=result["not_applicable"],

@@ -370,8 +370,8 @@ def _verdict(res: Exploration, nothing: bool, r2: float, coverage: float, span: 
 
 # --- figures and files --------------------------------------------------------------------------------------
 def mel_grid(res: Exploration, sample_rate: int, path: Path) -> Path:
-    """One row per path (interpolation, then each axis), one column per position: mel spectrograms (dB) of the
-    first input processed with the decoded settings."""
+    """One row per path (interpolation, then each axis), its positions side by side: mel spectrograms (dB) of the
+    first input processed with the decoded settings (one image per row: a grid of axes costs seconds to draw)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -382,33 +382,28 @@ def mel_grid(res: Exploration, sample_rate: int, path: Path) -> Path:
 
     mel = LogMel(sample_rate, n_fft=1024, hop=256, n_mels=64)
     names = list(res.audio)
-    ncol = max(len(v) for v in res.audio.values())
-    fig, axs = plt.subplots(len(names), ncol, figsize=(1.6 * ncol + 1, 1.5 * len(names) + 0.6), squeeze=False,
-                            sharex=True, sharey=True)
     with torch.no_grad():
         specs = {n: mel(torch.as_tensor(np.stack(res.audio[n]), dtype=torch.float32))[:, 0].numpy() for n in names}
     vmax = max(float(s.max()) for s in specs.values())
+    ncol = max(len(v) for v in specs.values())
+    frames = next(iter(specs.values())).shape[-1]
+    gap = max(2, frames // 12)
+    fig, axs = plt.subplots(len(names), 1, figsize=(1.5 * ncol + 1.2, 1.25 * len(names) + 0.6), squeeze=False)
     summaries = {a["axis"]: a for a in res.axes}
     for r, n in enumerate(names):
-        for j in range(ncol):
-            ax = axs[r, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j >= len(specs[n]):
-                ax.axis("off")
-                continue
-            ax.imshow(specs[n][j], origin="lower", aspect="auto", cmap="magma", vmin=vmax - 80, vmax=vmax)
-            pos = res.positions[n][j]
-            ax.set_title(f"a={pos:.2f}" if n == "interpolation" else f"{pos:+.1f} sd", fontsize=7)
+        ax = axs[r, 0]
+        tiles = []
+        for j in range(len(specs[n])):
+            tiles += [specs[n][j], np.full((specs[n].shape[1], gap), np.nan)]
+        ax.imshow(np.concatenate(tiles[:-1], axis=1), origin="lower", aspect="auto", cmap="magma",
+                  vmin=vmax - 80, vmax=vmax, interpolation="nearest")
+        ax.set_xticks([j * (frames + gap) + frames / 2 for j in range(len(specs[n]))])
+        ax.set_xticklabels([f"a={t:.2f}" if n == "interpolation" else f"{t:+.1f} sd" for t in res.positions[n]],
+                           fontsize=7)
+        ax.set_yticks([])
         a = summaries.get(n)
-        label = n if a is None else f"{n}\n{a['main_feature'] or 'moves nothing'}"
-        axs[r, 0].set_ylabel(label, fontsize=7)
-    fig.suptitle(f"{res.effect}, {res.controller}: the first input processed along each path", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+        ax.set_ylabel(n if a is None else f"{n}\n{a['main_feature'] or 'moves nothing'}", fontsize=7)
+    return _save(fig, f"{res.effect}, {res.controller}: the first input processed along each path", path)
 
 
 def trajectories(res: Exploration, path: Path) -> Path:
@@ -450,8 +445,14 @@ def trajectories(res: Exploration, path: Path) -> Path:
         ax.tick_params(labelsize=7)
     axs[0, 0].set_ylabel("feature change (effect spreads)", fontsize=7)
     axs[0, -1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
-    fig.suptitle(f"{res.system} on {res.effect}: AudioCommons features along each {res.space} axis "
-                 f"(mean over {res.n_inputs} inputs; band: their range)", fontsize=8)
+    return _save(fig, f"{res.system} on {res.effect}: AudioCommons features along each {res.space} axis (mean over "
+                      f"{res.n_inputs} inputs; band: their range)", path)
+
+
+def _save(fig, title: str, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
