@@ -148,7 +148,7 @@ def save_wav(path: Path, x: np.ndarray, sample_rate: int) -> None:
 class ResultStore:
     """A results directory: finished cells, failures, audio, and the tables rebuilt from the cells."""
 
-    REFRESH_SECONDS = 20.0  # while a run goes, the merged tables are rebuilt at most this often (refresh_tables)
+    REFRESH_SECONDS = 30.0  # while a run goes, the merged tables are rebuilt at most this often (refresh_tables)
 
     def __init__(self, out: Path):
         self.out = Path(out)
