@@ -365,7 +365,9 @@ def intro(cells: list[Cell]) -> str:
             f"({n}): t-intervals for slopes, bootstrap for shares. Code variance: the share of the code's variance in "
             "the studied axes; output R²: the share of the variance of the controller's output features over the "
             "references that a linear fit on those axes explains; coverage: the spread of those features over the "
-            "references in units of the effect's spread (about 0: the same answer whatever the reference).")
+            "references in units of the effect's spread (about 0: the same answer whatever the reference). Reverb "
+            "is timbral_models' yes/no classification, not a level: one flip along a walk reads as a large slope "
+            "with a wide interval (\"flips on some inputs\", not a reverberation knob).")
 
 
 def mel_caption(c: Cell) -> str:

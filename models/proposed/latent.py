@@ -289,15 +289,23 @@ def _r2(F: list[np.ndarray], S: list[np.ndarray]) -> float:
     return 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
 
 
+def _quiet(fn):
+    """A feature that is NaN on every clip (silence, or no unit) stays NaN, without numpy's empty-slice warnings."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+@_quiet
 def _summarise(res: Exploration, sp: _Space, param_names: list[str], span: float, seed: int) -> None:
-    import warnings
-
-    with warnings.catch_warnings():  # a feature that is NaN on every clip (silence) stays NaN, quietly
-        warnings.simplefilter("ignore", RuntimeWarning)
-        _summarise_quietly(res, sp, param_names, span, seed)
-
-
-def _summarise_quietly(res: Exploration, sp: _Space, param_names: list[str], span: float, seed: int) -> None:
     import pandas as pd
 
     df = pd.DataFrame(res.rows)
@@ -406,6 +414,7 @@ def mel_grid(res: Exploration, sample_rate: int, path: Path) -> Path:
     return _save(fig, f"{res.effect}, {res.controller}: the first input processed along each path", path)
 
 
+@_quiet
 def trajectories(res: Exploration, path: Path) -> Path:
     """Per axis: each feature's change from the walk's centre, in the effect's spreads, against the position
     (mean over inputs, band = min..max over inputs)."""
@@ -439,6 +448,9 @@ def trajectories(res: Exploration, path: Path) -> Path:
             ax.fill_between(t, np.nanmin(C[..., f], axis=0), np.nanmax(C[..., f], axis=0), color=colours(f % 10),
                             alpha=0.12, lw=0)
         ax.axhline(0, color="0.6", lw=0.6)
+        means = np.abs(np.nanmean(C, axis=0))
+        top = float(np.nanmax(means)) if np.isfinite(means).any() else 0.0
+        ax.set_ylim(-max(0.5, 1.3 * top), max(0.5, 1.3 * top))  # the means decide; a wide band is clipped
         var = "" if not np.isfinite(a["code_variance"]) else f", {a['code_variance']:.0%} of code var."
         ax.set_title(f"{a['axis']}{var}" + ("" if a["moves"] else "\nmoves nothing"), fontsize=8)
         ax.set_xlabel("position (sd)", fontsize=7)
