@@ -196,3 +196,24 @@ def test_latent_config_is_checked():
         load_config("smoke", sets=['latent.train=["nope"]'])
     with pytest.raises(ConfigError, match="latent.references"):
         load_config("smoke", sets=["latent.references=2"])
+
+
+def test_the_latent_command_trains_a_study_variant_on_the_study_effect(tmp_path, capsys):
+    """`afx-bench latent --system proposed_knobs` trains the variant as the run's study does (on the study's
+    effects only) and prints the verdict and each knob."""
+    from bench.cli import main
+
+    out = tmp_path / "res"
+    argv = ["latent", "--preset", "smoke", "--system", "proposed_knobs", "--effect", "gain", "--out", str(out),
+            "--steps", "3", "--inputs", "2", "--references", "3", "--set", 'effects.seen=["gain"]',
+            "--set", 'effects.unseen=["delay"]', "--set", "effects.wild=[]", "--set", 'data.seen_corpora=["tones"]',
+            "--set", "data.unseen_corpora=[]", "--set", "data.source_seconds=1.5", "--set", "run.segment_seconds=0.25",
+            "--set", "tasks.n_test=3", "--set", 'latent.train=["proposed_knobs"]',
+            "--set", 'systems.proposed_knobs.base="proposed"', "--set", "systems.proposed_knobs.knobs=2"]
+    argv += [x for k, v in TINY.items() for x in ("--set", f"systems.proposed.{k}={json.dumps(v)}")]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "studied proposed_knobs" in printed and "(knobs, 2 dims) on gain" in printed and "knob2:" in printed
+    s = pd.read_csv(out / "latent" / "gain__proposed_knobs_summary.csv").iloc[0]
+    assert s["trained_for"] == "study: gain" and s["train_steps"] > 0
+    assert not (out / "checkpoints" / "proposed").exists()  # only the variant was trained
