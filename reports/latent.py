@@ -385,11 +385,12 @@ def trajectory_caption(c: Cell) -> str:
 
 # --- the selectivity comparison -----------------------------------------------------------------------------
 def best_share(c: Cell, f: str) -> tuple[float, float, float, str] | None:
-    """(share, low, high, axis): the largest share of ``f`` over the cell's moving axes; None without one."""
+    """(share, low, high, axis): the largest share of ``f`` over the cell's moving axes; None where none of them
+    moves ``f`` at all (a yes/no feature such as reverb that never flips has a share of exactly 0)."""
     best = None
     for row in c.axes.to_dict("records"):
         v = _float(row.get(f"share/{f}"))
-        if row["moves"] and math.isfinite(v) and (best is None or v > best[0]):
+        if row["moves"] and math.isfinite(v) and v > 0 and (best is None or v > best[0]):  # 0: it stays put
             best = (v, _float(row.get(f"share_low/{f}")), _float(row.get(f"share_high/{f}")), row["axis"])
     return best
 
@@ -441,7 +442,7 @@ def knob_sentence(effect: str, group: list[Cell], features: list[str]) -> str:
             if count["tie"]:
                 extra.append(f"tied on {count['tie']}")
             if count["neither"]:
-                extra.append(f"neither space has a moving axis for {count['neither']}")
+                extra.append(f"neither space moves {count['neither']}")
             parts.append(f"the knobs of {k.system} are more selective than the code of {c.system} for "
                          f"{count['knobs']} of {len(features)} features ({'; '.join(extra)})")
     return f"{effect}: " + "; ".join(parts) + "."
