@@ -137,25 +137,29 @@ def run_study(cfg: Config, out: Path, *, device: str, log=print, standalone: boo
     ac_cfg = cfg.metric_config("ac") if "ac" in cfg.metric_names() else {}
     features, source = ac_features(cfg.run.sample_rate, {k: v for k, v in ac_cfg.items() if k != "max_examples"})
     n = min(plan.n_examples, max(L.references, L.inputs))
+    probe = {k: v for k, v in dataclasses.asdict(L).items() if k not in ("systems", "train", "effects")}
     cells = [(name, e) for name in loaded for e in eff if e in tasks]
     bar = tqdm(cells, desc="latent study", disable=not cfg.run.progress)
-    for name, e in bar:
-        bar.set_postfix_str(f"{name} / {e}")
-        system, skey, extra = loaded[name]
-        task = tasks[e]
-        key = stable_hash([skey, task.id, n, dataclasses.asdict(L), source])
-        try:
-            if cell_done(d, name, e, key):
-                continue
-            examples = task.examples(plan.n_examples, progress=False)[:n]
-            study_cell(system, task.effect, examples, d, cfg, features=features, source=source,
-                       extra={**extra, "task": task.id, "split": plan.split}, key=key)
-        except KeyboardInterrupt:
-            raise
-        except Exception as err:
-            warn(f"{name} on {e}: {type(err).__name__}: {err}")
-            _failure(d, name, e, err)
-    bar.close()
+    try:
+        for name, e in bar:
+            bar.set_postfix_str(f"{name} / {e}")
+            system, skey, extra = loaded[name]
+            task = tasks[e]
+            key = stable_hash([skey, task.id, n, probe, source])  # what the cell's numbers depend on
+            try:
+                if cell_done(d, name, e, key):
+                    continue
+                examples = task.examples(plan.n_examples, progress=False)[:n]
+                study_cell(system, task.effect, examples, d, cfg, features=features, source=source,
+                           extra={**extra, "task": task.id, "split": plan.split}, key=key)
+            except KeyboardInterrupt:
+                raise
+            except Exception as err:
+                warn(f"{name} on {e}: {type(err).__name__}: {err}")
+                _failure(d, name, e, err)
+    finally:
+        bar.close()
+        getattr(features, "close", lambda: None)()  # the feature extractor's worker processes
     return warnings
 
 

@@ -99,6 +99,7 @@ def ac_features(sample_rate: int, config: dict | None = None):
     def fn(clips):
         return [rec["features"] for rec in metric.features([np.asarray(c, np.float32) for c in clips])]
 
+    fn.close = metric.close  # its worker processes, when the caller is done
     return fn, "audiocommons"
 
 
