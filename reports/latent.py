@@ -96,7 +96,12 @@ class Cell:
 
     @property
     def space_words(self) -> str:
-        return "knob space" if self.knobs else f"{self.space} space"
+        return {"knobs": "knob space", "vae": "VAE latent"}.get(self.space, f"{self.space} space")
+
+    @property
+    def space_name(self) -> str:
+        """What a sentence calls the space: the knobs, the VAE latent or the code."""
+        return {"knobs": "knobs", "vae": "VAE latent"}.get(self.space, self.space)
 
     @property
     def moves_nothing(self) -> bool:
@@ -353,8 +358,9 @@ def intro(cells: list[Cell]) -> str:
     n = f"n = {ns[0]}" if len(ns) == 1 else ("n = n_inputs, per cell in the table" if not ns else
                                              f"n = {ns[0]} to {ns[-1]} per cell (the table's inputs)")
     return ("What is studied: the controller's decoded settings, before any hedge (each cell says what it decoded), "
-            "along the interpolation between two references' codes and along the principal axes of the encoder "
-            "code the controller reads (space \"code\"); for the bottleneck variant, along each of its knobs (space "
+            "along the interpolation between two references' codes and along the principal axes of the reference's "
+            "VAE latent (space \"vae\"; the rest of the code the controller reads held at the references' mean) or "
+            "of the whole code (space \"code\"); for the bottleneck variant, along each of its knobs (space "
             "\"knobs\"). At each point of a walk the settings are decoded and the input clip is processed with them; "
             "the AudioCommons features of the output describe what moved. Slopes are the change of a feature per "
             "standard deviation along the axis, in units of the effect's own spread of that feature; an axis moves "
@@ -438,12 +444,12 @@ def knob_sentence(effect: str, group: list[Cell], features: list[str]) -> str:
                     count["code"] += 1
                 else:
                     count["tie"] += 1
-            extra = [f"the code is more selective for {count['code'] or 'none'}"]
+            extra = [f"the {c.space_name} is more selective for {count['code'] or 'none'}"]
             if count["tie"]:
                 extra.append(f"tied on {count['tie']}")
             if count["neither"]:
                 extra.append(f"neither space moves {count['neither']}")
-            parts.append(f"the knobs of {k.system} are more selective than the code of {c.system} for "
+            parts.append(f"the knobs of {k.system} are more selective than the {c.space_name} of {c.system} for "
                          f"{count['knobs']} of {len(features)} features ({'; '.join(extra)})")
     return f"{effect}: " + "; ".join(parts) + "."
 

@@ -151,7 +151,7 @@ def test_a_run_studies_its_latent_and_resumes(tmp_path):
     for system in ("proposed", "proposed_knobs"):
         for effect in ("gain", "delay"):
             s = pd.read_csv(d / f"{effect}__{system}_summary.csv").iloc[0]
-            assert s["space"] == ("knobs" if system == "proposed_knobs" else "code")
+            assert s["space"] == ("knobs" if system == "proposed_knobs" else "vae")  # proposed: its VAE latent
             assert s["n_inputs"] == 2 and s["n_references"] == 4 and s["split"] == "test"
             assert (d / f"{effect}__{system}_trajectories.png").stat().st_size > 5000
     knobs = pd.read_csv(d / "gain__proposed_knobs_summary.csv").iloc[0]

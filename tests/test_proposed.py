@@ -473,7 +473,11 @@ def test_latent_exploration_tables_and_figures(fitted, tmp_path):
     for path, per_input in (("pc1", 4), ("pc2", 4), ("references", 6), ("range", 6)):
         for m in (0, 1):
             assert sum(r["path"] == path and r["input"] == m for r in res.rows) == per_input
-    assert res.system == "proposed" and res.space == "code" and res.n_inputs == 2
+    # the VAE latent's principal axes (its 8 dims), the descriptors the controller also reads held at their mean
+    assert res.system == "proposed" and res.space == "vae" and res.dims == 8 and res.n_inputs == 2
+    whole = explore(fitted, task.effect, examples, features=_librosa_features(SR), steps=3, axes=1, inputs=1,
+                    space="code")
+    assert whole.space == "code" and whole.dims == fitted.code_dim > 8
     if "delay" in fitted.hedged_effects:
         assert "before the hedge" in res.controller
         hedged = explore(fitted, task.effect, examples, features=_librosa_features(SR), steps=3, axes=1,

@@ -6,10 +6,12 @@ False``, the default: ``proposed``'s validated blend towards one constant settin
 setting the same share of the way to that constant and flatten what the latent encodes; ``proposed_paper`` and the
 variants without a hedge are the same either way):
 
-* ``code``: the encoder code the controller reads of the reference (the beta-VAE's mean latent, plus the
-  descriptors where the system uses them). Its principal axes are found over the references' codes (standardised
-  per dimension); each of the first ``axes`` is walked from ``-span`` to ``+span`` standard deviations around the
-  mean code, with the input's own code held.
+* ``vae`` (the default where the system has one): the beta-VAE's mean latent of the reference. Its principal axes
+  are found over the references' latents (standardised per dimension); each of the first ``axes`` is walked from
+  ``-span`` to ``+span`` standard deviations around the mean, the rest of the code the controller reads (the
+  descriptors, where the system uses them) held at the references' mean and the input's own code held.
+* ``code``: the same over the whole code the controller reads (latent and descriptors alike); the default of a
+  system without a VAE latent.
 * ``knobs``: a controller with a bottleneck (``knobs = k``: ``proposed_knobs``) gives every setting through ``k``
   numbers in [-1, 1]; each knob is walked from ``-span`` to ``+span`` of its standard deviation over the
   references (clipped to [-1, 1]), the others held at their mean.
@@ -135,24 +137,32 @@ class _Space:
     decode: object  # (points (n, dims), input index m) -> params01 (n, P)
 
 
-def _code_space(system, effect, c_in, c_ref: np.ndarray, *, axes: int, ts: np.ndarray, hedged: bool) -> _Space:
+def _code_space(system, effect, c_in, c_ref: np.ndarray, *, axes: int, ts: np.ndarray, hedged: bool,
+                dims: int = 0) -> _Space:
+    """Principal axes of the references' codes; ``dims`` > 0: of their first ``dims`` dimensions only (the VAE
+    latent), the rest of the code (the descriptors) held at the references' mean."""
     import torch
 
     def decode(points, m):
         t = torch.as_tensor(points, dtype=torch.float32, device=c_in.device)
         return system.predict_from_codes(effect, c_in[m : m + 1].expand(len(t), -1), t, hedged=hedged)
 
+    part = slice(0, dims or c_ref.shape[1])
     mu, sd = c_ref.mean(axis=0), c_ref.std(axis=0) + 1e-8
-    Z = (c_ref - mu) / sd
+    Z = (c_ref[:, part] - mu[part]) / sd[part]
     _, s, vt = np.linalg.svd(Z, full_matrices=False)
     var = s**2 / max(len(Z) - 1, 1)
     ratio = var / max(var.sum(), 1e-12)
     k = min(int(axes), int(np.sum(var > 1e-12 * max(var.max(), 1e-30))))
-    walks = [(ts, mu + sd * (ts[:, None] * np.sqrt(var[a]) * vt[a][None])) for a in range(k)]
+    walks = []
+    for a in range(k):
+        pts = np.repeat(mu[None], len(ts), axis=0)
+        pts[:, part] += sd[part] * (ts[:, None] * np.sqrt(var[a]) * vt[a][None])
+        walks.append((ts, pts))
     scores = (Z @ vt[:k].T) / np.sqrt(var[:k])[None]
     n_in = len(c_in)
-    return _Space("code", c_ref.shape[1], [f"pc{a + 1}" for a in range(k)], walks, [float(r) for r in ratio[:k]],
-                  [c_ref] * n_in, [scores] * n_in, decode)
+    return _Space("vae" if dims else "code", Z.shape[1], [f"pc{a + 1}" for a in range(k)], walks,
+                  [float(r) for r in ratio[:k]], [c_ref] * n_in, [scores] * n_in, decode)
 
 
 def _knob_space(system, effect, c_in, c_ref: np.ndarray, *, ts: np.ndarray, hedged: bool) -> _Space:
@@ -195,12 +205,13 @@ def explore(system, effect, examples: list, *, features, feature_source: str = "
     ins = examples[: max(1, min(int(inputs), len(examples)))]
     steps, sr = max(3, int(steps)), system.sample_rate
     knob_count = int(getattr(system, "knob_count", 0) or 0)
+    vae_dims = int(getattr(system, "latent_dims", 0) or 0)
     if space == "auto":
-        space = "knobs" if knob_count else "code"
-    if space == "knobs" and not knob_count:
-        raise ValueError(f"latent: {getattr(system, 'name', system)} has no knobs (its controller has no bottleneck)")
-    if space not in ("code", "knobs"):
-        raise ValueError(f"latent: space {space!r}; valid: auto, code, knobs")
+        space = "knobs" if knob_count else ("vae" if vae_dims else "code")
+    if space not in ("code", "vae", "knobs"):
+        raise ValueError(f"latent: space {space!r}; valid: auto, code, vae, knobs")
+    if (space == "knobs" and not knob_count) or (space == "vae" and not vae_dims):
+        raise ValueError(f"latent: {getattr(system, 'name', system)} has no {space} to walk")
     if spread_params is None:
         if any(e.true_params01 is None for e in refs):
             raise ValueError("latent: spread_params needed when the examples carry no true settings")
@@ -211,7 +222,8 @@ def explore(system, effect, examples: list, *, features, feature_source: str = "
     c_in = system.code(np.stack([e.input for e in ins])).float()
     ts = np.linspace(-span, span, steps)
     sp = (_knob_space(system, effect, c_in, c_ref, ts=ts, hedged=hedged) if space == "knobs"
-          else _code_space(system, effect, c_in, c_ref, axes=axes, ts=ts, hedged=hedged))
+          else _code_space(system, effect, c_in, c_ref, axes=axes, ts=ts, hedged=hedged,
+                           dims=vae_dims if space == "vae" else 0))
     if not sp.names:
         raise ValueError(f"latent: the references' {sp.kind} does not vary: no axis to walk")
 
@@ -357,13 +369,13 @@ def _summarise(res: Exploration, sp: _Space, param_names: list[str], span: float
     res.summary = {"system": res.system, "effect": res.effect, "space": res.space, "controller": res.controller,
                    "feature_source": res.feature_source, "dims": res.dims, "n_axes": k, "n_inputs": M,
                    "n_references": res.n_references,
-                   "code_variance": float(np.nansum(sp.variance)) if res.space == "code" else float("nan"),
+                   "code_variance": float(np.nansum(sp.variance)) if res.space != "knobs" else float("nan"),
                    "output_r2": r2, "coverage": coverage, "moves_nothing": nothing, "moves_threshold": MOVES,
                    "verdict": _verdict(res, nothing, r2, coverage, span)}
 
 
 def _verdict(res: Exploration, nothing: bool, r2: float, coverage: float, span: float) -> str:
-    what = "knob" if res.space == "knobs" else "principal axis of the code"
+    what = {"knobs": "knob", "vae": "principal axis of the VAE latent"}.get(res.space, "principal axis of the code")
     if nothing:
         largest = max((a["change"] for a in res.axes), default=0.0)
         return (f"The latent moves nothing: walking each {what} over +-{span:g} sd changes no AudioCommons feature "

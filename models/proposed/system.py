@@ -381,6 +381,11 @@ class Proposed(System):
         return head.from_knobs(k, hedged=hedged).float().cpu().numpy().astype(np.float64)
 
     @property
+    def latent_dims(self) -> int:
+        """How many leading dimensions of :meth:`code` are the VAE's mean latent (0: the code has none)."""
+        return int(self.cfg.latent) if self.use_latent else 0
+
+    @property
     def knob_count(self) -> int:
         return int(self.cfg.knobs)
 
