@@ -46,12 +46,12 @@ class Latent(Command):
         study_only = args.system in cfg.latent.train and args.system not in cfg.system_names()
         lat.update(systems=[] if study_only else [args.system], train=[args.system] if study_only else [])
         cfg.latent = parse_section(type(cfg.latent), lat, "latent")
+        out = out_dir(args)
         if not study_only:
             if args.system not in cfg.system_names():
                 cfg.systems["include"] = [*cfg.system_names(), args.system]
             check_sections(cfg)
-            prepare_system(args.system, Plan.build(cfg), out_dir(args))  # the checkpoint `run --out` uses
-        out = out_dir(args)
+            prepare_system(args.system, Plan.build(cfg), out)  # the checkpoint `run --out` uses
         warnings = run_study(cfg, out, device=resolve_device(cfg.run.device), standalone=True)
         for w in warnings:
             print(f"warning: {w}")

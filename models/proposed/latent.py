@@ -69,6 +69,7 @@ class Exploration:
     rows: list[dict] = field(default_factory=list)  # one per processed clip
     axes: list[dict] = field(default_factory=list)  # one per axis
     summary: dict = field(default_factory=dict)
+    unit: dict[str, float] = field(default_factory=dict)  # per feature: the effect's own spread (NaN: none)
     audio: dict[str, list[np.ndarray]] = field(default_factory=dict)  # path -> clips of input 0 in order
     positions: dict[str, list[float]] = field(default_factory=dict)
 
@@ -326,6 +327,7 @@ def _summarise(res: Exploration, sp: _Space, param_names: list[str], span: float
     M = res.n_inputs
     spread = np.nanmean([np.nanstd(_matrix(df, "range", m, names), axis=0, ddof=1) for m in range(M)], axis=0)
     scale = np.where(spread > 1e-9, spread, np.nan)  # a feature the effect does not change has no unit
+    res.unit = {n: float(u) for n, u in zip(names, scale, strict=True)}
     F = [(_matrix(df, "references", m, names)) / scale for m in range(M)]
     F_ok = [np.nan_to_num(f, nan=0.0) for f in F]  # a feature without a unit adds nothing to the variance
     rng = np.random.default_rng(seed)
@@ -439,8 +441,7 @@ def trajectories(res: Exploration, path: Path) -> Path:
 
     df = pd.DataFrame(res.rows)
     names = list(res.feature_names)
-    spread = np.nanmean([np.nanstd(_matrix(df, "range", m, names), axis=0, ddof=1) for m in range(res.n_inputs)],
-                        axis=0)
+    unit = np.array([res.unit[f] for f in names])
     n = len(res.axes)
     fig, axs = plt.subplots(1, n, figsize=(2.6 * n + 1.4, 2.6), squeeze=False, sharey=True)
     colours = plt.get_cmap("tab10")
@@ -450,7 +451,7 @@ def trajectories(res: Exploration, path: Path) -> Path:
         for m in range(res.n_inputs):
             g = df[(df["path"] == a["axis"]) & (df["input"] == m)]
             V = g[[f"feature/{f}" for f in names]].to_numpy(dtype=float)
-            V = (V - V[len(V) // 2]) / np.where(spread > 1e-9, spread, np.nan)
+            V = (V - V[len(V) // 2]) / unit
             curves.append(V)
             t = g["position"].to_numpy(dtype=float)
         C = np.stack(curves)
