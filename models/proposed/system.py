@@ -158,6 +158,19 @@ class _Batches:
         return {k: v[idx] for k, v in self.tensors.items()}
 
 
+def encoder_and_spsa_space(trial) -> dict:
+    """The search space ``proposed`` and ``proposed_paper`` share (in this order of suggestions): the VAE's
+    learning rate, size and beta, and SPSA's epsilon and perturbations."""
+    return {
+        "vae_lr": trial.suggest_float("vae_lr", 1e-4, 3e-3, log=True),
+        "latent": trial.suggest_categorical("latent", [32, 64, 128]),
+        "width": trial.suggest_categorical("width", [4, 8, 16]),
+        "beta_max": trial.suggest_float("beta_max", 1e-4, 5e-2, log=True),
+        "eps": trial.suggest_float("eps", 0.002, 0.05, log=True),
+        "perturbations": trial.suggest_int("perturbations", 1, 4),
+    }
+
+
 @register_system("proposed")
 class Proposed(System):
     """Spectrogram beta-VAE encoder + per-effect controllers trained through the real effect with SPSA."""
@@ -513,12 +526,7 @@ class Proposed(System):
             "spsa_lr": trial.suggest_float("spsa_lr", 3e-5, 3e-3, log=True),
             "dropout": trial.suggest_float("dropout", 0.0, 0.5),
             "input_noise": trial.suggest_float("input_noise", 0.0, 1.0),
-            "vae_lr": trial.suggest_float("vae_lr", 1e-4, 3e-3, log=True),
-            "latent": trial.suggest_categorical("latent", [32, 64, 128]),
-            "width": trial.suggest_categorical("width", [4, 8, 16]),
-            "beta_max": trial.suggest_float("beta_max", 1e-4, 5e-2, log=True),
-            "eps": trial.suggest_float("eps", 0.002, 0.05, log=True),
-            "perturbations": trial.suggest_int("perturbations", 1, 4),
+            **encoder_and_spsa_space(trial),
             "param_weight": trial.suggest_float("param_weight", 0.0, 10.0),
             "warmup_steps": trial.suggest_int("warmup_steps", 0, 1000, step=100),
         }
@@ -926,10 +934,5 @@ class ProposedPaper(Proposed):
         """What the published recipe leaves open: learning rates, the encoder's size and beta, SPSA's epsilon."""
         return {
             "spsa_lr": trial.suggest_float("spsa_lr", 1e-4, 1e-2, log=True),
-            "vae_lr": trial.suggest_float("vae_lr", 1e-4, 3e-3, log=True),
-            "latent": trial.suggest_categorical("latent", [32, 64, 128]),
-            "width": trial.suggest_categorical("width", [4, 8, 16]),
-            "beta_max": trial.suggest_float("beta_max", 1e-4, 5e-2, log=True),
-            "eps": trial.suggest_float("eps", 0.002, 0.05, log=True),
-            "perturbations": trial.suggest_int("perturbations", 1, 4),
+            **encoder_and_spsa_space(trial),
         }
