@@ -89,6 +89,7 @@ def test_match_auto_and_bad_input(trained, capsys):
     info = json.loads(out.with_suffix(".json").read_text())
     assert info["picked"] in {"peq4", "bypass"} and len(info["picked_per_chunk"]) == info["chunks"]
     (trained / "bad.wav").write_bytes(b"RIFFjunk")
+    capsys.readouterr()
     cmd = COMMANDS.get("match")
     p = argparse.ArgumentParser()
     cmd.add_arguments(p)

@@ -88,7 +88,7 @@ def test_ui_opens_the_runs_table_and_stops_its_server(copied_results, tmp_path):
                 break
             if line.startswith("MLflow UI: "):
                 url = line.split("MLflow UI: ", 1)[1].strip()
-        assert url and url.startswith(f"http://127.0.0.1:{port}/#/experiments/") and url.endswith("/runs"), url
+        assert url and url.startswith(f"http://127.0.0.1:{port}/#/experiments/") and "/runs?workflowType=machine_learning" in url, url
         started = sorted(descendants(proc.pid))
         assert started, "the server runs as a child of afx-bench ui"
         base = f"http://127.0.0.1:{port}"
@@ -132,8 +132,10 @@ def test_ui_opens_the_runs_table_and_stops_its_server(copied_results, tmp_path):
                 dst.mkdir(parents=True, exist_ok=True)
                 (dst / "mlflow-ui.png").write_bytes(base64.b64decode(shot["data"]))
         assert parent in text, f"the runs table does not list the run {parent}: {text[:2000]}"
-        assert where.endswith("/runs"), where  # still on the runs table, not moved to the traces view
+        assert "/runs" in where, where  # still on the runs table, not moved to the traces view
         assert "0 traces" not in text
+        # the UI's model-training mode: its side bar has the model registry, not GenAI's judges and prompts
+        assert "Model registry" in text and "Judges" not in text and "Prompts" not in text, text[:2000]
     finally:
         started = sorted(set(started) | descendants(proc.pid))  # the server's workers and job runner included
         if proc.poll() is None:

@@ -102,7 +102,8 @@ def serve_ui(out: Path, port: int, experiment: str | None = None, browser: bool 
         return 2
     if exp.tags.get(KIND_TAG) != KIND:  # a store from before the tag: the UI would open on GenAI traces
         client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
-    url = f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}/runs"
+    # the runs table, in the UI's model-training mode (its GenAI/Model training switch, set by workflowType)
+    url = f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", default_uri(out), "--artifacts-destination",
            str(out / ARTIFACTS), "--host", "127.0.0.1", "--port", str(port)]
