@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources

@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from postgres_server import postgres_url  # noqa: F401 (a fixture)
 
 from bench.config import load_config
 
@@ -366,8 +365,8 @@ def test_a_lost_node_loses_nothing(cluster, reference, tmp_path):
 
 def test_gpu_preset_parses_and_runs_reduced_on_the_cpu(tmp_path):
     from bench.cell import system_key
-    from bench.plan import check
     from bench.executors import task_options
+    from bench.plan import check
     from bench.runner import run
 
     cfg = load_config("gpu", device="cpu")

@@ -4,14 +4,11 @@ store, with a tiny but real trainable system registered here (so the tests do no
 import argparse
 import math
 import os
-import pwd
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import tomllib
 from dataclasses import dataclass
@@ -21,7 +18,6 @@ import numpy as np
 import pytest
 
 from bench.config import ConfigError, load_config
-from postgres_server import postgres_url  # noqa: F401 (a fixture)
 from bench.systems import Estimate, System, register_system
 
 TESTS = Path(__file__).resolve().parent

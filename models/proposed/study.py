@@ -126,28 +126,14 @@ class LatentStudy(Study):
             return
         loaded: dict[str, tuple] = {}  # name -> (system, key, extra summary columns)
         for name in studied:
-            try:
-                got = ctx.system(name)  # never trains a grid system here
-            except NotTrained as e:
-                warn(f"{e}: not studied")
-                continue
-            except KeyboardInterrupt:
-                raise
-            except Exception as e:
-                warn(f"{name}: could not be prepared ({type(e).__name__}: {e})")
-                _failure(d, name, "", e)
-                continue
-            loaded[name] = (got.system, got.key, {"trained_for": "grid"})
+            got = _system(ctx, name, "prepared")  # never trains a grid system here
+            if got is not None:
+                loaded[name] = (got.system, got.key, {"trained_for": "grid"})
         if trained:
             scfg = study_config(cfg, L)
             for name in trained:
-                try:
-                    got = ctx.system(name, scfg, train=True)
-                except KeyboardInterrupt:
-                    raise
-                except Exception as e:
-                    warn(f"{name}: could not be trained for the study ({type(e).__name__}: {e})")
-                    _failure(d, name, "", e)
+                got = _system(ctx, name, "trained for the study", scfg, train=True)
+                if got is None:
                     continue
                 extra = {"trained_for": "study: " + ", ".join(n for n, _ in scfg.effect_sets())}
                 extra.update(_budget_columns(got.budget or _stored_budget(d, name, got.key)))
@@ -237,6 +223,21 @@ class LatentStudy(Study):
         for p in sorted(d.glob(f"{slug}_*")):
             print(f"{p.name}: {p}")
         return 0
+
+
+def _system(ctx: StudyContext, name: str, what: str, *args, **kwargs):
+    """``ctx.system(name, ...)``, or None with a warning (and, but for a system the run did not train, a line in
+    the study's failures)."""
+    try:
+        return ctx.system(name, *args, **kwargs)
+    except NotTrained as e:
+        ctx.warn(f"{e}: not studied")
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:
+        ctx.warn(f"{name}: could not be {what} ({type(e).__name__}: {e})")
+        _failure(ctx.folder, name, "", e)
+    return None
 
 
 def study_cell(system, effect, examples: list, d: Path, L: LatentConfig, run, *, features, source: str,
