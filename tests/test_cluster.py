@@ -298,15 +298,18 @@ def test_the_preflight_names_the_node_that_lacks_a_path(cluster, tmp_path, wav_f
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-3000:]
     problems = [line for line in r.stderr.splitlines() if "corpus folder:wavs: no directory" in line]
     assert len(problems) == 1, r.stderr  # the second node only
-    assert str(cluster.dirs["node"] / "wavs") in problems[0] and "node 127.0.0.1 (" in problems[0]
+    assert str(cluster.dirs["node"] / "wavs") in problems[0] and problems[0].lstrip().startswith("node ")
     assert not (out / "config.json").exists() and not (out / "mlflow.db").exists()
 
 
 def test_a_hung_cell_on_ray_is_ended_and_recorded(cluster, tmp_path):
+    """ITO with a render budget it would need hours for is ended by run.cell_timeout_s inside its Ray task and
+    recorded; bypass's cell (a cold worker: imports, and examples made in the node's own cache) is not."""
     out = tmp_path / "hung"
     r = afx(["run", "--preset", "smoke", "--systems", "bypass,ito_cmaes", "--effects", "peq4", "--corpora", "speech",
-             "--set", "run.report=false", "--set", 'metrics.include=["mrstft"]', "--set", "run.cell_timeout_s=3",
-             "--set", "systems.ito_cmaes.renders=100000000", "--out", str(out), "--executor", "ray"],
+             "--set", "run.report=false", "--set", 'metrics.include=["mrstft"]', "--set", "run.cell_timeout_s=40",
+             "--set", "systems.ito_cmaes.renders=100000000", "--set", "systems.ito_cmaes.tolx=0", "--out", str(out),
+             "--executor", "ray"],
             env=on_ray(cluster))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     fails = pd.read_csv(out / "failures.csv")

@@ -225,10 +225,11 @@ def test_exit_codes_tell_whether_cells_failed(tmp_path, capsys):
 
 
 def test_a_hung_cell_is_ended_and_recorded(tmp_path):
-    """``run.cell_timeout_s`` ends a cell that runs too long (ITO with a render budget it would need hours for):
+    """``run.cell_timeout_s`` ends a cell that runs too long (ITO with a render budget it would need hours for and no early stop):
     it is recorded as failed at the stage ``timeout`` and the other cells go on."""
     cfg = tones_config(systems=["ito_cmaes", "bypass"], effects=["gain", "peq4"],
-                       sets=["run.cell_timeout_s=2", "systems.ito_cmaes.renders=100000000", "tracking.enabled=false"])
+                       sets=["run.cell_timeout_s=2", "systems.ito_cmaes.renders=100000000", "systems.ito_cmaes.tolx=0",
+                             "tracking.enabled=false"])
     t0 = time.monotonic()
     summary = run(cfg, tmp_path, log=lambda *_: None)
     assert time.monotonic() - t0 < 120
