@@ -47,6 +47,9 @@ class RunConfig:
     audio_examples: int = 4  # per task, the first N examples' audio (every system's output) kept for the report
     executor: str = "local"  # local | ray (RAY_ADDRESS, else a local cluster) | ray://HOST:PORT (docs/scaling.md)
     cell_timeout_s: float = 0.0  # a cell still running after this many seconds is ended and recorded (0: never)
+    # torch's intra-op threads in every training and cell job (0: torch's default: this machine's cores, or a Ray
+    # task's CPUs). Float sums depend on it: give it for scores bit-identical across machines and executors
+    torch_threads: int = 0
 
 
 @dataclass
@@ -310,6 +313,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"run.audio_examples: must be >= 0, got {r.audio_examples}")
     if r.workers < 0:
         raise ConfigError(f"run.workers: must be >= 0 (0 = all cores), got {r.workers}")
+    if r.torch_threads < 0:
+        raise ConfigError(f"run.torch_threads: must be >= 0 (0 = torch's default), got {r.torch_threads}")
     if r.cell_timeout_s < 0:
         raise ConfigError(f"run.cell_timeout_s: must be >= 0 (0 = no limit), got {r.cell_timeout_s}")
     bad = sorted(set(r.budget) - {"train_examples", "train_renders"})

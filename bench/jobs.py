@@ -26,6 +26,7 @@ import tarfile
 import time
 import traceback
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,22 @@ def _system(cfg: Config, name: str, seed: int, device: str, checkpoint: bytes | 
     return _SYSTEMS[key]
 
 
+@contextmanager
+def torch_threads(n: int):
+    """torch's intra-op threads set to ``n`` while a job runs (0: left as they are)."""
+    if not n:
+        yield
+        return
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def _with_workers(cfg: Config, num_cpus: float) -> Config:
     """``run.workers = 0`` (all cores) means the task's own CPUs on a shared worker machine."""
     if cfg.run.workers or not num_cpus:
@@ -242,7 +259,7 @@ def train(job: TrainJob) -> Trained | Failed:
         plan = quiet_plan(cfg, device)
         system = build_system(job.name, cfg, device)
         recorder = Recorder()
-        with tempfile.TemporaryDirectory(prefix="afx-train-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="afx-train-") as tmp, torch_threads(cfg.run.torch_threads):
             ckpt = Path(tmp) / "checkpoint"
             seconds = fit_system(system, plan, run=recorder, checkpoint_dir=ckpt, seed=job.seed,
                                  progress=job.progress)
@@ -302,7 +319,8 @@ def cell(job: CellJob, checkpoint: bytes | None = None) -> CellResult | Failed:
         examples = task.examples(job.n, progress=False)
         stage = "evaluate"
         system = _system(cfg, job.name, job.seed, device, checkpoint)
-        result = evaluator.evaluate(job.name, system, task, examples)
+        with torch_threads(cfg.run.torch_threads):
+            result = evaluator.evaluate(job.name, system, task, examples)
         warnings = list(warned)
         rows = pd.concat([score_rows(m, task, examples, s, job.key, job.seed) for m, s in result.scores.items()],
                          ignore_index=True)
