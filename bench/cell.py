@@ -1,10 +1,11 @@
-"""One system on one task: fit or load the system, have it answer, score the answers. Shared by `run` and `sweep`.
+"""One system on one task: build or fit the system, have it answer, score the answers. Shared by the jobs of `run`
+(:mod:`bench.jobs`) and by `sweep`.
 
 The flow of a cell:
 
 1. :func:`build_system` constructs a system from its config section (plus a sweep trial's overrides) on the
-   plan's device; :func:`prepare_system` loads a checkpoint, or this run's earlier training, or fits it
-   (:func:`fit_system`) and saves it.
+   plan's device; :func:`fit_system` trains it (a training job, :func:`bench.jobs.train`, saves it; a cell job
+   loads it from that checkpoint).
 2. :meth:`Evaluator.answers`: the system sees one :class:`bench.tasks.Query` per example (ids, input,
    reference), never the target or the true settings. The oracle is answered by the harness from the true
    settings (:func:`oracle_estimates`). Every answer is checked (shape, finite audio, parameters). Labelled
@@ -26,8 +27,8 @@ import numpy as np
 
 from bench.config import Config
 from bench.metrics import Metric, get_metric
-from bench.results import is_number, slug
-from bench.systems import CheckpointError, Estimate, FitContext, System, SystemError_, get_system
+from bench.results import is_number
+from bench.systems import Estimate, FitContext, System, SystemError_, get_system
 
 BEST_PICK = "best_pick"  # the label of the harness's upper bound among a system's candidates
 
@@ -39,34 +40,9 @@ class NotApplicable(Exception):
 # --- systems and metrics ------------------------------------------------------------------------------------
 
 
-def check_sections(cfg: Config) -> None:
-    """Parse every included system's and metric's config section now, so a bad key or value stops the run
-    before any training, as a :class:`ConfigError` naming the key and the allowed values."""
-    from bench.config import parse_section
-    from bench.metrics import METRICS
-    from bench.systems import SYSTEMS
-
-    for kind, names, registry, conf in (("systems", cfg.system_names(), SYSTEMS, cfg.system_config),
-                                        ("metrics", cfg.metric_names(), METRICS, cfg.metric_config)):
-        for name in names:
-            values = conf(name)
-            if kind == "systems":
-                from bench.executors import check_resources
-
-                check_resources(cfg, name)  # the Ray task options (resources, cell_resources) are the harness's
-                values = cfg.system_settings(name)
-                name_in_registry = cfg.system_base(name)
-            else:
-                name_in_registry = name
-            cls = registry.get(name_in_registry)
-            parse_section(cls.Config, values, f"{kind}.{name}")
-
-
 def build_metrics(cfg: Config, device: str, names: list[str] | None = None) -> list[Metric]:
     return [get_metric(n, cfg.metric_config(n), sample_rate=cfg.run.sample_rate, device=device)
             for n in (names if names is not None else cfg.metric_names())]
-
-
 
 
 def build_system(name: str, cfg: Config, device: str, overrides: dict | None = None) -> System:
@@ -119,18 +95,6 @@ def matched_budget(name: str, cfg: Config, settings: dict) -> dict:
     return over
 
 
-def local_checkpoint(checkpoint: str) -> Path:
-    """A local path for a checkpoint given as a path or an MLflow URI (``runs:/...``)."""
-    if checkpoint.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
-        from bench.tracking import download
-
-        return download(checkpoint)
-    p = Path(checkpoint)
-    if not p.exists():
-        raise CheckpointError(f"checkpoint {p} does not exist")
-    return p
-
-
 def system_key(cfg: Config, name: str, seed: int | None = None) -> str:
     """What a trained system depends on: its section, the data seed and training seed, the audio format, the data
     and the effects."""
@@ -165,63 +129,6 @@ def budget_of(system: System, seconds: float, device: str) -> dict:
     b.update(train_seconds=float(seconds), device=device,
              device_seconds=float(seconds) if device.startswith("cuda") else 0.0)
     return b
-
-
-def checkpoint_dir(out: Path, name: str, seed: int) -> Path:
-    """Where a run keeps the checkpoint it trained of ``name`` with training seed ``seed``."""
-    return Path(out) / "checkpoints" / slug(name) / f"seed-{seed}"
-
-
-def is_trained(cfg: Config, name: str, out: Path, seed: int) -> bool:
-    """Has this run (``out``) trained ``name`` with ``seed`` under the present settings?"""
-    marker = checkpoint_dir(out, name, seed) / "TRAINED"
-    return marker.exists() and marker.read_text().strip() == system_key(cfg, name, seed)
-
-
-def prepare_system(name: str, plan, out: Path, *, seed: int | None = None, tracker=None, parent=None,
-                   tags: dict | None = None, store=None, log: Callable = print) -> System:
-    """Construct ``name``, then load (its configured checkpoint, or this run's earlier training) or fit it with
-    training seed ``seed`` and save the checkpoint under ``<out>/checkpoints/<name>/seed-<seed>/`` (a training run
-    in MLflow when tracking; its budget in ``store`` when given)."""
-    cfg = plan.cfg
-    seed = cfg.run.seed if seed is None else int(seed)
-    checkpoint = cfg.system_config(name).get("checkpoint")
-    system = build_system(name, cfg, plan.device)
-    if checkpoint:
-        log(f"{name}: loading {checkpoint}")
-        system.load(local_checkpoint(checkpoint))
-        return system
-    if not system.trainable:
-        return system
-    ckpt = checkpoint_dir(out, name, seed)
-    key = system_key(cfg, name, seed)
-    marker = ckpt / "TRAINED"
-    if is_trained(cfg, name, out, seed):
-        log(f"{name}: loading this run's checkpoint {ckpt}")
-        system.load(ckpt)
-        return system
-    run = None
-    if tracker is not None:
-        run = tracker.start(f"train/{name}/seed-{seed}", {"system": name, "kind": "train", "seed": seed,
-                                                          **(tags or {})}, parent=parent)
-        run.log_params({"system": system.config_dict(), "device": plan.device, "seed": seed})
-    try:
-        seconds = fit_system(system, plan, run=run, checkpoint_dir=ckpt, seed=seed)
-        ckpt.mkdir(parents=True, exist_ok=True)
-        system.save(ckpt)
-        if store is not None:
-            store.write_budget(name, seed, budget_of(system, seconds, plan.device))
-        marker.write_text(key)
-    except BaseException as e:
-        if run is not None:
-            run.set_tags({"error": f"{type(e).__name__}: {e}"})
-            run.end("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-        raise
-    if run is not None:
-        run.log_metrics({"train_seconds": seconds})
-        run.log_artifact(ckpt, "checkpoint")
-        run.end()
-    return system
 
 
 # --- answers ------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Typed configuration: presets in bench/presets/{smoke,quick,full,gpu}.toml, then CLI overrides.
 
-Every key is known: an unknown key, a wrongly typed value or an unknown system/effect/corpus/metric name fails at
-start with a message that names the key and the allowed values. The fully resolved config is recorded with
+Every key is known: an unknown key or a wrongly typed value fails at start with a message that names the key and
+the allowed values (names of systems, effects, corpora, metrics and studies are checked by the plan,
+:func:`bench.plan.check`, against their registries: this module imports none of them). The fully resolved config is recorded with
 every run (MLflow params and a config.json artifact), so any run can be repeated.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -46,6 +46,10 @@ class RunConfig:
     report: bool = True  # build the report at the end of `run`
     audio_examples: int = 4  # per task, the first N examples' audio (every system's output) kept for the report
     executor: str = "local"  # local | ray (RAY_ADDRESS, else a local cluster) | ray://HOST:PORT (docs/scaling.md)
+    cell_timeout_s: float = 0.0  # a cell still running after this many seconds is ended and recorded (0: never)
+    # torch's intra-op threads in every training and cell job (0: torch's default: this machine's cores, or a Ray
+    # task's CPUs). Float sums depend on it: give it for scores bit-identical across machines and executors
+    torch_threads: int = 0
 
 
 @dataclass
@@ -82,34 +86,6 @@ class TrackingConfig:
 
 
 @dataclass
-class LatentConfig:
-    """The latent-space study `run` adds to the report (bench/study.py, models/proposed/latent.py): empty
-    ``systems`` or ``effects``: none."""
-
-    systems: list = field(default_factory=list)  # studied where they are in the run (from the grid's checkpoints)
-    train: list = field(default_factory=list)  # variants trained for the study alone, on its effects (proposed_knobs)
-    effects: list = field(default_factory=list)  # e.g. an EQ, a time effect and a modulation effect
-    corpus: str = ""  # the evaluated corpus whose examples are used ("": the first seen corpus)
-    inputs: int = 4  # input clips every walk is repeated on (the CIs are over them)
-    references: int = 16  # references whose codes define the axes
-    axes: int = 3  # principal axes of the code walked (a bottleneck's knobs are all walked)
-    steps: int = 7  # positions along each walk
-    span: float = 2.0  # each walk covers +-span standard deviations
-    hedged: bool = False  # decode the hedged answers instead of the controller before the hedge
-
-    def validate(self, where: str) -> None:
-        for k in ("inputs", "axes", "steps"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"{where}.{k}: must be at least 1, got {getattr(self, k)}")
-        if self.references < 3:
-            raise ValueError(f"{where}.references: at least 3 references define the axes, got {self.references}")
-        if self.steps < 3:
-            raise ValueError(f"{where}.steps: at least 3 positions per walk, got {self.steps}")
-        if self.span <= 0:
-            raise ValueError(f"{where}.span: must be positive, got {self.span}")
-
-
-@dataclass
 class Config:
     preset: str = "quick"
     run: RunConfig = field(default_factory=RunConfig)
@@ -117,10 +93,11 @@ class Config:
     effects: EffectsConfig = field(default_factory=EffectsConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    latent: LatentConfig = field(default_factory=LatentConfig)
-    # free-form sections, checked by the named system/metric: {"include": [...], "<name>": {...}}
+    # free-form sections, checked by the named system/metric/study (bench.plan.check): {"include": [...],
+    # "<name>": {...}}; a study runs after the grid when its section is given ([studies.latent])
     systems: dict = field(default_factory=lambda: {"include": ["bypass", "random", "oracle"]})
     metrics: dict = field(default_factory=lambda: {"include": ["param_mae", "mrstft"]})
+    studies: dict = field(default_factory=dict)
 
     # --- derived ------------------------------------------------------------------------------------------
     @property
@@ -238,6 +215,14 @@ def parse_section(cls, values: dict, where: str):
     return obj
 
 
+def read_toml(path: Path, what: str) -> dict:
+    """A TOML file's tables; a file that is not valid UTF-8 TOML is a :class:`ConfigError` naming it and where."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{what} {path}: not valid TOML ({e})") from e
+
+
 def preset_dict(preset: str) -> dict:
     if preset not in PRESETS:
         raise ConfigError(f"preset: unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
@@ -245,11 +230,14 @@ def preset_dict(preset: str) -> dict:
     return tomllib.loads(text)
 
 
-def parse_value(text: str):
-    """A --set value: TOML syntax (numbers, booleans, lists, quoted strings), else a bare string."""
+def parse_value(text: str, key: str = "--set"):
+    """A --set value: TOML syntax (numbers, booleans, lists, tables, quoted strings), else a bare string. A value
+    that opens a list, table or quoted string but is not valid TOML is an error, never a bare string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError as e:
+        if text[:1] in "[{\"'":
+            raise ConfigError(f"{key}: {text!r} is not a valid TOML value ({e}); e.g. [\"a\", \"b\"] for a list") from e
         return text
 
 
@@ -263,7 +251,7 @@ def apply_set(d: dict, assignment: str) -> dict:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: {p} is not a table")
-    node[parts[-1]] = parse_value(value.strip())
+    node[parts[-1]] = parse_value(value.strip(), f"--set {key.strip()}")
     return d
 
 
@@ -276,7 +264,7 @@ def load_config(preset: str = "quick", *, file: str | Path | None = None, sets: 
         path = Path(file)
         if not path.is_file():
             raise ConfigError(f"--config: no such file {path}")
-        d = _merge(d, tomllib.loads(path.read_text()))
+        d = _merge(d, read_toml(path, "--config"))
     for s in sets or []:
         d = apply_set(d, s)
     d["preset"] = preset
@@ -314,11 +302,8 @@ def narrow(names: list[str], groups: list[list[str]], default: int) -> list[list
 
 
 def validate(cfg: Config) -> None:
-    from bench.corpora import CORPORA
-    from bench.effects import EFFECTS
-    from bench.metrics import METRICS
-    from bench.systems import SYSTEMS
-
+    """The values' own ranges and shapes. Names (systems, metrics, effects, corpora, studies, the executor) are
+    checked against their registries by :func:`bench.plan.check`: the config parses, the plan knows the parts."""
     r = cfg.run
     if r.sample_rate < 8000 or r.sample_rate > 192000:
         raise ConfigError(f"run.sample_rate: {r.sample_rate} is outside 8000..192000")
@@ -328,6 +313,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"run.audio_examples: must be >= 0, got {r.audio_examples}")
     if r.workers < 0:
         raise ConfigError(f"run.workers: must be >= 0 (0 = all cores), got {r.workers}")
+    if r.torch_threads < 0:
+        raise ConfigError(f"run.torch_threads: must be >= 0 (0 = torch's default), got {r.torch_threads}")
+    if r.cell_timeout_s < 0:
+        raise ConfigError(f"run.cell_timeout_s: must be >= 0 (0 = no limit), got {r.cell_timeout_s}")
     bad = sorted(set(r.budget) - {"train_examples", "train_renders"})
     if bad:
         raise ConfigError(f"run.budget: unknown key(s) {bad}; valid: train_examples, train_renders")
@@ -342,9 +331,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"run.seeds: a list of distinct integers (empty: [run.seed]), got {r.seeds!r}")
     if not (r.device in ("auto", "cpu", "cuda") or r.device.startswith("cuda:")):
         raise ConfigError(f"run.device: {r.device!r}; valid: auto, cpu, cuda, cuda:N")
-    from bench.executors import check_executor
-
-    check_executor(r.executor)
     d = cfg.data
     for k in ("train_sources", "valid_sources", "test_sources"):
         if getattr(d, k) < 1:
@@ -355,56 +341,10 @@ def validate(cfg: Config) -> None:
     for k in ("n_valid", "n_test"):
         if getattr(cfg.tasks, k) < 1:
             raise ConfigError(f"tasks.{k}: must be at least 1, got {getattr(cfg.tasks, k)}")
-    for key, names, reg in (
-        ("systems.include", cfg.system_names(), SYSTEMS),
-        ("metrics.include", cfg.metric_names(), METRICS),
-    ):
-        if not names:
-            raise ConfigError(f"{key}: empty; valid: {', '.join(reg.names())}")
-        labelled = {n for n in names if reg is SYSTEMS and isinstance(cfg.systems.get(n), dict)
-                    and "base" in cfg.systems[n]}  # a labelled variant: [systems.LABEL] base = "proposed"
-        bad = [n for n in names if n not in reg and n not in labelled]
-        if bad:
-            raise ConfigError(f"{key}: unknown {bad}; valid: {', '.join(reg.names())} (or a labelled variant: "
-                              f"[systems.LABEL] with base = \"<system>\")")
-    for sec in ("systems", "metrics"):
+    for sec in ("systems", "metrics", "studies"):
         for k, v in getattr(cfg, sec).items():
-            if k != "include" and not isinstance(v, dict):
+            if k == "include":
+                if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                    raise ConfigError(f"{sec}.include: expected a list of names, e.g. [\"a\", \"b\"], got {v!r}")
+            elif not isinstance(v, dict):
                 raise ConfigError(f"{sec}.{k}: expected a table of settings, got {v!r}")
-    for label, section in cfg.systems.items():
-        base = section.get("base") if isinstance(section, dict) else None
-        if base is not None:
-            if not isinstance(base, str) or base not in SYSTEMS:
-                raise ConfigError(f"systems.{label}.base: {base!r}; valid: {', '.join(SYSTEMS.names())}")
-            if label in SYSTEMS or not re.fullmatch(r"[A-Za-z0-9_.-]+", label):
-                raise ConfigError(f"systems.{label}: a labelled variant needs a name of its own, of letters, digits "
-                                  "and _ . - (':' marks report variants; MLflow refuses '+' and others in keys)")
-    valid_effects = set(EFFECTS.names()) | set(cfg.effects.vst3)
-    lat = cfg.latent
-    bad = [n for n in lat.effects if n not in valid_effects]
-    if bad:
-        raise ConfigError(f"latent.effects: unknown {bad}; valid: {', '.join(sorted(valid_effects))}")
-    for key, names in (("latent.systems", lat.systems), ("latent.train", lat.train)):
-        bad = [n for n in names if n not in SYSTEMS and not (isinstance(cfg.systems.get(n), dict)
-                                                              and "base" in cfg.systems[n])]
-        if bad:
-            raise ConfigError(f"{key}: unknown {bad}; valid: {', '.join(SYSTEMS.names())} (or a labelled variant: "
-                              f"[systems.LABEL] with base = \"<system>\")")
-    names = [n for n, _ in cfg.effect_sets()]
-    bad = [n for n in names if n not in valid_effects]
-    if bad:
-        raise ConfigError(f"effects: unknown {bad}; valid: {', '.join(sorted(valid_effects))}")
-    if not names:
-        raise ConfigError(f"effects: no effect selected; valid: {', '.join(sorted(valid_effects))}")
-    for label in [c for c, _ in cfg.corpora()] + cfg.train_corpora():
-        name, _, arg = label.partition(":")
-        if name not in CORPORA:
-            raise ConfigError(f"corpora: unknown corpus {label!r}; valid: {', '.join(CORPORA.names())} "
-                              "(folder and pairs take a path: folder:PATH)")
-        if name in ("folder", "pairs"):
-            if not arg:
-                raise ConfigError(f"corpora: {name} needs a path, as {name}:PATH")
-            if not Path(arg).is_dir():
-                raise ConfigError(f"corpora: {label}: no such directory {arg}")
-    if not cfg.corpora():
-        raise ConfigError(f"corpora: none selected; valid: {', '.join(CORPORA.names())}")

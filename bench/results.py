@@ -1,5 +1,9 @@
 """The results schema and store: what a run writes, where, and how it resumes. Defined here once.
 
+The layout of a results folder is defined here: cells, failures, audio, budgets, the checkpoints a run trained
+(``checkpoints/<system>/seed-<s>/``, each with its ``TRAINED`` key), the config of every invocation
+(``configs/``, the latest also as ``config.json``) and a study's own folder (``<out>/<study>/``).
+
 Per-example scores go to ``<out>/cells/<system>/<task>-<hash>.parquet`` the moment a cell finishes (with the
 cell's parameter estimates and text extras beside it, ``.params.pq`` and ``.info.pq``), and ``<out>/scores.parquet``
 (one row per system x example x metric), ``params.parquet``, ``info.parquet``, ``summary.csv`` and
@@ -47,7 +51,9 @@ CELL_KEY = "cell_key"  # the settings a stored cell was computed under (resume s
 CELLS, AUDIO, FAILURES, CHECKPOINTS = "cells", "audio", "failures", "checkpoints"
 SCORES_FILE, PARAMS_FILE, INFO_FILE = "scores.parquet", "params.parquet", "info.parquet"
 SUMMARY_FILE, FAILURES_FILE, CONFIG_FILE = "summary.csv", "failures.csv", "config.json"
-BUDGETS_FILE = "budgets.csv"
+BUDGETS_FILE, CORPORA_FILE, CONFIGS = "budgets.csv", "corpora.json", "configs"  # configs/: every invocation's
+LOCK_FILE = ".afx-bench.lock"  # held by the run writing the folder (bench.lock)
+TRAINED = "TRAINED"  # in a checkpoint folder: the key of the settings it was trained under
 CLIPS = ("input", "reference", "target")  # the clips stored beside each system's output
 
 
@@ -152,14 +158,13 @@ class ResultStore:
 
     def __init__(self, out: Path):
         self.out = Path(out)
-        (self.out / CELLS).mkdir(parents=True, exist_ok=True)
         self._read_cache: dict[Path, tuple[int, pd.DataFrame]] = {}
         self._rebuilt = float("-inf")
 
     def _read_all(self, pattern: str) -> list[pd.DataFrame]:
         """Every file matching ``pattern`` under cells/, each read once until it changes."""
         out = []
-        for p in sorted((self.out / CELLS).rglob(pattern)):
+        for p in sorted((self.out / CELLS).rglob(pattern)) if (self.out / CELLS).is_dir() else []:
             try:
                 mtime = p.stat().st_mtime_ns
                 hit = self._read_cache.get(p)
@@ -188,7 +193,6 @@ class ResultStore:
     def write_cell(self, system: str, task: Task, rows: pd.DataFrame, params: pd.DataFrame | None = None,
                    info: pd.DataFrame | None = None, seed: int = 0) -> None:
         p = self.cell_path(system, task, seed)
-        p.parent.mkdir(parents=True, exist_ok=True)
         for suffix, table in ((".params.pq", params), (".info.pq", info)):
             if table is not None and len(table):
                 atomic_parquet(table, p.with_suffix(suffix))
@@ -196,6 +200,57 @@ class ResultStore:
                 p.with_suffix(suffix).unlink(missing_ok=True)
         atomic_parquet(rows, p)  # last: its presence marks the cell finished
         self.clear_failure(system, task, seed)
+
+    def n_cells(self) -> int:
+        """Finished cells on disk (what the merged tables are rebuilt from)."""
+        d = self.out / CELLS
+        return sum(1 for p in d.rglob("*.parquet")) if d.is_dir() else 0
+
+    # --- checkpoints: written whole under a temporary name, then renamed ---------------------------------
+    def checkpoint_dir(self, system: str, seed: int) -> Path:
+        """Where a run keeps the checkpoint it trained of ``system`` with training seed ``seed``."""
+        return self.out / CHECKPOINTS / slug(system) / f"seed-{int(seed)}"
+
+    def trained_key(self, system: str, seed: int) -> str | None:
+        """The key of the settings this folder's checkpoint of (system, seed) was trained under (None: none)."""
+        try:
+            return (self.checkpoint_dir(system, seed) / TRAINED).read_text().strip()
+        except OSError:
+            return None
+
+    def write_checkpoint(self, system: str, seed: int, unpack, key: str) -> Path:
+        """``unpack(folder)`` fills a temporary folder beside the checkpoint's, which gets its ``TRAINED`` key and
+        then replaces the old one by a rename: a reader sees the old checkpoint or the new one, never a part."""
+        import shutil
+
+        final = self.checkpoint_dir(system, seed)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.incoming")
+        old = final.with_name(f".{final.name}.{os.getpid()}.old")
+        for d in (tmp, old):
+            shutil.rmtree(d, ignore_errors=True)
+        unpack(tmp)
+        atomic_write_bytes(tmp / TRAINED, key.encode())
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    # --- what each invocation ran with ------------------------------------------------------------------
+    def write_config(self, config: dict, corpora: dict) -> Path:
+        """The invocation's resolved config, kept as ``configs/<time>-<pid>.json`` beside every earlier one, and as
+        ``config.json`` (the latest, which the report reads); the corpora's left-out files as ``corpora.json``."""
+        text = json.dumps(config, indent=1).encode()
+        kept = self.out / CONFIGS / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.json"
+        atomic_write_bytes(kept, text)
+        atomic_write_bytes(self.out / CONFIG_FILE, text)
+        atomic_write_bytes(self.out / CORPORA_FILE, json.dumps(corpora, indent=1).encode())
+        return kept
+
+    def study_dir(self, study: str) -> Path:
+        """A study's own folder (``<out>/<study>/``), which the study writes and the report reads."""
+        return self.out / slug(study)
 
     # --- audio ----------------------------------------------------------------------------------------------
     def audio_dir(self, task: Task, index: int) -> Path:
@@ -224,6 +279,9 @@ class ResultStore:
                "error": f"{type(error).__name__}: {error}",
                "traceback": "".join(traceback.format_exception(error))[-4000:], "time": time.time()}
         atomic_write_bytes(self._failure_path(system, task, seed), json.dumps(rec, indent=1).encode())
+
+    def failed(self, system: str, task: Task, seed: int = 0) -> bool:
+        return self._failure_path(system, task, seed).exists()
 
     def clear_failure(self, system: str, task: Task, seed: int = 0) -> None:
         self._failure_path(system, task, seed).unlink(missing_ok=True)

@@ -52,6 +52,12 @@ class CheckpointError(SystemError_):
     """A missing or incompatible checkpoint; the message names the file and the system expected."""
 
 
+# An answer to hidden processing (an effect with no parameters) may name the effect the system chose in its
+# place and that effect's settings: ``info[PICKED]`` (an effect name, or "bypass") and ``info[PICKED_PARAMS]``
+# (its normalised settings). `afx-bench match --effect auto` applies them to the whole file.
+PICKED, PICKED_PARAMS = "picked", "picked_params01"
+
+
 @dataclass
 class Estimate:
     params01: np.ndarray | None  # None when the system does not control the effect

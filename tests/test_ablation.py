@@ -53,7 +53,7 @@ def _tasks(effects, split):
 
 
 def test_the_ablation_config_merges_over_quick_with_every_variant_valid():
-    from bench.cell import check_sections
+    from bench.plan import check
 
     cfg = load_config("quick", file=ABLATION)
     labels = variants()
@@ -64,7 +64,7 @@ def test_the_ablation_config_merges_over_quick_with_every_variant_valid():
         own = cfg.system_config(label)
         assert all(own[k] == v for k, v in sec.items() if k != "base")  # its keys over the base's quick section
         assert own["vae_steps"] == cfg.systems[sec["base"]]["vae_steps"]
-    check_sections(cfg)  # every key is one of its base's Config
+    check(cfg)  # every key is one of its base's Config
     assert not cfg.effects.wild
     # both directions of every departure are there
     assert {"proposed-no_desc", "proposed-no_param", "proposed-no_hedge", "proposed-no_spsa", "paper-with_desc",

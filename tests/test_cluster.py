@@ -2,7 +2,9 @@
 
 The cluster tests start a head (one CPU) and a second node (one CPU) on 127.0.0.1 with `ray start --block`, each in
 its own process group, so that teardown (and the fault test) stops exactly these processes and never another
-session's Ray. They are skipped where Ray is not installed (`pip install 'afx-bench[ray]'`).
+session's Ray. The second node runs in a working directory and with a data cache of its own (AFX_BENCH_CACHE), as
+another machine would: it makes the examples it needs itself, and a path that exists only where the driver runs is
+caught by the preflight. They are skipped where Ray is not installed (`pip install 'afx-bench[ray]'`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 
 from bench.config import load_config
 
@@ -63,19 +66,26 @@ class Cluster:
                     "PYTHONPATH": str(HERE)}
         self.procs: dict[str, subprocess.Popen] = {}
         self.address = f"127.0.0.1:{free_port()}"
+        # the head (where the driver runs too) and the second node: a working directory each, and the second node
+        # a data cache of its own
+        self.dirs = {label: Path(self.temp) / label for label in ("head", "node")}
+        for d in self.dirs.values():
+            d.mkdir()
+        self.node_env = {"AFX_BENCH_CACHE": str(self.dirs["node"] / "cache")}
 
-    def _start(self, label: str, args: list[str]) -> None:
+    def _start(self, label: str, args: list[str], env: dict | None = None) -> None:
         log = open(Path(self.temp) / f"{label}.log", "w")
         common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--object-store-memory", "200000000",
                   "--disable-usage-stats", "--block", *node_ports()]
-        self.procs[label] = subprocess.Popen([self.ray, "start", *args, *common], env=self.env, stdout=log,
-                                             stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[label] = subprocess.Popen([self.ray, "start", *args, *common], env={**self.env, **(env or {})},
+                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                             cwd=self.dirs[label])
 
     def start(self) -> None:
         port = self.address.rsplit(":", 1)[1]
         self._start("head", ["--head", "--port", port, "--include-dashboard", "false", "--temp-dir", self.temp])
         self.wait_nodes(1)
-        self._start("node", ["--address", self.address])
+        self._start("node", ["--address", self.address], self.node_env)
         self.wait_nodes(2)
 
     def alive_nodes(self) -> int:
@@ -164,6 +174,16 @@ def cluster():
         c.stop()
 
 
+@pytest.fixture
+def wav_folder(tmp_path):
+    d = tmp_path / "wavs"
+    d.mkdir()
+    t = np.arange(24000 * 2) / 24000
+    for i in range(8):
+        sf.write(d / f"f{i}.wav", (0.3 * np.sin(2 * np.pi * 100 * (i + 1) * t)).astype(np.float32), 24000)
+    return d
+
+
 def afx(args: list[str], env: dict | None = None, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True,
                           env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, timeout=600, **kw)
@@ -217,8 +237,11 @@ def test_ray_executor_gives_the_local_results(cluster, reference, tmp_path):
     r = afx([*NARROW, "--out", str(out), "--executor", "ray"], env=on_ray(cluster))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     print(f"ray run: {time.time() - t0:.1f} s")
-    assert "2 node(s)" in r.stdout and "executor ray" in r.stdout
+    assert "2 node(s)" in r.stdout and "executor ray" in r.stdout and "every node (2) has" in r.stdout
     same_results(reference, out)
+    workers = {c.data.tags["worker"] for c in mlflow_runs(out, "cell")}
+    assert workers  # the cells ran as Ray tasks (the host's name: both nodes are this machine)
+    assert (cluster.dirs["node"] / "cache" / "examples").is_dir(), "the second node made its own examples"
     assert (out / "checkpoints" / "oneshot_eq" / "seed-0" / "TRAINED").exists()
     assert set(pd.read_csv(out / "budgets.csv")["system"]) == {"mean", "oneshot_eq"}
     cells = mlflow_runs(out, "cell")
@@ -228,20 +251,70 @@ def test_ray_executor_gives_the_local_results(cluster, reference, tmp_path):
     assert local_audio == sorted(p.relative_to(out) for p in (out / "audio").rglob("*.wav"))
 
 
-def test_two_worker_sweep_on_ray(cluster, tmp_path):
+def test_a_sweep_on_two_nodes_refuses_file_storages(cluster, tmp_path):
+    """SQLite or a journal file would be a separate study on each node's disk: refused before any trial runs."""
+    base = ["sweep", "--preset", "smoke", "--system", "oneshot_eq", "--effects", "peq4", "--trials", "1",
+            "--workers", "2", "--executor", "ray", "--out", str(tmp_path / "sweep")]
+    for extra, what in (([], "--storage sqlite:"), (["--storage", f"journal:{tmp_path / 'j.log'}"], "--storage journal:")):
+        r = afx([*base, *extra], env=on_ray(cluster))
+        assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-3000:]
+        assert what in r.stderr and "each of the 2 nodes" in r.stderr and "postgresql://" in r.stderr, r.stderr
+
+
+def test_two_worker_sweep_on_ray(cluster, tmp_path, postgres_url):
+    """Two sweep workers, one on each node, share one study in PostgreSQL (the storage every node reaches); an
+    MLflow store in a file (the default) is refused first, as the storages are."""
     out = tmp_path / "sweep"
-    r = afx(["sweep", "--preset", "smoke", "--system", "oneshot_eq", "--effects", "peq4", "--trials", "2",
-             "--workers", "2", "--executor", "ray", "--pruner", "none", "--set", "systems.oneshot_eq.steps=3",
-             "--set", "systems.oneshot_eq.train_examples=8", "--out", str(out)], env=on_ray(cluster))
+    args = ["sweep", "--preset", "smoke", "--system", "oneshot_eq", "--effects", "peq4", "--trials", "2",
+            "--workers", "2", "--executor", "ray", "--pruner", "none", "--set", "systems.oneshot_eq.steps=3",
+            "--set", "systems.oneshot_eq.train_examples=8", "--storage", postgres_url, "--out", str(out)]
+    r = afx(args, env=on_ray(cluster))
+    assert r.returncode == 2 and "tracking.uri" in r.stderr and "tracking server" in r.stderr, r.stderr
+    r = afx([*args, "--set", "tracking.enabled=false"], env=on_ray(cluster))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     import optuna
 
-    study = optuna.load_study(study_name="oneshot_eq-smoke", storage=f"sqlite:///{out / 'optuna.db'}")
+    study = optuna.load_study(study_name="oneshot_eq-smoke", storage=postgres_url)
     trials = study.get_trials(deepcopy=False)
     assert len(trials) == 4 and all(t.state.name == "COMPLETE" for t in trials)
     assert len({t.user_attrs["worker"] for t in trials}) == 2, "two workers shared the study"
     assert (out / "best_params.toml").exists() and "oneshot_eq" in (out / "best_params.toml").read_text()
     assert "4 complete" in r.stdout and "4 by this worker" in r.stdout
+
+
+def test_the_preflight_names_the_node_that_lacks_a_path(cluster, tmp_path, wav_folder):
+    """A folder corpus given relative to the driver's working directory exists on the head (the driver's machine)
+    but not in the second node's working directory: the run stops before anything runs, naming that node and the
+    path, and writes no config and no MLflow store."""
+    here = cluster.dirs["head"] / "wavs"
+    shutil.copytree(wav_folder, here)
+    out = tmp_path / "preflight"
+    try:
+        r = afx(["run", "--preset", "smoke", "--systems", "bypass", "--effects", "gain", "--corpora", "folder:wavs",
+                 "--set", "run.report=false", "--out", str(out), "--executor", "ray"], env=on_ray(cluster),
+                cwd=cluster.dirs["head"])
+    finally:
+        shutil.rmtree(here)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-3000:]
+    problems = [line for line in r.stderr.splitlines() if "corpus folder:wavs: no directory" in line]
+    assert len(problems) == 1, r.stderr  # the second node only
+    assert str(cluster.dirs["node"] / "wavs") in problems[0] and problems[0].lstrip().startswith("node ")
+    assert not (out / "config.json").exists() and not (out / "mlflow.db").exists()
+
+
+def test_a_hung_cell_on_ray_is_ended_and_recorded(cluster, tmp_path):
+    """ITO with a render budget it would need hours for is ended by run.cell_timeout_s inside its Ray task and
+    recorded; bypass's cell (a cold worker: imports, and examples made in the node's own cache) is not."""
+    out = tmp_path / "hung"
+    r = afx(["run", "--preset", "smoke", "--systems", "bypass,ito_cmaes", "--effects", "peq4", "--corpora", "speech",
+             "--set", "run.report=false", "--set", 'metrics.include=["mrstft"]', "--set", "run.cell_timeout_s=40",
+             "--set", "systems.ito_cmaes.renders=100000000", "--set", "systems.ito_cmaes.tolx=0", "--out", str(out),
+             "--executor", "ray"],
+            env=on_ray(cluster))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    fails = pd.read_csv(out / "failures.csv")
+    assert fails[["system", "stage"]].values.tolist() == [["ito_cmaes", "timeout"]]
+    assert len(list((out / "cells").rglob("*.parquet"))) == 1  # bypass
 
 
 def test_interrupted_ray_run_resumes(cluster, reference, tmp_path):
@@ -295,12 +368,13 @@ def test_a_lost_node_loses_nothing(cluster, reference, tmp_path):
 
 
 def test_gpu_preset_parses_and_runs_reduced_on_the_cpu(tmp_path):
-    from bench.cell import check_sections, system_key
+    from bench.cell import system_key
     from bench.executors import task_options
+    from bench.plan import check
     from bench.runner import run
 
     cfg = load_config("gpu", device="cpu")
-    check_sections(cfg)  # every system section, with its Ray resources stripped, parses
+    check(cfg)  # every system section, with its Ray resources stripped, parses
     assert cfg.segment_samples == 131072 and cfg.tasks.n_test >= 100  # the paper's clip length
     options, retries = task_options(cfg, "proposed", "train")
     assert options["num_gpus"] > 0 and retries >= 1

@@ -35,11 +35,17 @@ def test_narrowing_and_sets():
         ({"sets": ["run.device=tpu"]}, r"run.device: 'tpu'; valid"),
         ({"sets": ["data.source_seconds=0.5"]}, r"cannot hold two segments"),
         ({"sets": ["noseg"]}, r"expected key=value"),
+        ({"sets": ["metrics.include=[mrstft"]}, r"--set metrics.include: '\[mrstft' is not a valid TOML value"),
+        ({"sets": ['metrics.include="mrstft"']}, r"metrics.include: expected a list of names"),
+        ({"sets": ["run.cell_timeout_s=-1"]}, r"run.cell_timeout_s: must be >= 0"),
+        ({"sets": ['run.executor="spark"']}, r"run.executor: 'spark'; valid: local \| ray"),
     ],
 )
 def test_bad_config_names_the_key(kwargs, message):
+    from bench.plan import check  # names are checked by the plan, against their registries
+
     with pytest.raises(ConfigError, match=message):
-        load_config("smoke", **kwargs)
+        check(load_config("smoke", **kwargs))
 
 
 def test_unknown_preset():
@@ -79,3 +85,44 @@ def test_a_bad_section_stops_the_run_before_training_with_the_key(tmp_path, caps
     code = main(["run", "--preset", "smoke", "--out", str(tmp_path), "--systems", "random",
                  "--set", "systems.random.seed=\"x\""])
     assert code == 2 and "systems.random.seed: expected an integer" in capsys.readouterr().err
+
+
+# --- every bad input a line: the file or key named, exit 2, no traceback ------------------------------------------
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_a_malformed_config_file_is_one_line_naming_it(tmp_path, capsys):
+    from bench.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run]\nseed = [1, \n")
+    assert main(["run", "--preset", "smoke", "--config", str(bad), "--out", str(tmp_path / "out")]) == 2
+    assert f"--config {bad}: not valid TOML" in _one_line(capsys)
+    bad.write_bytes(b"\xff\xfe[run]")
+    assert main(["run", "--preset", "smoke", "--config", str(bad), "--out", str(tmp_path / "out")]) == 2
+    assert f"--config {bad}: not valid TOML" in _one_line(capsys)
+    assert not (tmp_path / "out").exists()  # nothing written for a run that never started
+
+
+def test_a_set_list_that_is_not_toml_is_one_line_naming_the_key(tmp_path, capsys):
+    from bench.cli import main
+
+    assert main(["run", "--preset", "smoke", "--set", "metrics.include=[mrstft", "--out", str(tmp_path)]) == 2
+    assert "--set metrics.include: '[mrstft' is not a valid TOML value" in _one_line(capsys)
+    assert main(["run", "--preset", "smoke", "--set", "metrics.include=mrstft", "--out", str(tmp_path)]) == 2
+    assert "metrics.include: expected a list of names" in _one_line(capsys)
+
+
+def test_listen_analyze_names_a_malformed_ratings_file(tmp_path, capsys):
+    from bench.cli import main
+
+    good, bad = tmp_path / "A.csv", tmp_path / "B.csv"
+    good.write_text("listener,trial,condition,system,rating\nA,t1,hidden_reference,ref,100\n")
+    bad.write_text('listener,trial,condition,system,rating\nB,t1,"anchor,anchor,1\nB,t2,x,y,50,7,8\n')
+    assert main(["listen", "analyze", str(good), str(bad)]) == 2
+    assert f"listen analyze: {bad}:" in _one_line(capsys)

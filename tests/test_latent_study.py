@@ -1,5 +1,5 @@
 """The latent-space study: the bottleneck controller (knobs), the probes' statistics on systems whose answer is
-known (a latent that moves nothing, one axis that moves one feature), and the study a run adds (bench/latent.py):
+known (a latent that moves nothing, one axis that moves one feature), and the study a run adds (models/proposed/study.py):
 its files, a failing cell recorded while the others go on, resume, and the study-only variant's budget."""
 
 import json
@@ -36,11 +36,11 @@ def test_a_bottleneck_controller_gives_every_setting_through_its_knobs():
 
 @pytest.mark.parametrize("value", [-1, 17, 2.5, True])
 def test_knobs_config_is_checked(value):
-    from bench.cell import check_sections
+    from bench.plan import check
 
     cfg = load_config("smoke", sets=[f"systems.proposed.knobs={json.dumps(value)}"])
     with pytest.raises(ConfigError, match="knobs"):
-        check_sections(cfg)
+        check(cfg)
 
 
 # --- the probes on systems with a known answer ------------------------------------------------------------------
@@ -132,9 +132,9 @@ def _config(tmp_path):
     sets = [f"systems.proposed.{k}={json.dumps(v)}" for k, v in TINY.items()]
     sets += ['data.seen_corpora=["tones"]', "data.unseen_corpora=[]", "data.source_seconds=1.5",
              "run.segment_seconds=0.25", "tasks.n_test=4", 'metrics.include=["mrstft"]', "run.report=false",
-             "tracking.enabled=false", 'latent.systems=["proposed", "bypass"]', 'latent.train=["proposed_knobs"]',
-             'latent.effects=["gain", "delay", "chorus"]', "latent.inputs=2", "latent.references=4",
-             "latent.steps=3", "latent.axes=1",
+             "tracking.enabled=false", 'studies.latent.systems=["proposed", "bypass"]',
+             'studies.latent.train=["proposed_knobs"]', 'studies.latent.effects=["gain", "delay", "chorus"]',
+             "studies.latent.inputs=2", "studies.latent.references=4", "studies.latent.steps=3", "studies.latent.axes=1",
              'systems.proposed_knobs.base="proposed"', 'systems.proposed_knobs.knobs=2']
     sets += ['effects.seen=["gain"]', 'effects.unseen=["delay"]', "effects.wild=[]"]
     return load_config("smoke", sets=sets, systems=["bypass", "proposed"])
@@ -166,49 +166,62 @@ def test_a_run_studies_its_latent_and_resumes(tmp_path):
     # the grid's results are complete
     scores = pd.read_parquet(out / "scores.parquet")
     assert set(scores["system"]) >= {"bypass", "proposed"} and "proposed_knobs" not in set(scores["system"])
+    # the variant was trained by the run's driver, as a training of its own in the run's checkpoints
+    assert not (out / "budgets" / "proposed_knobs-s0.json").exists()  # a study's variant: no row of the grid's
     # resume: nothing is redone (the files keep their times) and the variant's budget is still reported
     stamp = {p.name: p.stat().st_mtime_ns for p in d.glob("*_summary.csv")}
-    from bench.latent import run_study
+    from bench.runner import Runner
 
-    warnings = run_study(cfg, out, device="cpu", log=lambda m: None)
-    assert warnings and all("bypass" in w or "chorus is not among" in w for w in warnings)
+    again = Runner(cfg, out, log=lambda m: None)
+    again.run()
+    study = [w for w in again.warnings if w.startswith("latent study: ")]
+    assert study and all("bypass" in w or "chorus is not among" in w for w in study), again.warnings
     assert {p.name: p.stat().st_mtime_ns for p in d.glob("*_summary.csv")} == stamp
+    knobs = pd.read_csv(d / "gain__proposed_knobs_summary.csv").iloc[0]
+    assert knobs["train_seconds"] > 0
     # a changed study setting redoes the cells
-    cfg.latent.steps = 4
-    run_study(cfg, out, device="cpu", log=lambda m: None)
+    cfg.studies["latent"]["steps"] = 4
+    run(cfg, out, log=lambda m: None)
     assert len(pd.read_csv(d / "gain__proposed_probes.csv").query("path == 'pc1'")) == 2 * 4
 
 
 def test_a_run_without_a_studied_system_trains_no_study_variant(tmp_path):
-    from bench.latent import run_study
+    from bench.runner import Runner
 
     cfg = _config(tmp_path)
     cfg.systems["include"] = ["bypass"]
     logs = []
-    assert run_study(cfg, tmp_path / "res", device="cpu", log=logs.append) == []
+    runner = Runner(cfg, tmp_path / "res", log=logs.append)
+    runner.run()
+    assert not any(w.startswith("latent study") for w in runner.warnings)
     assert any("skipped" in m for m in logs) and not (tmp_path / "res" / "checkpoints").exists()
 
 
-def test_latent_config_is_checked():
-    with pytest.raises(ConfigError, match="latent.effects"):
-        load_config("smoke", sets=['latent.effects=["nope"]'])
-    with pytest.raises(ConfigError, match="latent.train"):
-        load_config("smoke", sets=['latent.train=["nope"]'])
-    with pytest.raises(ConfigError, match="latent.references"):
-        load_config("smoke", sets=["latent.references=2"])
+@pytest.mark.parametrize("sets, message", [
+    (['studies.latent.effects=["nope"]'], r"studies.latent.effects: unknown \['nope'\]"),
+    (['studies.latent.train=["nope"]'], r"studies.latent.train: unknown \['nope'\]"),
+    (["studies.latent.references=2"], "studies.latent.references: at least 3"),
+    (["studies.latent.refs=2"], r"studies.latent: unknown key\(s\) \['refs'\]"),
+    (["studies.latnet.axes=2"], "studies.latnet: unknown study; valid: latent"),
+])
+def test_latent_config_is_checked(sets, message):
+    from bench.plan import check
+
+    with pytest.raises(ConfigError, match=message):
+        check(load_config("smoke", sets=sets))
 
 
 def test_the_latent_command_trains_a_study_variant_on_the_study_effect(tmp_path, capsys):
-    """`afx-bench latent --system proposed_knobs` trains the variant as the run's study does (on the study's
+    """`afx-bench study latent --system proposed_knobs` trains the variant as the run's study does (on the study's
     effects only) and prints the verdict and each knob."""
     from bench.cli import main
 
     out = tmp_path / "res"
-    argv = ["latent", "--preset", "smoke", "--system", "proposed_knobs", "--effect", "gain", "--out", str(out),
+    argv = ["study", "latent", "--preset", "smoke", "--system", "proposed_knobs", "--effect", "gain", "--out", str(out),
             "--steps", "3", "--inputs", "2", "--references", "3", "--set", 'effects.seen=["gain"]',
             "--set", 'effects.unseen=["delay"]', "--set", "effects.wild=[]", "--set", 'data.seen_corpora=["tones"]',
             "--set", "data.unseen_corpora=[]", "--set", "data.source_seconds=1.5", "--set", "run.segment_seconds=0.25",
-            "--set", "tasks.n_test=3", "--set", 'latent.train=["proposed_knobs"]',
+            "--set", "tasks.n_test=3", "--set", 'studies.latent.train=["proposed_knobs"]',
             "--set", 'systems.proposed_knobs.base="proposed"', "--set", "systems.proposed_knobs.knobs=2"]
     argv += [x for k, v in TINY.items() for x in ("--set", f"systems.proposed.{k}={json.dumps(v)}")]
     assert main(argv) == 0

@@ -89,15 +89,54 @@ def test_match_auto_and_bad_input(trained, capsys):
     info = json.loads(out.with_suffix(".json").read_text())
     assert info["picked"] in {"peq4", "bypass"} and len(info["picked_per_chunk"]) == info["chunks"]
     (trained / "bad.wav").write_bytes(b"RIFFjunk")
+    capsys.readouterr()
     cmd = COMMANDS.get("match")
     p = argparse.ArgumentParser()
     cmd.add_arguments(p)
     code = cmd(p.parse_args(["--system", "bypass", "--preset", "smoke", "--input", str(trained / "bad.wav"),
                              "--reference", str(trained / "ref.wav"), "--out-file", str(trained / "x.wav")]))
-    printed = capsys.readouterr().out
-    assert code == 2 and f"error: input {trained / 'bad.wav'}: cannot be decoded" in printed
-    assert "Traceback" not in printed
+    printed = capsys.readouterr()
+    assert code == 2 and f"error: input {trained / 'bad.wav'}: cannot be decoded" in printed.err  # on stderr
+    assert printed.out == "" and "Traceback" not in printed.err and len(printed.err.splitlines()) == 1
     code = cmd(p.parse_args(["--system", "proposed", "--preset", "smoke", "--out", str(trained / "nowhere"),
                              "--input", str(trained / "in.wav"), "--reference", str(trained / "ref.wav"),
                              "--out-file", str(trained / "x.wav")]))
-    assert code == 2 and "no trained checkpoint" in capsys.readouterr().out
+    assert code == 2 and "no trained checkpoint" in capsys.readouterr().err
+    code = cmd(p.parse_args(["--system", "mean", "--preset", "smoke", "--out", str(trained / "res"),
+                             "--checkpoint", "runs:/0123456789abcdef/checkpoint", "--input", str(trained / "in.wav"),
+                             "--reference", str(trained / "ref.wav"), "--out-file", str(trained / "x.wav")]))
+    printed = capsys.readouterr().err
+    assert code == 2 and "runs:/0123456789abcdef/checkpoint" in printed and len(printed.splitlines()) == 1
+
+
+def test_match_with_a_runs_uri_needs_only_the_results_folder(tmp_path):
+    """A checkpoint given as ``runs:/<id>/checkpoint`` is found in --out's own MLflow store, from another working
+    directory, without MLFLOW_TRACKING_URI, and nothing is written to the working directory."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    res = tmp_path / "res"
+    cfg = load_config("smoke", effects=["peq4"], systems=["mean"], corpora=["speech"],
+                      sets=["run.report=false", "tasks.n_test=1", 'metrics.include=["mrstft"]', "systems.mean.n_draws=4"])
+    run(cfg, res, log=lambda *_: None)
+    client = MlflowClient(f"sqlite:///{res / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("afx-bench")
+    [train] = client.search_runs([exp.experiment_id], "tags.kind = 'train'")
+    moved = tmp_path / "moved"  # the folder moved: its artifacts are found where it now is
+    shutil.move(res, moved)
+    sf.write(tmp_path / "in.wav", (0.1 * np.sin(np.arange(SR) / 7)).astype(np.float32), SR)
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    r = subprocess.run([sys.executable, "-m", "bench", "match", "--system", "mean", "--preset", "smoke",
+                        "--checkpoint", f"runs:/{train.info.run_id}/checkpoint", "--out", str(moved),
+                        "--input", str(tmp_path / "in.wav"), "--reference", str(tmp_path / "in.wav"),
+                        "--effect", "peq4", "--out-file", str(tmp_path / "y.wav")],
+                       cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"runs:/{train.info.run_id}/checkpoint" in json.loads((tmp_path / "y.json").read_text())["checkpoint"]
+    assert list(cwd.iterdir()) == []  # no stray mlflow.db, mlruns or anything else

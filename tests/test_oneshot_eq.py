@@ -296,10 +296,10 @@ def test_runs_in_the_harness(tmp_path):
                                      "run.report=false", "tracking.enabled=false",
                                      "systems.oneshot_eq={steps=5, batch_size=4, loader_workers=0}"],
                       systems=["oneshot_eq"], effects=["peq4", "delay"])
-    from bench.cell import checkpoint_dir
+    from bench.results import ResultStore
 
     run(cfg, tmp_path, log=lambda *_: None)
-    assert (checkpoint_dir(tmp_path, "oneshot_eq", cfg.training_seeds()[0]) / "model.pt").exists()
+    assert (ResultStore(tmp_path).checkpoint_dir("oneshot_eq", cfg.training_seeds()[0]) / "model.pt").exists()
     mean = pd.read_csv(tmp_path / "summary.csv").set_index(["effect", "metric"])["mean"]
     assert 0 < mean["peq4", "param_mae"] < 1
     assert np.isnan(mean["delay", "param_mae"]) and np.isfinite(mean["delay", "mrstft"])

@@ -506,7 +506,7 @@ def test_latent_exploration_tables_and_figures(fitted, tmp_path):
 
 
 def test_latent_command_end_to_end(tmp_path):
-    """`afx-bench latent` fits the system through the runner (smoke preset, tiny config), then writes the study
+    """`afx-bench study latent` fits the system through the runner (smoke preset, tiny config), then writes the study
     with AudioCommons features; a second time it loads the checkpoint."""
     import contextlib
     import io
@@ -515,7 +515,7 @@ def test_latent_command_end_to_end(tmp_path):
 
     out = tmp_path / "res"
     sets = [f"systems.proposed.{k}={json.dumps(v)}" for k, v in TINY.items()]
-    argv = ["latent", "--preset", "smoke", "--effects", "peq4,gain", "--effect", "gain", "--out", str(out),
+    argv = ["study", "latent", "--preset", "smoke", "--effects", "peq4,gain", "--effect", "gain", "--out", str(out),
             "--steps", "3", "--axes", "1", "--inputs", "2", "--references", "3",
             "--set", 'data.seen_corpora=["tones"]', "--set", "data.unseen_corpora=[]",
             "--set", "data.source_seconds=1.5", "--set", "run.segment_seconds=0.25", "--set", "tasks.n_test=3"]

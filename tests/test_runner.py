@@ -1,4 +1,5 @@
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -153,7 +154,17 @@ def _cli(folder, out):
             "--set", 'metrics.include=["param_mae", "mrstft"]']
 
 
-def test_resume_after_the_process_is_killed(tmp_path, wav_folder):
+def _mlflow_runs(out):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    return client.search_runs([client.get_experiment_by_name("afx-bench").experiment_id], max_results=1000)
+
+
+def test_a_killed_run_locks_resumes_and_reports_every_cell(tmp_path, wav_folder):
+    """While a run goes, a second one on its folder stops at once naming the holder; after a SIGKILL the report reads
+    every cell on disk, and the rerun takes the lock over, marks the dead run's MLflow runs KILLED and resumes to the
+    scores of an uninterrupted run."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     ref = tmp_path / "ref"
     subprocess.run(_cli(wav_folder, ref), check=True, env=env, capture_output=True)
@@ -162,13 +173,33 @@ def test_resume_after_the_process_is_killed(tmp_path, wav_folder):
     deadline = time.time() + 120
     while time.time() < deadline and len(list((out / "cells").rglob("*.parquet"))) < 3:
         time.sleep(0.05)
+    proc.send_signal(signal.SIGSTOP)  # paused mid-run: alive, holding the folder, for as long as the second takes
+    second = subprocess.run(_cli(wav_folder, out), env=env, capture_output=True, text=True, timeout=120)
+    first_still_there = proc.poll() is None
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert second.returncode == 3, second.stderr
+    assert first_still_there, "the second run should stop while the first still holds the folder"
+    assert f"pid {proc.pid}" in second.stderr and "is in use by another afx-bench run" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
     done_before = len(list((out / "cells").rglob("*.parquet")))
     assert 3 <= done_before < 12, "the kill should land mid-run"
+    left = [r for r in _mlflow_runs(out) if r.info.status == "RUNNING"]
+    assert left and all(r.data.tags["afx.pid"] == str(proc.pid) for r in left)  # the parent at least
+    report = subprocess.run([sys.executable, "-m", "bench", "report", "--out", str(out)], env=env,
+                            capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert f"read {done_before} cell(s)" in report.stdout
+    on_disk = pd.concat([pd.read_parquet(p) for p in (out / "cells").rglob("*.parquet")])
+    assert len(pd.read_parquet(out / "scores.parquet")) == len(on_disk)  # the merged table holds every cell
     result = subprocess.run(_cli(wav_folder, out), env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert f"({done_before} already done)" in result.stdout or "already done" in result.stdout
+    assert f"({done_before} already done)" in result.stdout
+    assert f"pid {proc.pid}" in result.stdout and "taken over" in result.stdout
+    assert f"{len(left)} run(s) left RUNNING by a process that ended are marked KILLED" in result.stdout
+    status = {r.info.run_id: r.info.status for r in _mlflow_runs(out)}
+    assert all(status[r.info.run_id] == "KILLED" for r in left)
+    assert len(list((out / "configs").glob("*.json"))) == 2  # each invocation's config kept (not the refused one)
     a = pd.read_parquet(ref / "scores.parquet")
     b = pd.read_parquet(out / "scores.parquet")
     keys = ["system", "task", "example", "metric"]
@@ -177,3 +208,69 @@ def test_resume_after_the_process_is_killed(tmp_path, wav_folder):
     assert (merged["_merge"] == "both").all(), "rows lost or added by the resume"
     ok = merged[~merged["metric"].str.startswith("cost/")]
     np.testing.assert_allclose(ok["value_ref"], ok["value_resumed"], rtol=1e-6, equal_nan=True)
+
+
+def test_exit_codes_tell_whether_cells_failed(tmp_path, capsys):
+    from bench.cli import main
+
+    args = ["run", "--preset", "smoke", "--effects", "gain", "--set", 'data.seen_corpora=["tones"]',
+            "--set", "data.unseen_corpora=[]", "--set", "run.report=false", "--set", "tasks.n_test=2",
+            "--set", 'metrics.include=["mrstft"]', "--set", "tracking.enabled=false"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--systems", "broken"]) == 1  # every cell failed
+    assert "every cell failed" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "b"), "--systems", "broken,bypass"]) == 0  # one of two failed
+    assert "1 of 2 cell(s) failed" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "b"), "--systems", "broken,bypass", "--strict"]) == 1
+    assert main([*args, "--out", str(tmp_path / "b"), "--systems", "bypass", "--strict"]) == 0
+
+
+def test_a_hung_cell_is_ended_and_recorded(tmp_path):
+    """``run.cell_timeout_s`` ends a cell that runs too long (ITO with a render budget it would need hours for and no early stop):
+    it is recorded as failed at the stage ``timeout`` and the other cells go on."""
+    cfg = tones_config(systems=["ito_cmaes", "bypass"], effects=["gain", "peq4"],
+                       sets=["run.cell_timeout_s=2", "systems.ito_cmaes.renders=100000000", "systems.ito_cmaes.tolx=0",
+                             "tracking.enabled=false"])
+    t0 = time.monotonic()
+    summary = run(cfg, tmp_path, log=lambda *_: None)
+    assert time.monotonic() - t0 < 120
+    fails = pd.read_csv(tmp_path / "failures.csv")
+    assert set(fails["system"]) == {"ito_cmaes"} and set(fails["stage"]) == {"timeout"} and len(fails) == 2
+    assert fails["error"].str.contains("run.cell_timeout_s = 2 s").all()
+    assert set(summary["system"]) == {"bypass"} and len(summary.query("metric == 'mrstft'")) == 2
+
+
+def test_a_copied_results_folder_keeps_its_artifacts(tmp_path):
+    """Artifacts live under the folder (MLflow's proxied scheme, resolved against <out>/mlartifacts): a copy keeps
+    the original's, a run in the copy writes into the copy, and the original is never touched."""
+    import shutil
+
+    from bench.tracking import resolve_checkpoint
+
+    cfg = tones_config(systems=["mean"], effects=["gain"], sets=["systems.mean.n_draws=4"])
+    a, b = tmp_path / "a", tmp_path / "b"
+    run(cfg, a, log=lambda *_: None)
+    shutil.copytree(a, b)
+    [train] = [r for r in _mlflow_runs(b) if r.data.tags["kind"] == "train"]
+    assert train.info.artifact_uri.startswith("mlflow-artifacts:/")  # no absolute path in the store
+    before = sorted(p.relative_to(a) for p in (a / "mlartifacts").rglob("*"))
+    shutil.rmtree(a / "mlartifacts")  # the copy does not need the original's
+    assert (resolve_checkpoint(f"runs:/{train.info.run_id}/checkpoint", b) / "TRAINED").read_text()
+    cfg2 = tones_config(systems=["mean"], effects=["gain"], sets=["systems.mean.n_draws=4", "run.seeds=[0, 1]"])
+    run(cfg2, b, log=lambda *_: None)
+    new = [r for r in _mlflow_runs(b) if r.data.tags["kind"] == "train" and r.data.tags["seed"] == "1"]
+    assert new and (b / "mlartifacts" / new[0].info.run_id / "artifacts" / "checkpoint").is_dir()
+    assert not (a / "mlartifacts").exists() and before  # nothing written to the original
+
+
+def test_a_folder_of_bad_files_warns_one_line_each(tmp_path, wav_folder):
+    bad = tmp_path / "mixed"
+    shutil.copytree(wav_folder, bad)
+    (bad / "corrupt.wav").write_bytes(b"RIFFjunk")
+    sf.write(bad / "silent.wav", np.zeros(48000, np.float32), 24000)
+    r = subprocess.run([sys.executable, "-m", "bench", "data", "--preset", "smoke", "--corpora", f"folder:{bad}",
+                        "--systems", "bypass", "--effects", "gain", "--set", "tasks.n_test=2"],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [line for line in r.stderr.splitlines() if "left out" in line]
+    assert len(lines) == 2 and all(line.startswith("warning: folder:") for line in lines), r.stderr
+    assert "warnings.warn" not in r.stderr and "CorpusWarning" not in r.stderr

@@ -30,7 +30,8 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_models_and_baselines_never_import_the_harness_face():
-    forbidden = ("bench.cli", "bench.commands", "bench.runner", "bench.sweep", "bench.cell")
+    forbidden = ("bench.cli", "bench.commands", "bench.runner", "bench.sweep", "bench.cell", "bench.jobs",
+                 "bench.executors")
     bad = {}
     for path in [*(ROOT / "models").rglob("*.py"), *(ROOT / "baselines").rglob("*.py")]:
         hits = sorted(n for n in _imports(path) if n.startswith(forbidden))
@@ -72,6 +73,66 @@ def test_no_module_imports_another_modules_private_helpers():
                     if a.name.startswith("_") and not a.name.startswith("__")
                     and not (own_module and (ROOT.joinpath(*parts) / f"{a.name}.py").is_file())]
     assert not bad, bad
+
+
+def test_the_core_imports_nothing_from_models_or_baselines():
+    """The harness finds systems and studies through registries (module names as strings, imported lazily): no
+    module of bench/ imports models/ or baselines/."""
+    bad = {str(p.relative_to(ROOT)): hits for p in (ROOT / "bench").rglob("*.py")
+           if (hits := sorted(n for n in _imports(p) if n.split(".")[0] in ("models", "baselines")))}
+    assert not bad, bad
+
+
+def test_config_only_parses():
+    """bench/config.py imports no registry (systems, metrics, effects, corpora, studies), no executor and no plan:
+    names are checked by the plan (bench.plan.check)."""
+    hits = sorted(n for n in _imports(ROOT / "bench" / "config.py") if n.startswith("bench"))
+    assert hits == ["bench.cache", "bench.cache.stable_hash"], hits
+
+
+def test_executors_know_neither_the_runner_nor_anyones_private_parts():
+    """The executors import neither the runner nor private names, build no stand-ins (SimpleNamespace) and call no
+    private method or attribute of anything but themselves."""
+    bad = []
+    for path in (ROOT / "bench" / "executors").rglob("*.py"):
+        rel = str(path.relative_to(ROOT))
+        names = _imports(path)
+        bad += [f"{rel}: imports {n}" for n in names if n.startswith("bench.runner") or n == "types.SimpleNamespace"]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
+                bad.append(f"{rel}:{node.lineno}: .{node.attr}")
+    assert not bad, bad
+
+
+def test_the_results_folder_layout_is_defined_once():
+    """Only bench/results.py builds paths inside a results folder's checkpoints (no second builder of
+    ``checkpoints/<system>/seed-<s>``), and the runner alone writes them."""
+    builders = [str(p.relative_to(ROOT)) for p in [*(ROOT / "bench").rglob("*.py"), *(ROOT / "models").rglob("*.py")]
+                if 'f"seed-{' in p.read_text() or "TRAINED\"" in p.read_text()]
+    assert builders == ["bench/results.py"], builders
+
+
+def test_jobs_write_nothing_but_caches(tmp_path, monkeypatch):
+    """A training job and a cell job return what they made; the working directory and the results folder stay
+    untouched (only the cache, AFX_BENCH_CACHE, gains examples and unpacked checkpoints)."""
+    from bench import jobs
+
+    cfg = _tones('effects.seen=["gain"]', "effects.unseen=[]", "effects.wild=[]", 'systems.include=["mean"]',
+                 "systems.mean.n_draws=4")
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    trained = jobs.train(jobs.TrainJob(cfg, "mean", 0))
+    assert isinstance(trained, jobs.Trained) and trained.checkpoint and trained.budget["train_seconds"] >= 0
+    done = jobs.cell(jobs.CellJob(cfg, "mean", 0, "tones/gain/test", 3, "key", audio=1), trained.checkpoint)
+    assert isinstance(done, jobs.CellResult), done
+    assert set(done.rows["system"]) == {"mean"} and len(done.clips["examples"]) == 1
+    assert (done.rows["cell_key"] == "key").all()
+    failed = jobs.cell(jobs.CellJob(cfg, "mean", 0, "tones/nope/test", 3, "key"), trained.checkpoint)
+    assert isinstance(failed, jobs.Failed) and failed.stage == "evaluate"
+    assert list(work.iterdir()) == []
+    jobs.release()
 
 
 def test_no_harness_module_is_a_second_house():
@@ -204,10 +265,9 @@ def test_a_labelled_variant_is_its_base_with_its_own_keys(tmp_path):
     assert system.name == "random_b" and system.cfg.seed == 8 and type(system).__name__ == "RandomSettings"
     summary = run(cfg, tmp_path, log=lambda *_: None)
     assert {"random_b", "bypass"} <= set(summary["system"])
-    with pytest.raises(ConfigError, match="systems.random_b.base: 'nope'"):
-        _tones('systems.include=["random_b"]', 'systems.random_b.base="nope"')
-    with pytest.raises(ConfigError, match=r"systems.random_b: unknown key\(s\) \['sed'\]"):
-        from bench.cell import check_sections
+    from bench.plan import check
 
-        check_sections(_tones('systems.include=["random_b"]', 'systems.random_b.base="random"',
-                              "systems.random_b.sed=1"))
+    with pytest.raises(ConfigError, match="systems.random_b.base: 'nope'"):
+        check(_tones('systems.include=["random_b"]', 'systems.random_b.base="nope"'))
+    with pytest.raises(ConfigError, match=r"systems.random_b: unknown key\(s\) \['sed'\]"):
+        check(_tones('systems.include=["random_b"]', 'systems.random_b.base="random"', "systems.random_b.sed=1"))

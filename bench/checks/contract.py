@@ -2,8 +2,8 @@
 data in seconds; every rule is printed as PASS, FAIL (with the reason) or n/a (docs/plugins.md).
 
 The data is a :class:`bench.plan.Plan` of the preset (smoke: tiny) narrowed to one corpus and a few effects; a
-system is built, fitted and loaded as a run does it (``bench.cell``: build_system, fit_system, prepare_system with
-``systems.NAME.checkpoint``), gets guarded :class:`bench.tasks.Query` views that note any attempt to read a target,
+system is built, fitted and loaded as a run does it (``bench.cell``: build_system, fit_system; ``bench.jobs``:
+loaded through ``systems.NAME.checkpoint``), gets guarded :class:`bench.tasks.Query` views that note any attempt to read a target,
 true settings or a recipe, and its answers go through ``bench.cell.check_estimates``. Exit 0 when no rule failed.
 """
 
@@ -298,7 +298,7 @@ class SystemCheck(ContractCheck):
             return
         same("save/load", lambda: _saved_and_loaded(name, system, plan, tmp),
              "saved, then loaded through systems.NAME.checkpoint (save must hold every trained value)",
-             f"saved, loaded through systems.{name}.checkpoint (bench.cell.prepare_system), the same answers")
+             f"saved, loaded through systems.{name}.checkpoint (as a run's cell job loads it), the same answers")
 
 
 def _pick(system, args, cfg, made: dict | None = None) -> list[tuple[str, object]]:
@@ -320,14 +320,16 @@ def _pick(system, args, cfg, made: dict | None = None) -> list[tuple[str, object
 
 
 def _saved_and_loaded(name, system, plan, tmp: Path):
-    """Save ``system``, then load it through ``systems.NAME.checkpoint`` as a run does."""
-    from bench.cell import prepare_system
+    """Save ``system``, then load it through ``systems.NAME.checkpoint`` as a run does: the folder resolved and
+    packed by the driver, unpacked and loaded by the cell job."""
+    from bench.jobs import load_system, pack_dir
+    from bench.tracking import resolve_checkpoint
 
     (ckpt := tmp / "checkpoint").mkdir()
     system.save(ckpt)
     cfg = dataclasses.replace(plan.cfg, systems={**plan.cfg.systems, name: {**plan.cfg.system_config(name),
                                                                               "checkpoint": str(ckpt)}})
-    return prepare_system(name, dataclasses.replace(plan, cfg=cfg), tmp / "run", log=lambda *_: None)
+    return load_system(cfg, name, plan.device, pack_dir(resolve_checkpoint(cfg.system_config(name)["checkpoint"])))
 
 
 def _rules_on_answers(report: Report, role: str, effect, ests: list, exs: list) -> None:

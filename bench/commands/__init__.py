@@ -21,7 +21,7 @@ COMMANDS = Registry(
         "report": "bench.commands.report",
         "ui": "bench.commands.report",
         "sweep": "bench.sweep.command",
-        "latent": "bench.commands.latent",
+        "study": "bench.commands.study",
         "check": "bench.commands.check",
         "list": "bench.commands.listing",
         "match": "bench.commands.match",
@@ -82,21 +82,19 @@ def config_args(p: argparse.ArgumentParser) -> None:
 
 
 def load(args):
-    """The config the options of :func:`config_args` describe (a :class:`bench.config.ConfigError` if bad)."""
+    """The config the options of :func:`config_args` describe, its names checked by the plan (a
+    :class:`bench.config.ConfigError` if bad)."""
     import json
-    import tomllib
 
-    from bench.config import ConfigError, load_config
+    from bench.config import ConfigError, load_config, read_toml
+    from bench.plan import check
 
     sets = list(args.sets)
     if getattr(args, "params_from", None):
         path = Path(args.params_from)
         if not path.is_file():
             raise ConfigError(f"--params-from: no such file {path}")
-        try:
-            best = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"--params-from {path}: not valid TOML ({e})") from e
+        best = read_toml(path, "--params-from")
         for system, params in best.get("systems", {}).items():
             for k, v in params.items():
                 value = ("true" if v else "false") if isinstance(v, bool) else json.dumps(v)
@@ -104,9 +102,11 @@ def load(args):
     for option, key in (("executor", "run.executor"), ("tracking_uri", "tracking.uri")):
         if getattr(args, option, None):
             sets.append(f"{key}={json.dumps(getattr(args, option))}")
-    return load_config(args.preset, file=args.config, sets=sets, systems=csv_list(args.systems),
-                       effects=csv_list(args.effects), corpora=csv_list(args.corpora), device=args.device,
-                       split=getattr(args, "split", None))
+    cfg = load_config(args.preset, file=args.config, sets=sets, systems=csv_list(args.systems),
+                      effects=csv_list(args.effects), corpora=csv_list(args.corpora), device=args.device,
+                      split=getattr(args, "split", None))
+    check(cfg)
+    return cfg
 
 
 def out_dir(args) -> Path:

@@ -73,7 +73,7 @@ class Listen(Command):
         try:
             analysis = L.analyse(L.read_ratings(paths), focus=args.focus)
         except (ValueError, OSError) as e:
-            print(f"listen analyze: {e}", file=sys.stderr)
+            print(f"listen analyze: {which_file(e, paths, L.read_ratings)}", file=sys.stderr)
             return 2
         written = L.write_analysis(analysis, test_dir / "analysis")
         print(L.summary_text(analysis))
@@ -91,3 +91,16 @@ class Listen(Command):
             print("listen analyze: --report needs --results", file=sys.stderr)
             return 2
         return 0
+
+
+def which_file(error: Exception, paths: list, read) -> str:
+    """The error as one line that names the ratings file it came from (read alone, the culprit fails again)."""
+    text = " ".join(str(error).split())
+    if any(str(p) in text or p.name in text for p in paths):
+        return text
+    for p in paths:
+        try:
+            read([p])
+        except (ValueError, OSError) as e:
+            return f"{p}: {' '.join(str(e).split())}"
+    return text

@@ -20,6 +20,7 @@ The settings, per-chunk estimates and choices are written as JSON beside the out
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -37,11 +38,13 @@ class Match(Command):
 
     def add_arguments(self, p):
         p.add_argument("--system", required=True, help="system name (as in the config, e.g. proposed)")
-        p.add_argument("--checkpoint", help="a checkpoint folder or runs:/... URI (default: the run's own under "
-                                            "--out, or systems.NAME.checkpoint)")
+        p.add_argument("--checkpoint", help="a checkpoint folder or runs:/RUN_ID/checkpoint URI, resolved in --out's "
+                                            "own MLflow store (default: the run's own checkpoint under --out, or "
+                                            "systems.NAME.checkpoint)")
         p.add_argument("--preset", default="quick", help="the preset the system was trained with (default: quick)")
         p.add_argument("--config", help="a TOML file merged over the preset")
         p.add_argument("--out", help="the results directory of the run that trained it (default: results/<preset>)")
+        p.add_argument("--tracking-uri", help="the MLflow store of a runs:/ checkpoint when it is not --out's own")
         p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
         p.add_argument("--seed", type=int, help="the training seed whose checkpoint to load (default: run.seed)")
         p.add_argument("--device", help="auto | cpu | cuda")
@@ -58,7 +61,7 @@ class Match(Command):
         try:
             result = match_files(args)
         except (A.AudioError, CorpusError, SystemError_, OSError) as e:
-            print(f"afx-bench match: error: {e}")
+            print(f"afx-bench match: error: {e}", file=sys.stderr)
             return 2
         print(render_settings(result))
         print(f"output:   {result['output']}\nsettings: {result['settings_file']}")
@@ -83,26 +86,30 @@ def read_audio(path: str, what: str) -> tuple[np.ndarray, int]:
 
 
 def load_system(args, cfg, plan):
-    from bench.cell import build_system, local_checkpoint, system_key
-    from bench.results import slug
+    """The system of ``--system``: from ``--checkpoint`` (a folder or a ``runs:/`` URI of ``--out``'s store), its
+    configured checkpoint, or the checkpoint the run of ``--out`` trained (built as is if it does not train)."""
+    from bench.cell import system_key
+    from bench.jobs import load_system as build_and_load
+    from bench.results import ResultStore
     from bench.systems import CheckpointError
+    from bench.tracking import resolve_checkpoint
 
     name = args.system
-    system = build_system(name, cfg, plan.device)
+    out = Path(args.out) if args.out else Path("results") / cfg.preset
     ckpt = args.checkpoint or cfg.system_config(name).get("checkpoint")
     if ckpt:
-        system.load(local_checkpoint(ckpt))
-        return system, str(ckpt)
+        path = resolve_checkpoint(ckpt, out, args.tracking_uri or cfg.tracking.uri)
+        return build_and_load(cfg, name, plan.device, path), str(ckpt)
+    system = build_and_load(cfg, name, plan.device)
     if not system.trainable:
         return system, None
     seed = cfg.run.seed if args.seed is None else args.seed
-    out = Path(args.out) if args.out else Path("results") / cfg.preset
-    folder = out / "checkpoints" / slug(name) / f"seed-{seed}"
-    marker = folder / "TRAINED"
-    if not marker.exists():
+    store = ResultStore(out)
+    folder, key = store.checkpoint_dir(name, seed), store.trained_key(name, seed)
+    if key is None:
         raise CheckpointError(f"{name}: no trained checkpoint at {folder}; train it with `afx-bench run --preset "
                               f"{cfg.preset} --out {out} --systems {name}` or pass --checkpoint PATH|runs:/...")
-    if marker.read_text().strip() != system_key(cfg, name, seed):
+    if key != system_key(cfg, name, seed):
         print(f"note: {folder} was trained under other settings than --preset {cfg.preset} gives now; loading it")
     system.load(folder)
     return system, str(folder)
@@ -150,10 +157,12 @@ def match_files(args) -> dict:
     from bench.commands import csv_list
     from bench.config import load_config
     from bench.effects import get_effect
-    from bench.plan import Plan, make_effect
+    from bench.plan import Plan, check, make_effect
+    from bench.systems import PICKED, PICKED_PARAMS
 
     cfg = load_config(args.preset, file=args.config, sets=list(args.sets), systems=csv_list(args.system),
                       device=args.device)
+    check(cfg)
     plan = Plan.build(cfg)
     x, sr_in = read_audio(args.input, "input")
     ref, sr_ref = read_audio(args.reference, "reference")
@@ -176,12 +185,12 @@ def match_files(args) -> dict:
         p = np.median(np.stack([np.asarray(e.params01, np.float32) for e in est]), axis=0)
         applied, result["how"] = (effect, p), "median of the chunk estimates, applied to every channel"
         result["chunk_params01"] = [[round(float(v), 5) for v in e.params01] for e in est]
-    elif all("picked" in e.info for e in est):
-        picks = [e.info["picked"] for e in est]
+    elif all(PICKED in e.info for e in est):
+        picks = [e.info[PICKED] for e in est]
         top = Counter(picks).most_common(1)[0][0]
         result["picked_per_chunk"] = picks
         if top != "bypass":
-            ps = [e.info["picked_params01"] for e in est if e.info["picked"] == top and "picked_params01" in e.info]
+            ps = [e.info[PICKED_PARAMS] for e in est if e.info[PICKED] == top and PICKED_PARAMS in e.info]
             eff = get_effect(top)
             applied = (eff, np.median(np.asarray(ps, np.float32), axis=0) if ps else eff.default01())
         result["picked"] = top

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from bench.commands import Command, config_args, load, out_dir, register_command
@@ -13,16 +14,17 @@ class Run(Command):
 
     def add_arguments(self, p):
         config_args(p)
+        p.add_argument("--strict", action="store_true",
+                       help="exit 1 if any cell failed (without it: only if every cell failed)")
 
     def __call__(self, args) -> int:
-        import pandas as pd
-
-        from bench.runner import run
+        from bench.runner import Runner
 
         cfg = load(args)
         out = out_dir(args)
         print(f"afx-bench run: preset {cfg.preset}, results in {out}")
-        summary = run(cfg, out)
+        runner = Runner(cfg, out)
+        summary = runner.run()
         print_summary(summary, out)
         if cfg.run.report:
             try:
@@ -31,10 +33,12 @@ class Run(Command):
                 pass
             else:
                 print(f"report: {build_report(out)}")
-        fails = pd.read_csv(out / "failures.csv") if (out / "failures.csv").exists() else None
-        if fails is not None and len(fails):
-            print(f"{len(fails)} cell(s) failed; see {out / 'failures.csv'}")
-        return 0
+        if runner.failed:
+            print(f"{runner.failed} of {runner.cells} cell(s) failed; see {out / 'failures.csv'}", file=sys.stderr)
+        if runner.cells and runner.failed == runner.cells:
+            print("every cell failed", file=sys.stderr)
+            return 1
+        return 1 if args.strict and runner.failed else 0
 
 
 def print_summary(summary, out: Path) -> None:

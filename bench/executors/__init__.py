@@ -1,17 +1,23 @@
-"""Where the grid's work runs: ``local`` (the runner's own loop, in this process) or ``ray`` (tasks on a Ray cluster).
+"""Where jobs run: inline in this process (``run.executor = local``) or as tasks on a Ray cluster (``ray``).
+
+An executor submits jobs (plain functions, :mod:`bench.jobs`), waits for them, resubmits a job whose worker was
+lost and ends one that runs past its time limit; nothing else. It knows neither the runner nor what the jobs
+make: the driver (:mod:`bench.runner`) gives it functions and arguments and writes what comes back.
 
 ``run.executor`` (``--executor``) is ``local`` (the default), ``ray`` (the cluster at ``RAY_ADDRESS``, else a
 local one started for the run) or ``ray://HOST:PORT`` (a remote head, through Ray Client). On Ray every training is
 a task with its system's ``resources`` and every cell a task with its ``cell_resources`` (both tables of the
-system's config section, stripped before the system's own ``Config`` sees it; see :func:`task_options`). The
-driver stays the only writer of results (:mod:`bench.executors.grid`); what runs in the tasks is
-:mod:`bench.executors.remote`. Nothing here imports ray until a run asks for it. See docs/scaling.md.
+system's config section, stripped before the system's own ``Config`` sees it; see :func:`task_options`). Nothing
+here imports ray until a run asks for it (:mod:`bench.executors.cluster`). See docs/scaling.md.
 """
 
 from __future__ import annotations
 
-import os
 import re
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from bench.config import Config, ConfigError
 
@@ -70,44 +76,94 @@ def task_options(cfg: Config, name: str, kind: str) -> tuple[dict, int]:
     return opts, retries
 
 
-def worker_device(configured: str, num_gpus: float) -> str:
-    """The device a task uses: ``auto`` is CUDA only for a task that was given a GPU (so Ray's accounting holds)."""
-    if configured != "auto":
-        return configured
-    if num_gpus and num_gpus > 0:
-        from bench.plan import resolve_device
-
-        return resolve_device("auto")
-    return "cpu"
+# --- the executor: submit, wait, retry, time out; nothing else --------------------------------------------------
 
 
-def connect(executor: str, log=print):
-    """Join (or start) the Ray cluster ``executor`` names; returns the ``ray`` module."""
+class JobTimeout(Exception):
+    """What a job that ran past its time limit (``run.cell_timeout_s``) answers instead of its result."""
+
+
+class _Expired(BaseException):  # raised inside the job by the alarm; a BaseException, so no job's handler eats it
+    pass
+
+
+def timed(fn, timeout_s: float, on_timeout, *args):
+    """``fn(*args)``, ended after ``timeout_s`` seconds (0: no limit) at its next Python instruction: then
+    ``on_timeout()`` (if given) frees what the interrupted job held, and a :class:`JobTimeout` is returned. The
+    alarm is SIGALRM, so the limit holds in a process's main thread (the driver's, a Ray worker's)."""
+    import signal
+    import threading
+
+    if not timeout_s or threading.current_thread() is not threading.main_thread():
+        return fn(*args)
+
+    def expire(signum, frame):
+        raise _Expired()
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, float(timeout_s))
     try:
-        import ray
-    except ImportError as e:
-        raise ConfigError(f"run.executor = {executor!r} needs Ray: pip install 'afx-bench[ray]' ({e})") from e
-    if ray.is_initialized():
-        return ray
-    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
-    address = executor if executor.startswith("ray://") else os.environ.get("RAY_ADDRESS") or None
-    kwargs = {"logging_level": "warning", "log_to_driver": True}
-    if address is None:
-        kwargs["include_dashboard"] = False
-    try:
-        ray.init(address=address, **kwargs)
-    except Exception as e:
-        raise ConfigError(f"run.executor = {executor!r}: cannot join the Ray cluster at "
-                          f"{address or 'a new local cluster'}: {type(e).__name__}: {e}") from e
-    res = ray.cluster_resources()
-    log(f"ray: {'joined ' + address if address else 'started a local cluster'}: {len(ray.nodes())} node(s), "
-        f"{res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs")
-    return ray
+        return fn(*args)
+    except _Expired:
+        if on_timeout is not None:
+            on_timeout()
+        return JobTimeout(f"ended after run.cell_timeout_s = {timeout_s:g} s")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
-def lost_worker(ray, error: BaseException) -> bool:
-    """True for the errors of a lost worker or node (retried), false for a task's own failure or a cancel."""
-    ex = ray.exceptions
-    if isinstance(error, (ex.RayTaskError, ex.TaskCancelledError)):
-        return False
-    return isinstance(error, ex.RayError)
+@dataclass
+class Outcome:
+    key: Any
+    value: Any  # what the job returned, or the exception that ended it (a lost worker past its retries)
+    attempts: int = 1
+
+
+class Executor:
+    """Runs jobs inline, one after another, in this process (``run.executor = local``). Subclasses run them
+    elsewhere (:class:`bench.executors.cluster.RayExecutor`); the driver sees the same calls either way."""
+
+    name = "local"
+
+    def __init__(self, log=print):
+        self.log = log
+        self.queue: deque = deque()
+
+    def put(self, data):
+        """A handle on ``data`` that jobs receive as the data itself (Ray: in the object store, once)."""
+        return data
+
+    def submit(self, key, fn, *args, name: str = "", options: dict | None = None, retries: int = 0,
+               timeout_s: float = 0.0, on_timeout=None) -> None:
+        """Run ``fn(*args)`` (``options``: where it needs to run; ``retries``: resubmissions after a lost
+        worker); its :class:`Outcome` comes back from :meth:`outcomes` under ``key``."""
+        self.queue.append((key, fn, args, timeout_s, on_timeout))
+
+    def outcomes(self) -> Iterator[Outcome]:
+        """Each job's outcome as it finishes, until none is left (jobs may be submitted meanwhile)."""
+        while self.queue:
+            key, fn, args, timeout_s, on_timeout = self.queue.popleft()
+            try:
+                value = timed(fn, timeout_s, on_timeout, *args)
+            except Exception as e:  # jobs return their failures; anything else still comes back as an outcome
+                value = e
+            yield Outcome(key, value)
+
+    def on_every_node(self, fn, *args) -> dict[str, Any]:
+        """``fn(*args)`` on every machine that runs jobs, by machine."""
+        return {"this machine": fn(*args)}
+
+    def cancel(self, wait_s: float = 0.0) -> None:
+        self.queue.clear()
+
+    def close(self) -> None:
+        self.queue.clear()
+
+
+def make_executor(cfg: Config, log=print) -> Executor:
+    if not uses_ray(cfg):
+        return Executor(log)
+    from bench.executors.cluster import RayExecutor
+
+    return RayExecutor(cfg.run.executor, log)

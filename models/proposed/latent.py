@@ -1,5 +1,5 @@
-"""The latent-space study of a trained controller (the API behind ``afx-bench latent`` and the study that
-``afx-bench run`` adds to the report: :mod:`bench.study`).
+"""The latent-space study of a trained controller (the API behind ``afx-bench study latent`` and the study that
+``afx-bench run`` adds to the report: :mod:`models.proposed.study`).
 
 **What is walked.** Two kinds of space, both decoded by the trained controller *before the hedge* (``hedged =
 False``, the default: ``proposed``'s validated blend towards one constant setting would pull every decoded

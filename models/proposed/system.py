@@ -41,6 +41,8 @@ from torch import nn
 from bench.config import parse_section
 from bench.effects import Effect, default_workers
 from bench.systems import (
+    PICKED,
+    PICKED_PARAMS,
     CheckpointError,
     Estimate,
     FitContext,
@@ -486,10 +488,10 @@ class Proposed(System):
         estimates = []
         for i, j in enumerate(d.argmin(axis=1)):
             pick = names[j]
-            info = {"seconds": sec, "renders": len(effects), "picked": pick,
+            info = {"seconds": sec, "renders": len(effects), PICKED: pick,
                     "distances": {n: round(float(v), 5) for n, v in zip(names, d[i], strict=True)}}
             if pick in settings:
-                info["picked_params01"] = [round(float(v), 5) for v in settings[pick][i]]
+                info[PICKED_PARAMS] = [round(float(v), 5) for v in settings[pick][i]]
             estimates.append(Estimate(None, outputs[pick][i].copy(), info))
         return estimates, outputs
 
