@@ -1,4 +1,4 @@
-"""Typed configuration: presets in bench/presets/{smoke,quick,full,gpu}.toml, then CLI overrides.
+"""Typed configuration: presets in bench/presets/{smoke,quick,record,full,gpu}.toml, then CLI overrides.
 
 Every key is known: an unknown key, a wrongly typed value or an unknown system/effect/corpus/metric name fails at
 start with a message that names the key and the allowed values. The fully resolved config is recorded with
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.cache import stable_hash
 
-PRESETS = ("smoke", "quick", "full", "gpu")
+PRESETS = ("smoke", "quick", "record", "full", "gpu")
 WILD_EFFECTS = ["room", "pedal_chain", "lofi"]  # what `--effects wild` means when effects.wild is empty
 HIDDEN_EFFECTS = WILD_EFFECTS + ["recorded"]  # named in --effects, these join the wild set
 
@@ -110,6 +110,41 @@ class LatentConfig:
 
 
 @dataclass
+class AnalysisConfig:
+    """The primary family, declared before the run (bench/stats.py, docs/report.md): ``focus`` against each system
+    of ``against``, on each metric of ``metrics``, per effect set of ``effect_sets``, tested on per-source means
+    pooled over the set's tasks, Holm over this family only. Parameter metrics are never compared on the wild set
+    (it has no settings); a comparison whose system, set or metric the run lacks is skipped with a note."""
+
+    focus: str = "proposed"
+    against: list = field(default_factory=lambda: ["mean", "constant", "deepafx_st_autodiff", "oneshot_eq",
+                                                   "ito_cmaes", "proposed_paper"])
+    effect_sets: list = field(default_factory=lambda: ["seen", "unseen", "wild"])
+    metrics: list = field(default_factory=lambda: ["mrstft", "param_mae"])
+    alpha: float = 0.05  # family-wise error rate (Holm)
+    power: float = 0.8  # for the smallest detectable effect and `afx-bench power`
+    permutations: int = 65536  # sign flips of the paired permutation test (exact up to 16 sources)
+
+    def validate(self, where: str) -> None:
+        never = [n for n in [self.focus, *self.against] if n == "oracle" or ":" in n]
+        if never:
+            raise ValueError(f"{where}: {never} cannot be in a test family (the oracle knows the true settings; a "
+                             "labelled variant system:variant may use the target)")
+        if not self.focus or not self.against or self.focus in self.against:
+            raise ValueError(f"{where}: a focus system and at least one other to compare it against, got focus "
+                             f"{self.focus!r}, against {self.against!r}")
+        bad = [s for s in self.effect_sets if s not in ("seen", "unseen", "wild")]
+        if bad or not self.effect_sets:
+            raise ValueError(f"{where}.effect_sets: {self.effect_sets!r}; valid: seen, unseen, wild")
+        if not self.metrics or any("/" in m for m in self.metrics):
+            raise ValueError(f"{where}.metrics: base metric names (no '/'), got {self.metrics!r}")
+        if not 0 < self.alpha < 0.5 or not 0 < self.power < 1:
+            raise ValueError(f"{where}: alpha in (0, 0.5) and power in (0, 1), got {self.alpha}, {self.power}")
+        if self.permutations < 1000:
+            raise ValueError(f"{where}.permutations: at least 1000, got {self.permutations}")
+
+
+@dataclass
 class Config:
     preset: str = "quick"
     run: RunConfig = field(default_factory=RunConfig)
@@ -118,6 +153,7 @@ class Config:
     tasks: TasksConfig = field(default_factory=TasksConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     latent: LatentConfig = field(default_factory=LatentConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     # free-form sections, checked by the named system/metric: {"include": [...], "<name>": {...}}
     systems: dict = field(default_factory=lambda: {"include": ["bypass", "random", "oracle"]})
     metrics: dict = field(default_factory=lambda: {"include": ["param_mae", "mrstft"]})

@@ -24,7 +24,7 @@ from reports.results import load_results
 def test_report_statistics_are_the_harness_statistics():
     import bench.stats as B
 
-    for name in ("intervals", "hierarchical_ci", "paired_test", "source_pairs", "holm", "rank_biserial"):
+    for name in ("intervals", "hierarchical_ci", "paired_test", "source_pairs", "holm", "bh", "rank_biserial"):
         assert getattr(S, name) is getattr(B, name)
 
 
@@ -88,17 +88,20 @@ def test_tables_bold_na_and_missing(tmp_path):
     assert (na["status"] == "na").all() and na["mean"].isna().all()
 
 
-def test_significance_is_on_source_means_and_holm_adjusted_per_table(tmp_path):
+def test_exploratory_tests_are_on_source_means_with_bh_q_and_never_test_the_oracle(tmp_path):
     r = _small_results(tmp_path)
     sig = T.significance(r, ["mrstft"])
-    assert len(sig) == 4 and set(sig["baseline"]) == {"bypass", "oracle"}  # 2 tasks x 2 systems: one family
+    assert len(sig) == 2 and set(sig["baseline"]) == {"bypass"}  # 2 tasks x 1 system: the oracle is never tested
     peq = sig[sig["task"] == "speech/peq/test"].set_index("baseline")
     p_b = sps.wilcoxon(np.array([3.0, 4, 5]) - np.array([1.0, 2, 3])).pvalue  # one example per source
     assert peq.loc["bypass", "p"] == pytest.approx(p_b) and peq.loc["bypass", "n"] == 3
-    assert list(sig["p_holm"]) == pytest.approx(list(S.holm(sig["p"])))
-    assert peq.loc["bypass", "rank_biserial"] == 1.0 and peq.loc["oracle", "rank_biserial"] == -1.0
-    assert (sig["verdict"] == "n.s.").all()  # n = 3 cannot reach p < 0.05 (two-sided exact minimum 0.25)
-    assert "none can reach 0.05" in T.power_note(sig, "mrstft")
+    from statsmodels.stats.multitest import multipletests
+
+    assert list(sig["q_bh"]) == pytest.approx(list(multipletests(sig["p"], method="fdr_bh")[1]))
+    assert "p_holm" not in sig and peq.loc["bypass", "rank_biserial"] == 1.0
+    assert (sig["verdict"] == "").all()  # n = 3 cannot reach q < 0.05 (two-sided exact minimum 0.25)
+    note = T.exploratory_note(sig, "mrstft")
+    assert "Exploratory" in note and "Benjamini-Hochberg" in note and "primary table" in note
 
 
 def test_significance_pairs_sources_and_pools_seeds(tmp_path):
@@ -319,7 +322,9 @@ def test_wild_hypothesis_verdicts_and_holm(tmp_path):
     assert v[("deepafx_st_autodiff", "room")] == "supported"
     assert v[("deepafx_st_autodiff", "lofi")] == "contradicted"
     assert v[("deepafx_st_autodiff", "overall")] == "mixed"
-    assert v[("deepafx_st_spsa", "room")] == W.NO_DIFFERENCE == "not supported (no significant difference)"
+    assert v[("deepafx_st_spsa", "room")] == W.NO_DIFFERENCE
+    spsa = next(x for x in sec.verdicts if x.scope == "room" and x.baseline == "deepafx_st_spsa")
+    assert "no difference detected on mrstft" in spsa.detail and "smallest detectable" in spsa.detail
     overall = next(x for x in sec.verdicts if x.scope == "overall" and x.baseline == "deepafx_st_autodiff")
     assert "supported on room" in overall.sentence and "contradicted on lofi" in overall.sentence
     md = W.hypothesis_markdown(sec)
@@ -333,6 +338,20 @@ def test_wild_hypothesis_verdicts_and_holm(tmp_path):
     assert r"\textbf" not in next(x for x in T.to_latex(t, 200).splitlines() if x.startswith("proposed:best"))
     # picks: a JSON-quoted value is read as text
     assert W.pick_matrix(sec.picks).to_dict() == {"reverb": {"room": 20, "lofi": 0}, "peq": {"room": 0, "lofi": 20}}
+
+
+def test_a_wild_kind_is_supported_only_by_the_primary_metric_with_no_metric_worse():
+    from reports import wild as W
+
+    nd = "no difference detected"
+    assert W.combine({"mrstft": "better", "mel_dist": nd}) == W.SUPPORTED
+    assert W.combine({"mrstft": "better", "mel_dist": "worse"}) == W.MIXED
+    assert W.combine({"mrstft": nd, "mel_dist": "better", "pesq": "better"}) == W.NO_DIFFERENCE  # 1 of 9 is not it
+    assert W.combine({"mrstft": "worse", "mel_dist": nd}) == W.CONTRADICTED
+    assert W.combine({"mel_dist": "better"}) == W.NOT_TESTED
+    assert W.overall({"room": W.SUPPORTED, "lofi": W.SUPPORTED}) == W.SUPPORTED
+    assert W.overall({"room": W.SUPPORTED, "lofi": W.NO_DIFFERENCE}) == W.MIXED
+    assert W.overall({"room": W.NO_DIFFERENCE, "lofi": W.NOT_TESTED}) == W.NO_DIFFERENCE
 
 
 def test_wild_comparisons_that_cannot_be_made(tmp_path):
