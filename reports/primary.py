@@ -90,7 +90,21 @@ def _seeds(k) -> str:
     return f"{k} seed{'s' * (k != 1)}"
 
 
-def sentence(row, power: float = 0.8) -> str:
+def _caution(row, alpha: float) -> str:
+    """The test conditions on the trained models the run has; the interval and the mixed model also count the
+    spread between training seeds. When they do not bear the verdict out, the sentence says so."""
+    why = []
+    if np.isfinite(row.ci_low) and row.ci_low <= 0 <= row.ci_high:
+        why.append("its 95% interval includes 0")
+    if np.isfinite(row.mixed_p) and row.mixed_p >= alpha:
+        why.append(f"the mixed model gives p = {_p(row.mixed_p)}")
+    if not why:
+        return ""
+    return (f"; but {' and '.join(why)}: counted with the spread between training seeds and sources, the "
+            "difference is not established")
+
+
+def sentence(row, power: float = 0.8, alpha: float = 0.05) -> str:
     """One plain sentence for one comparison (a row of primary.csv)."""
     where = f"On {row.effect_set} effects"
     if row.verdict == BS.NOT_TESTED:
@@ -104,7 +118,7 @@ def sentence(row, power: float = 0.8) -> str:
                 f"{_seeds(row.n_seeds)})")
     head = (f"{where}, {row.focus}'s {row.metric} is {_num(abs(d))} {word} than {row.against}'s {evidence}")
     if row.verdict in (BS.BETTER, BS.WORSE):
-        return f"{head}: {row.focus} is {row.verdict} (p = {_p(row.p)}, Holm p = {_p(row.p_holm)})."
+        return f"{head}: {row.focus} is {row.verdict} (p = {_p(row.p)}, Holm p = {_p(row.p_holm)}){_caution(row, alpha)}."
     tail = (f"the smallest difference this run could detect with {power:.0%} power is {_num(row.mde)}"
             if np.isfinite(row.mde) else "too few sources to say how large a difference it could detect")
     return f"{head}: no difference detected (Holm p = {_p(row.p_holm)}); {tail}."
@@ -150,7 +164,7 @@ def markdown(table: pd.DataFrame, config: dict, *, level: str = "##") -> str:
     lines = [f"{level} Primary comparisons (declared before the run)", "", method_note(table, a), "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 9 + ["---"]) + "|"]
     lines += ["| " + " | ".join(row_cells(r)) + " |" for r in table.itertuples(index=False)]
-    lines += [""] + [f"- {sentence(r, a.power)}" for r in table.itertuples(index=False)]
+    lines += [""] + [f"- {sentence(r, a.power, a.alpha)}" for r in table.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 
@@ -181,7 +195,7 @@ def section(table: pd.DataFrame, config: dict) -> dict:
     """What the report page shows: the note, the rows and the sentences."""
     a = analysis_of(config)
     return {"note": method_note(table, a), "columns": COLUMNS, "rows": html_rows(table),
-            "sentences": [sentence(r, a.power) for r in table.itertuples(index=False)]}
+            "sentences": [sentence(r, a.power, a.alpha) for r in table.itertuples(index=False)]}
 
 
 def needed_sources(table: pd.DataFrame, analysis) -> pd.DataFrame:

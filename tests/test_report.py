@@ -199,6 +199,34 @@ def test_build_writes_every_artefact(built):
     assert not list(out.glob(".report-*"))  # no temporary build folder left behind
 
 
+def test_the_report_opens_with_the_primary_table(built):
+    """primary.csv beside the run's summary and in the report's tables; the page, tables.md and tables.tex open
+    with it; the declared family never holds the oracle or a variant; absent systems are rows saying so."""
+    from bench.stats import NOT_TESTED, PRIMARY_COLUMNS
+
+    out, html = built
+    prim = pd.read_csv(out / "primary.csv")
+    assert list(prim.columns) == PRIMARY_COLUMNS
+    assert (out / "report" / "tables" / "primary.csv").read_bytes() == (out / "primary.csv").read_bytes()
+    assert not prim["against"].isin(["oracle", "proposed:best_pick"]).any() and set(prim["focus"]) == {"proposed"}
+    assert set(prim["effect_set"]) == {"seen", "unseen", "wild"} and len(prim) <= 40
+    assert not ((prim["effect_set"] == "wild") & (prim["metric"] == "param_mae")).any()
+    absent = prim[prim["against"].isin(["ito_cmaes", "proposed_paper"])]
+    assert (absent["verdict"] == NOT_TESTED).all() and absent["note"].str.contains("not in this run").all()
+    tested = prim[prim["verdict"] != NOT_TESTED]
+    assert tested["p"].notna().all() and (tested["n_sources"] > 0).all()
+    assert list(tested["p_holm"]) == pytest.approx(list(S.holm(tested["p"])))  # Holm over the family only
+    page = html.read_text()
+    assert page.index('<section id="primary">') < page.index('<section id="sets">')
+    sentences = re.search(r'<ul class="verdicts" id="primary-sentences">(.*?)</ul>', page, re.S).group(1)
+    assert sentences.count("<li>") == len(prim) and "no effect" not in sentences and "n.s." not in sentences
+    md = (out / "report" / "tables.md").read_text()
+    assert md.index("## Primary comparisons") < md.index("## By effect set")
+    assert "| proposed vs constant | seen | mrstft |" in md
+    assert (out / "report" / "tables.tex").read_text().index("tab:primary") < \
+        (out / "report" / "tables.tex").read_text().index("tab:mrstft__set")
+
+
 def test_na_is_never_rendered_as_zero(built):
     out, html = built
     page = html.read_text()
@@ -538,7 +566,7 @@ def test_report_docs_round_trip(built, tmp_path, monkeypatch):
     monkeypatch.setattr(D, "ROOT", tmp_path / "results")
     assert main(["report", "--docs", "syn", "--out", str(out)]) == 0
     d = tmp_path / "results" / "syn"
-    for f in ("summary.csv", "budgets.csv", "config.json", "SOURCE.md", "tables.md"):
+    for f in ("summary.csv", "primary.csv", "budgets.csv", "config.json", "SOURCE.md", "tables.md"):
         assert (d / f).is_file(), f
     assert (d / "summary.csv").read_bytes() == (out / "summary.csv").read_bytes()
     source = (d / "SOURCE.md").read_text()
@@ -551,6 +579,8 @@ def test_report_docs_round_trip(built, tmp_path, monkeypatch):
                   & (summary["effect"] == "peq") & (summary["corpus"] == "speech")].iloc[0]
     assert f"**{row['mean']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]**" in md
     assert "proposed (2 seeds)" in md and "## Budgets" in md
+    assert (d / "primary.csv").read_bytes() == (out / "primary.csv").read_bytes()
+    assert md.index("## Primary comparisons") < md.index("## Every task") and "primary.csv" in source
     # the latent study's summaries and axes come along (not its raw probes or figures), and their tables
     assert sorted(p.name for p in (d / "latent").iterdir()) == sorted(
         p.name for p in (out / "latent").iterdir() if p.name.endswith(("_summary.csv", "_axes.csv")))
