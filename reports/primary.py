@@ -198,14 +198,15 @@ def section(table: pd.DataFrame, config: dict) -> dict:
             "sentences": [sentence(r, a.power, a.alpha) for r in table.itertuples(index=False)]}
 
 
-def needed_sources(table: pd.DataFrame, analysis) -> pd.DataFrame:
-    """Per tested comparison: the sources needed for ``analysis.power`` at the observed standardised effect and
-    at the Holm family's first level (alpha / m), and the smallest detectable difference with the run's sources
-    (what `afx-bench power` prints)."""
+def needed_sources(table: pd.DataFrame, *, alpha: float, power: float) -> pd.DataFrame:
+    """Per tested comparison: the sources needed to detect the observed standardised effect with ``power`` at
+    Holm's first level (alpha / m over the m comparisons tested), and the smallest difference the run's own sources
+    detect so (``detectable``, in the metric's units): what `afx-bench power` prints."""
     t = table[table["verdict"] != BS.NOT_TESTED].copy()
-    m = max(int(t["p"].notna().sum()), 1)
-    level = analysis.alpha / m
-    t["sources_needed"] = [BS.sources_needed(e, alpha=level, power=analysis.power) for e in t["effect_size"]]
+    level = alpha / max(int(t["p"].notna().sum()), 1)
+    t["sources_needed"] = [BS.sources_needed(e, alpha=level, power=power) for e in t["effect_size"]]
+    t["detectable"] = [sd * BS.detectable_effect(int(n), alpha=level, power=power)
+                       for sd, n in zip(t["sd"], t["n_sources"], strict=True)]
     t["level"] = level
     return t[["comparison", "effect_set", "metric", "diff", "effect_size", "sd", "n_sources", "n_seeds",
-              "sources_needed", "mde", "level", "verdict"]].reset_index(drop=True)
+              "sources_needed", "detectable", "level", "verdict"]].reset_index(drop=True)

@@ -26,6 +26,8 @@ COMMANDS = Registry(
         "list": "bench.commands.listing",
         "match": "bench.commands.match",
         "listen": "bench.commands.listen",
+        "power": "bench.commands.stats",
+        "compare": "bench.commands.stats",
     },
 )
 
