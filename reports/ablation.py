@@ -13,7 +13,7 @@ Per metric (MR-STFT first), per effect set and corpus set (the tasks of that pai
   the effect-set x corpus-set cells, per metric (the question "did this departure matter anywhere?").
 
 A cell without a significant difference gives the smallest difference its test could detect (80% power at
-alpha / family size, :func:`bench.stats.detectable_effect`): absence of evidence is never reported as "nothing".
+alpha / family size, :func:`bench.stats.primary.detectable_effect`): absence of evidence is never reported as "nothing".
 Then one sentence per departure, from the numbers of its natural contrast (``proposed`` against
 ``proposed-<without it>``, or ``paper-with_<it>`` against ``proposed_paper``), and one for ``proposed`` against
 ``proposed_paper`` (every departure together) when both ran. The section exists only when the run's config names
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.stats import NO_DIFFERENCE, detectable_effect
+from bench.stats.primary import NO_DIFFERENCE, detectable_effect
 from reports import stats as S
 from reports.results import Results
 

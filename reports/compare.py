@@ -59,9 +59,9 @@ def _side_by_side(a: pd.DataFrame, b: pd.DataFrame, keys: list[str], cols: dict[
 
 
 def compare_runs(a: Path, b: Path) -> Comparison:
-    from reports.docs import _summary
+    from reports.docs import run_summary
 
-    sa, sb = (_summary(Path(x))[0] for x in (a, b))
+    sa, sb = (run_summary(Path(x))[0] for x in (a, b))
     sa, sb = (s[s["metric"].astype(str).map(main_metric)] for s in (sa, sb))
     keep = [*SUMMARY_GROUP, "mean", "ci_low", "ci_high"]
     for s in (sa, sb):
@@ -77,29 +77,35 @@ def compare_runs(a: Path, b: Path) -> Comparison:
     return Comparison(cells[CELL_COLUMNS].reset_index(drop=True), prim[PRIMARY_COLUMNS].reset_index(drop=True))
 
 
+def _num(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _cell_line(r) -> str:
+    return (f"{r.status:9s} {r.system} / {r.effect} / {r.corpus} / {r.metric}: A {_num(r.mean_a)} "
+            f"[{_num(r.ci_low_a)}, {_num(r.ci_high_a)}], B {_num(r.mean_b)} [{_num(r.ci_low_b)}, {_num(r.ci_high_b)}]")
+
+
+def _primary_line(r) -> str:
+    return (f"{r.status} {r.comparison}, {r.effect_set}, {r.metric}: A {_num(r.diff_a)} [{_num(r.ci_low_a)}, "
+            f"{_num(r.ci_high_a)}] {r.verdict_a}; B {_num(r.diff_b)} [{_num(r.ci_low_b)}, {_num(r.ci_high_b)}] "
+            f"{r.verdict_b}")
+
+
 def report(c: Comparison, a: Path, b: Path, *, limit: int = 40) -> str:
     """A plain-text account: counts per status, then the flagged cells and comparisons (at most ``limit`` each)."""
     lines = [f"A: {a}", f"B: {b}", ""]
-    for name, df in (("cells (system x task x metric)", c.cells), ("primary comparisons", c.primary)):
+    parts = (("cells (system x task x metric)", "cells beyond their intervals", c.cells, _cell_line),
+             ("primary comparisons", "primary comparisons that differ", c.primary, _primary_line))
+    for name, _, df, _ in parts:
         counts = df["status"].value_counts()
         lines.append(f"{name}: {len(df)}; " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    fmt = "{:.4g}".format
-    bad = c.cells[~c.cells["status"].isin([SAME, WITHIN])]
-    if len(bad):
-        lines += ["", f"cells beyond their intervals ({len(bad)}):"]
-        for r in bad.head(limit).itertuples(index=False):
-            lines.append(f"  {r.status:9s} {r.system} / {r.effect} / {r.corpus} / {r.metric}: "
-                         f"A {fmt(r.mean_a)} [{fmt(r.ci_low_a)}, {fmt(r.ci_high_a)}], "
-                         f"B {fmt(r.mean_b)} [{fmt(r.ci_low_b)}, {fmt(r.ci_high_b)}]")
-        if len(bad) > limit:
-            lines.append(f"  ... and {len(bad) - limit} more (--all lists every one)")
-    badp = c.primary[~c.primary["status"].isin([SAME, WITHIN])]
-    if len(badp):
-        lines += ["", f"primary comparisons that differ ({len(badp)}):"]
-        for r in badp.head(limit).itertuples(index=False):
-            lines.append(f"  {r.status} {r.comparison}, {r.effect_set}, {r.metric}: A {fmt(r.diff_a)} "
-                         f"[{fmt(r.ci_low_a)}, {fmt(r.ci_high_a)}] {r.verdict_a}; B {fmt(r.diff_b)} "
-                         f"[{fmt(r.ci_low_b)}, {fmt(r.ci_high_b)}] {r.verdict_b}")
+    for _, title, df, line in parts:
+        bad = df[~df["status"].isin([SAME, WITHIN])]
+        if len(bad):
+            lines += ["", f"{title} ({len(bad)}):"] + [f"  {line(r)}" for r in bad.head(limit).itertuples(index=False)]
+            if len(bad) > limit:
+                lines.append(f"  ... and {len(bad) - limit} more (--all lists every one)")
     lines += ["", "no difference beyond the intervals" if not c.flagged else
               f"{c.flagged} difference(s) beyond the intervals (or present in one run only)"]
     return "\n".join(lines)

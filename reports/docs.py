@@ -44,7 +44,7 @@ def write_docs(out: Path, name: str, *, root: Path | None = None, command: str |
     root = ROOT if root is None else Path(root)
     if not name or "/" in name or name.startswith("."):
         raise ReportError(f"--docs {name!r}: give a plain folder name (e.g. quick)")
-    summary, recomputed = _summary(out)
+    summary, recomputed = run_summary(out)
     dest = root / name
     dest.mkdir(parents=True, exist_ok=True)
     if recomputed:
@@ -79,7 +79,7 @@ def _copy_latent(out: Path, dest: Path) -> None:
         shutil.copyfile(p, to / p.name)
 
 
-def _summary(out: Path) -> tuple[pd.DataFrame, bool]:
+def run_summary(out: Path) -> tuple[pd.DataFrame, bool]:
     """The run's summary.csv; one written before the interval columns existed is recomputed from scores.parquet
     with :func:`bench.stats.summarise` (SOURCE.md says so)."""
     p = out / SUMMARY_FILE

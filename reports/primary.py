@@ -1,9 +1,9 @@
 """The primary table: the comparisons the run's ``[analysis]`` section declared before the run (by default, per
 effect set, ``proposed`` against each floor, baseline and its published recipe, on MR-STFT and parameter error),
 tested on per-source means pooled over the set's tasks, Holm over that family only (:func:`bench.stats.
-primary_family`). The report, ``tables.md`` and ``docs/results/NAME/`` open with it.
+primary.primary_family`). The report, ``tables.md`` and ``docs/results/NAME/`` open with it.
 
-``primary.csv`` (:data:`bench.stats.PRIMARY_COLUMNS`, one row per declared comparison) is computed from the stored
+``primary.csv`` (:data:`bench.stats.primary.PRIMARY_COLUMNS`, one row per declared comparison) is computed from the stored
 scores; everything shown here is rendered from that table and the run's config alone, so ``docs/results/NAME/``
 regenerates its text from its copy of the CSV.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import stats as BS
+import bench.stats.primary as BS
 from bench.results import CONFIG_FILE, SCORES_FILE
 from reports import stats as S
 from reports.results import ReportError, Results

@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from bench.results import INFO_FILE
-from bench.stats import NO_DIFFERENCE as S_NO_DIFFERENCE
-from bench.stats import detectable_effect
+from bench.stats.primary import NO_DIFFERENCE as S_NO_DIFFERENCE
+from bench.stats.primary import detectable_effect
 from reports import stats as S
 from reports import tables as T
 from reports.results import Results

@@ -202,7 +202,7 @@ def test_build_writes_every_artefact(built):
 def test_the_report_opens_with_the_primary_table(built):
     """primary.csv beside the run's summary and in the report's tables; the page, tables.md and tables.tex open
     with it; the declared family never holds the oracle or a variant; absent systems are rows saying so."""
-    from bench.stats import NOT_TESTED, PRIMARY_COLUMNS
+    from bench.stats.primary import NOT_TESTED, PRIMARY_COLUMNS
 
     out, html = built
     prim = pd.read_csv(out / "primary.csv")

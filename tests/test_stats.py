@@ -1,4 +1,4 @@
-"""bench/stats.py: the hierarchical bootstrap (seeds, sources, examples within sources), summarise, the paired
+"""bench/stats: the hierarchical bootstrap (seeds, sources, examples within sources), summarise, the paired
 test on per-source means, Holm, on small hand-made tables."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from scipy import stats as sps
 
 from bench import stats as S
 from bench.results import SUMMARY_COLUMNS, SUMMARY_GROUP
+from bench.stats import primary as P
 
 
 def _cell(values, sources, seeds=None, task="speech/peq/test"):
@@ -264,7 +265,7 @@ def test_a_source_met_in_several_tasks_counts_once():
     tasks = ("speech/a/test", "speech/b/test", "speech/c/test")
     scores = _family({"prop": lambda t, j, k, s: level[j] + noise[(t.split("/")[1], j, k)],
                       "base": lambda t, j, k, s: level[j] + 0.3}, tasks=tasks)
-    row = S.primary_family(scores, _analysis(), n_resamples=500).table.iloc[0]
+    row = P.primary_family(scores, _analysis(), n_resamples=500).table.iloc[0]
     assert row["n_sources"] == 6 and row["n_tasks"] == 3
     by_hand = scores.pivot_table(index="source_id", columns="system", values="value", aggfunc="mean")
     d = (by_hand["prop"] - by_hand["base"]).to_numpy()
@@ -286,15 +287,15 @@ def test_the_primary_family_holm_verdicts_power_and_mixed_check():
               "oracle": lambda t, j, k, s: 0.0}
     scores = _family(values, n_sources=20, seeds={"prop": (0, 1, 2)})
     a = _analysis(against=["far", "near", "absent"], permutations=4096)
-    prim = S.primary_family(scores, a, n_resamples=400)
+    prim = P.primary_family(scores, a, n_resamples=400)
     t = prim.table.set_index("against")
     assert list(t.index) == ["far", "near", "absent"] and "oracle" not in t.index
-    assert t.loc["far", "verdict"] == S.BETTER and t.loc["near", "verdict"] == S.NO_DIFFERENCE
-    assert t.loc["absent", "verdict"] == S.NOT_TESTED and "absent not in this run" in t.loc["absent", "note"]
+    assert t.loc["far", "verdict"] == P.BETTER and t.loc["near", "verdict"] == P.NO_DIFFERENCE
+    assert t.loc["absent", "verdict"] == P.NOT_TESTED and "absent not in this run" in t.loc["absent", "note"]
     assert prim.family_size == 2 and t.loc["far", "n_seeds"] == 3
     assert list(t["p_holm"].iloc[:2]) == pytest.approx(list(S.holm(t["p"].iloc[:2])))
     # the smallest detectable difference: 80% power at alpha / 2, in the metric's units
-    mde = t.loc["near", "sd"] * S.detectable_effect(20, alpha=0.025, power=0.8)
+    mde = t.loc["near", "sd"] * P.detectable_effect(20, alpha=0.025, power=0.8)
     assert t.loc["near", "mde"] == pytest.approx(mde) and 0 < mde < 0.5
     # the mixed model (source and training run random) agrees with the permutation test's difference
     assert t.loc["far", "mixed_diff"] == pytest.approx(t.loc["far", "focus_mean"] - t.loc["far", "against_mean"],
@@ -305,12 +306,12 @@ def test_the_primary_family_holm_verdicts_power_and_mixed_check():
 def test_power_and_detectable_effect_agree_with_statsmodels():
     from statsmodels.stats.power import TTestPower
 
-    n = S.sources_needed(0.5, alpha=0.05, power=0.8)
+    n = P.sources_needed(0.5, alpha=0.05, power=0.8)
     assert n == 34 and TTestPower().power(0.5, 34, 0.05) >= 0.8 > TTestPower().power(0.5, 33, 0.05)
-    e = S.detectable_effect(34, alpha=0.05, power=0.8)
+    e = P.detectable_effect(34, alpha=0.05, power=0.8)
     assert TTestPower().power(e, 34, 0.05) == pytest.approx(0.8, abs=1e-6)
-    assert S.detectable_effect(4, alpha=0.05) == math.inf  # 4 sources: no sign pattern reaches p < 0.05
-    assert S.sources_needed(0.0, alpha=0.05) == math.inf and S.sources_needed(50.0, alpha=0.05) == 6
+    assert P.detectable_effect(4, alpha=0.05) == math.inf  # 4 sources: no sign pattern reaches p < 0.05
+    assert P.sources_needed(0.0, alpha=0.05) == math.inf and P.sources_needed(50.0, alpha=0.05) == 6
 
 
 def test_the_analysis_section_never_puts_the_oracle_or_a_variant_in_a_family():
@@ -319,6 +320,6 @@ def test_the_analysis_section_never_puts_the_oracle_or_a_variant_in_a_family():
     for bad in ('["oracle"]', '["proposed:best_pick"]'):
         with pytest.raises(ConfigError, match="cannot be in a test family"):
             load_config("quick", sets=[f"analysis.against={bad}"])
-    quick = S.declared_family(load_config("quick").analysis)
+    quick = P.declared_family(load_config("quick").analysis)
     assert len(quick) <= 40
     assert not any(c.effect_set == "wild" and c.metric == "param_mae" for c in quick)
