@@ -97,10 +97,6 @@ class Primary:
     power: float = 0.8
 
     @property
-    def tested(self) -> pd.DataFrame:
-        return self.table[self.table["verdict"] != NOT_TESTED]
-
-    @property
     def family_size(self) -> int:
         return int(self.table["p"].notna().sum())
 
@@ -171,11 +167,10 @@ def _primary_verdict(r, alpha: float, how: str) -> str:
 
 def _compare_pooled(sub: pd.DataFrame, c: Comparison, how: str, *, n_resamples: int, seed: int,
                     permutations: int, mixed: bool) -> dict | None:
-    keys = PAIR_KEYS
     sub = sub.assign(source_id=sub["source_id"].astype(str), corpus=sub["corpus"].astype(str))
     if how == "signed":
         sub = sub.assign(value=sub["value"].abs())
-    wide = example_means(sub, keys)
+    wide = example_means(sub, PAIR_KEYS)
     if c.focus not in wide or c.against not in wide:
         return None
     both = wide[[c.focus, c.against]].dropna()
@@ -201,7 +196,7 @@ def _compare_pooled(sub: pd.DataFrame, c: Comparison, how: str, *, n_resamples: 
             "mixed_diff": mm[0], "mixed_p": mm[1], "note": ""}
 
 
-def paired_permutation_p(d, *, n_resamples: int = 65536, seed: int = SEED) -> float:
+def paired_permutation_p(d, *, n_resamples: int = 20000, seed: int = SEED) -> float:
     """Two-sided p of the paired permutation test of mean(d) = 0: every difference's sign flipped at random
     (:func:`scipy.stats.permutation_test`, ``permutation_type="samples"``), exact when 2^n <= ``n_resamples``.
     NaN below 2 pairs; 1 when every difference is 0."""
