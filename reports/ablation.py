@@ -32,6 +32,7 @@ import pandas as pd
 
 from bench.stats.primary import NO_DIFFERENCE, detectable_effect
 from reports import stats as S
+from reports.primary import mde_text
 from reports.results import Results
 
 PROPOSED, PAPER = "proposed", "proposed_paper"
@@ -243,7 +244,7 @@ def sentence(sec: Section, name: str, with_: str, without: str, metric: str) -> 
             key = "none"
         text = _cell_text(row, sign)
         if key == "none":
-            text += f", smallest detectable {_fmt(getattr(row, 'mde', math.nan))}"
+            text += f", smallest detectable {mde_text(getattr(row, 'mde', math.nan))}"
         groups[key].append(text)
     words = {"sig+": "a significant gain on ", "sig-": "a significant loss on ",
              "ci+": "a gain whose interval excludes 0 but whose paired test is not significant after Holm on ",
@@ -302,7 +303,7 @@ def _row_cells(row) -> list[str]:
             _ci(row.variant_mean, row.variant_low, row.variant_high),
             _ci(row.reference_mean, row.reference_low, row.reference_high),
             _ci(row.diff, row.diff_low, row.diff_high), _p(row.p), _p(row.p_holm),
-            _fmt(row.rank_biserial), row.verdict, _fmt(row.mde) if row.verdict == NO_DIFFERENCE else ""]
+            _fmt(row.rank_biserial), row.verdict, mde_text(row.mde) if row.verdict == NO_DIFFERENCE else ""]
 
 
 def intro(sec: Section) -> str:

@@ -85,6 +85,13 @@ def _p(x: float) -> str:
     return "n/a" if not np.isfinite(x) else (f"{x:.3f}" if x >= 0.001 else f"{x:.1g}")
 
 
+def mde_text(x: float) -> str:
+    """The smallest detectable difference in words: a number, or why there is none."""
+    if np.isinf(x):
+        return "none (too few sources for any difference to reach significance)"
+    return _num(x) if np.isfinite(x) else "not estimable (too few sources)"
+
+
 def _seeds(k) -> str:
     k = int(k) if np.isfinite(k) else 0
     return f"{k} seed{'s' * (k != 1)}"
@@ -120,7 +127,7 @@ def sentence(row, power: float = 0.8, alpha: float = 0.05) -> str:
     if row.verdict in (BS.BETTER, BS.WORSE):
         return f"{head}: {row.focus} is {row.verdict} (p = {_p(row.p)}, Holm p = {_p(row.p_holm)}){_caution(row, alpha)}."
     tail = (f"the smallest difference this run could detect with {power:.0%} power is {_num(row.mde)}"
-            if np.isfinite(row.mde) else "too few sources to say how large a difference it could detect")
+            if np.isfinite(row.mde) else f"the smallest difference this run could detect: {mde_text(row.mde)}")
     return f"{head}: no difference detected (Holm p = {_p(row.p_holm)}); {tail}."
 
 
@@ -152,7 +159,7 @@ def row_cells(row) -> list[str]:
                 f"not tested: {row.note}", "—", "—"]
     ci = f" [{row.ci_low:+.3g}, {row.ci_high:+.3g}]" if np.isfinite(row.ci_low) else ""
     mixed = f"{row.mixed_diff:+.3g} (p {_p(row.mixed_p)})" if np.isfinite(row.mixed_diff) else "n/a"
-    mde = _num(row.mde) if row.verdict == BS.NO_DIFFERENCE else ""
+    mde = mde_text(row.mde) if row.verdict == BS.NO_DIFFERENCE else ""
     return [row.comparison, row.effect_set, row.metric, f"{row.diff:+.3g}{ci}", _num(row.effect_size),
             f"{int(row.n_better)}/{int(row.n_sources)}", _p(row.p), _p(row.p_holm), str(int(row.n_sources)),
             str(int(row.n_seeds)), row.verdict, mde, mixed]

@@ -31,6 +31,7 @@ from bench.stats.primary import NO_DIFFERENCE as S_NO_DIFFERENCE
 from bench.stats.primary import detectable_effect
 from reports import stats as S
 from reports import tables as T
+from reports.primary import mde_text
 from reports.results import Results
 
 WILD = "wild"
@@ -272,13 +273,9 @@ def _evidence(sub: pd.DataFrame, focus: str) -> str:
     ns = sub[~sub["verdict"].isin(DETECTED)]
     if len(ns):
         parts.append("no difference detected on " + ", ".join(
-            f"{row.metric} (Holm p {_p(row.p_holm)}; smallest detectable {_mde(row.mde)})"
+            f"{row.metric} (Holm p {_p(row.p_holm)}; smallest detectable {mde_text(row.mde)})"
             for row in ns.itertuples(index=False)))
     return "; ".join(parts) + "."
-
-
-def _mde(x: float) -> str:
-    return f"{x:.3g}" if np.isfinite(x) else "not estimable with these sources"
 
 
 def _p(p: float) -> str:
