@@ -54,8 +54,8 @@ class DataConfig:
     unseen_corpora: list = field(default_factory=lambda: ["music"])  # evaluated only
     train_corpora: list = field(default_factory=list)  # empty: the seen corpora
     source_seconds: float = 4.0
-    test_seed: int = 1128  # the test set: held-out sources and test examples (the set of record, drawn anew
-    # 2026-11-28 so that no design choice was made on it; test_seed = run.seed gives the earlier test set)
+    test_seed: int = 1128  # the test set: its sources and examples, drawn from identities never used in training,
+    # validation or an earlier test set (docs/corpora.md, "What a source is"); another value redraws it alone
     train_sources: int = 16
     valid_sources: int = 4
     test_sources: int = 8
