@@ -1,4 +1,4 @@
-"""Typed configuration: presets in bench/presets/{smoke,quick,full,gpu}.toml, then CLI overrides.
+"""Typed configuration: presets in bench/presets/{smoke,quick,record,full,gpu}.toml, then CLI overrides.
 
 Every key is known: an unknown key or a wrongly typed value fails at start with a message that names the key and
 the allowed values (names of systems, effects, corpora, metrics and studies are checked by the plan,
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.cache import stable_hash
 
-PRESETS = ("smoke", "quick", "full", "gpu")
+PRESETS = ("smoke", "quick", "record", "full", "gpu")
 WILD_EFFECTS = ["room", "pedal_chain", "lofi"]  # what `--effects wild` means when effects.wild is empty
 HIDDEN_EFFECTS = WILD_EFFECTS + ["recorded"]  # named in --effects, these join the wild set
 
@@ -58,8 +58,8 @@ class DataConfig:
     unseen_corpora: list = field(default_factory=lambda: ["music"])  # evaluated only
     train_corpora: list = field(default_factory=list)  # empty: the seen corpora
     source_seconds: float = 4.0
-    test_seed: int = 1128  # the test set: held-out sources and test examples (the set of record, drawn anew
-    # 2026-11-28 so that no design choice was made on it; test_seed = run.seed gives the earlier test set)
+    test_seed: int = 1128  # the test set: its sources and examples, drawn from identities never used in training,
+    # validation or an earlier test set (docs/corpora.md, "What a source is"); another value redraws it alone
     train_sources: int = 16
     valid_sources: int = 4
     test_sources: int = 8
@@ -86,6 +86,42 @@ class TrackingConfig:
 
 
 @dataclass
+class AnalysisConfig:
+    """The primary family, declared before the run (bench/stats.py, docs/report.md): ``focus`` against each system
+    of ``against``, on each metric of ``metrics``, per effect set of ``effect_sets``, tested on per-source means
+    pooled over the set's tasks, Holm over this family only. Parameter metrics are never compared on the wild set
+    (it has no settings); a comparison whose system, set or metric the run lacks is skipped with a note."""
+
+    focus: str = "proposed"
+    against: list = field(default_factory=lambda: ["mean", "constant", "deepafx_st_autodiff", "oneshot_eq",
+                                                   "ito_cmaes", "proposed_paper"])
+    effect_sets: list = field(default_factory=lambda: ["seen", "unseen", "wild"])
+    metrics: list = field(default_factory=lambda: ["mrstft", "param_mae"])
+    alpha: float = 0.05  # family-wise error rate (Holm)
+    power: float = 0.8  # for the smallest detectable effect and `afx-bench power`
+    permutations: int = 20000  # sign flips of the paired permutation test: all of them up to 14 sources, else
+    # this many drawn at random (seeded; scipy enumerates exactly only slowly, a second per 16-source test)
+
+    def validate(self, where: str) -> None:
+        never = [n for n in [self.focus, *self.against] if n == "oracle" or ":" in n]
+        if never:
+            raise ValueError(f"{where}: {never} cannot be in a test family (the oracle knows the true settings; a "
+                             "labelled variant system:variant may use the target)")
+        if not self.focus or not self.against or self.focus in self.against:
+            raise ValueError(f"{where}: a focus system and at least one other to compare it against, got focus "
+                             f"{self.focus!r}, against {self.against!r}")
+        bad = [s for s in self.effect_sets if s not in ("seen", "unseen", "wild")]
+        if bad or not self.effect_sets:
+            raise ValueError(f"{where}.effect_sets: {self.effect_sets!r}; valid: seen, unseen, wild")
+        if not self.metrics or any("/" in m for m in self.metrics):
+            raise ValueError(f"{where}.metrics: base metric names (no '/'), got {self.metrics!r}")
+        if not 0 < self.alpha < 0.5 or not 0 < self.power < 1:
+            raise ValueError(f"{where}: alpha in (0, 0.5) and power in (0, 1), got {self.alpha}, {self.power}")
+        if self.permutations < 1000:
+            raise ValueError(f"{where}.permutations: at least 1000, got {self.permutations}")
+
+
+@dataclass
 class Config:
     preset: str = "quick"
     run: RunConfig = field(default_factory=RunConfig)
@@ -93,6 +129,7 @@ class Config:
     effects: EffectsConfig = field(default_factory=EffectsConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     # free-form sections, checked by the named system/metric/study (bench.plan.check): {"include": [...],
     # "<name>": {...}}; a study runs after the grid when its section is given ([studies.latent])
     systems: dict = field(default_factory=lambda: {"include": ["bypass", "random", "oracle"]})

@@ -52,6 +52,17 @@ def make_effect(cfg: Config, name: str) -> Effect:
     return get_effect(name)
 
 
+def check_sources(corpus: Corpus, sizes: dict[str, int]) -> None:
+    """A split asked for more distinct sources than the corpus can give fails here, at the start of a run, with
+    the count (a source is an identity: a voice, a piece; docs/corpora.md)."""
+    cap = corpus.capacity() or {}
+    for split, n in sizes.items():
+        limit = cap.get(split, 0)
+        if limit and n > limit:
+            raise ConfigError(f"data.{split}_sources = {n}: {corpus.label} can give at most {limit} distinct {split} "
+                              f"sources (docs/corpora.md); lower data.{split}_sources to at most {limit}")
+
+
 @dataclass
 class Plan:
     """The resolved objects of a run: device, effects, corpora and the train/valid/test tasks."""
@@ -88,6 +99,9 @@ class Plan:
             p.corpora[label] = get_corpus(label, sample_rate=cfg.run.sample_rate, seed=cfg.run.seed,
                                           test_seed=d.test_seed, sources=sizes, seconds=d.source_seconds,
                                           min_seconds=2 * cfg.run.segment_seconds)  # files too short are left out
+
+        for corpus in p.corpora.values():
+            check_sources(corpus, sizes)
 
         def task(label, name, split, eset, cset):
             seed = d.test_seed if split == "test" else cfg.run.seed

@@ -1,7 +1,9 @@
 """Tasks: (corpus, effect, split) -> deterministic example pairs.
 
 An example holds ``input`` (segment A of a source), ``reference`` (segment B of the same source processed with
-the true settings), ``target`` (segment A processed with the same settings), ``true_params01`` and ids. Example
+the true settings), ``target`` (segment A processed with the same settings), ``true_params01`` and ids; its
+``source_id`` is the source's identity (a voice, a piece: :attr:`bench.corpora.SourceSpec.identity`). The
+sources take turns, in an order seeded per task, so each gives an equal share of a task's examples. Example
 ``i`` of a task depends only on (task id, seed, i): it is the same on every machine and in every process, so
 test sets are cached on disk and training sets are rendered on the fly by DataLoader workers. With recorded pairs
 (a corpus with ``paired = True`` and an effect with ``recorded = True``) nothing is rendered: input is the dry
@@ -23,7 +25,7 @@ from bench.cache import atomic_write_bytes, cache_dir, stable_hash
 from bench.corpora import Corpus, CorpusError
 from bench.effects import Effect
 
-EXAMPLES_VERSION = 2  # bump when example generation changes, so cached test sets are rebuilt
+EXAMPLES_VERSION = 3  # bump when example generation changes, so cached test sets are rebuilt
 MIN_SEGMENT_DB = -45.0  # segments quieter than this are redrawn
 
 
@@ -102,6 +104,12 @@ class Task:
         return specs
 
     @cached_property
+    def _source_order(self) -> np.ndarray:
+        """The order examples take the sources in: a permutation seeded by (seed, task), so example ``i`` is cut
+        from source ``order[i % n]`` and every source gives as many examples as any other, give or take one."""
+        return np.random.default_rng([self.seed, zlib.crc32(self.id.encode()), 0x50]).permutation(len(self._specs))
+
+    @cached_property
     def paired(self) -> bool:
         """Whether examples come from recorded dry/wet pairs rather than from rendering the effect."""
         if not getattr(self.effect, "recorded", False):
@@ -129,8 +137,9 @@ class Task:
         """Example ``index``: a deterministic function of (task id, seed, index)."""
         rng = self.rng(index)
         L, sr = self.segment_samples, self.sample_rate
-        for _ in range(50):
-            spec = self._specs[int(rng.integers(len(self._specs)))]
+        order = self._source_order
+        for attempt in range(50):  # a source without two audible segments gives its turn to the next one
+            spec = self._specs[int(order[(index + attempt // 10) % len(order)])]
             x = self._source(spec)
             a = int(rng.integers(0, x.shape[-1] - 2 * L + 1))
             b = int(rng.integers(a + L, x.shape[-1] - L + 1))
@@ -152,7 +161,7 @@ class Task:
             params = setting.params01
             if setting.recipe is not None:
                 meta["recipe"] = setting.recipe
-        return Example(self.id, int(index), spec.source_id, seg_a, reference, target, params, meta,
+        return Example(self.id, int(index), spec.identity, seg_a, reference, target, params, meta,
                        tuple(self.effect.param_names))
 
     # --- cached evaluation sets ---------------------------------------------------------------------------

@@ -12,6 +12,8 @@ Per metric (MR-STFT first), per effect set and corpus set (the tasks of that pai
   the examples where both have a value), Holm-adjusted within its family: one variant against one reference over
   the effect-set x corpus-set cells, per metric (the question "did this departure matter anywhere?").
 
+A cell without a significant difference gives the smallest difference its test could detect (80% power at
+alpha / family size, :func:`bench.stats.primary.detectable_effect`): absence of evidence is never reported as "nothing".
 Then one sentence per departure, from the numbers of its natural contrast (``proposed`` against
 ``proposed-<without it>``, or ``paper-with_<it>`` against ``proposed_paper``), and one for ``proposed`` against
 ``proposed_paper`` (every departure together) when both ran. The section exists only when the run's config names
@@ -28,12 +30,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.stats.primary import NO_DIFFERENCE, detectable_effect
 from reports import stats as S
+from reports.primary import mde_text
 from reports.results import Results
 
 PROPOSED, PAPER = "proposed", "proposed_paper"
 BASES = (PROPOSED, PAPER)
 ALPHA = 0.05
+POWER = 0.8
 METRICS = ("mrstft", "param_mae", "mel_dist", "mfcc_dist")  # in this order, those the run has
 SET_ORDER = {"seen": 0, "unseen": 1, "wild": 2}
 # what each config key of a variant stands for (a variant's departure is named by the keys it sets)
@@ -55,7 +60,7 @@ DEPARTURES = {
 SUPPORT_KEYS = {"valid_examples", "validate_every", "lr", "hedge_candidates", "hedge_refine"}
 COLUMNS = ["metric", "effect_set", "corpus_set", "variant", "base", "reference", "n_sources", "n_examples",
            "variant_mean", "variant_low", "variant_high", "reference_mean", "reference_low", "reference_high",
-           "diff", "diff_low", "diff_high", "statistic", "p", "p_holm", "rank_biserial", "verdict"]
+           "diff", "diff_low", "diff_high", "statistic", "p", "p_holm", "rank_biserial", "sd", "mde", "verdict"]
 
 
 @dataclass
@@ -142,6 +147,9 @@ def build(r: Results, *, n_resamples: int = S.N_RESAMPLES) -> Section | None:
         table["p_holm"] = np.nan
         for _, idx in table.groupby(["metric", "variant", "reference"], sort=False).groups.items():
             table.loc[idx, "p_holm"] = S.holm(table.loc[idx, "p"].to_numpy(np.float64))
+            level = ALPHA / len(idx)  # Holm's first step
+            table.loc[idx, "mde"] = [sd * detectable_effect(int(n), alpha=level, power=POWER)
+                                     for sd, n in table.loc[idx, ["sd", "n_sources"]].to_numpy()]
         table["verdict"] = [_verdict(row, S.direction(row.metric)) for row in table.itertuples(index=False)]
     sec = Section(departures, metrics, cells, table, [], n_resamples=n_resamples)
     sec.sentences = sentences(sec)
@@ -173,15 +181,15 @@ def _compare(g, wide, metric, how, es, cs, variant, base, ref, n_resamples) -> d
             "diff_low": float(div["ci_low"]) if div is not None else math.nan,
             "diff_high": float(div["ci_high"]) if div is not None else math.nan,
             "statistic": t.statistic, "p": t.p, "p_holm": math.nan, "rank_biserial": t.rank_biserial,
-            "verdict": ""}
+            "sd": float(np.std(a_s - b_s, ddof=1)) if t.n > 1 else math.nan, "mde": math.nan, "verdict": ""}
 
 
 def _verdict(row, how: str) -> str:
-    """better / worse (the variant against the reference, Holm-adjusted p < ALPHA) or n.s."""
+    """better / worse (the variant against the reference, Holm-adjusted p < ALPHA), or no difference detected."""
     if not np.isfinite(row.p_holm):
         return "n/a"
     if row.p_holm >= ALPHA:
-        return "n.s."
+        return NO_DIFFERENCE
     d = row.diff if how != "higher" else -row.diff
     return "better" if d < 0 else "worse"
 
@@ -213,9 +221,10 @@ def contrast_rows(sec: Section, metric: str, with_: str, without: str) -> tuple[
 
 
 def sentence(sec: Section, name: str, with_: str, without: str, metric: str) -> str:
-    """One sentence: what ``name`` (the difference between ``with_`` and ``without``) bought on ``metric``, cell by
-    cell: a significant gain or loss (Holm-adjusted p < ALPHA); else a gain or loss whose interval excludes 0 but
-    whose paired test is not significant; else nothing (the interval includes 0)."""
+    """One sentence: what ``name`` (the difference between ``with_`` and ``without``) changed on ``metric``, cell
+    by cell: a significant gain or loss (Holm-adjusted p < ALPHA); else a gain or loss whose interval excludes 0
+    but whose paired test is not significant; else no difference detected, with the smallest difference the test
+    could have detected (never "nothing": a few sources and one seed cannot show an absence)."""
     rows, sign = contrast_rows(sec, metric, with_, without)
     how = S.direction(metric)
     head = (f"{name[0].upper() + name[1:]} ({with_} against {without}, {metric}, {_better_word(how)}; "
@@ -233,16 +242,17 @@ def sentence(sec: Section, name: str, with_: str, without: str, metric: str) -> 
             key = "ci+" if gain else "ci-"
         else:
             key = "none"
-        groups[key].append(_cell_text(row, sign))
-    if len(groups["none"]) == len(rows):
-        return f"{head}: bought nothing: every interval includes 0 and no paired test is significant (" + \
-            "; ".join(groups["none"]) + ")."
+        text = _cell_text(row, sign)
+        if key == "none":
+            text += f", smallest detectable {mde_text(getattr(row, 'mde', math.nan))}"
+        groups[key].append(text)
     words = {"sig+": "a significant gain on ", "sig-": "a significant loss on ",
              "ci+": "a gain whose interval excludes 0 but whose paired test is not significant after Holm on ",
              "ci-": "a loss whose interval excludes 0 but whose paired test is not significant after Holm on ",
-             "none": "no difference (the interval includes 0) on "}
+             "none": f"no difference detected (the interval includes 0; the smallest difference the test could "
+                     f"detect with {POWER:.0%} power is given) on "}
     parts = [words[k] + "; ".join(v) for k, v in groups.items() if v]
-    return f"{head}: bought " + ", ".join(parts) + "."
+    return f"{head}: " + ", ".join(parts) + "."
 
 
 def _better_word(how: str) -> str:
@@ -274,8 +284,8 @@ def notes(sec: Section) -> list[str]:
     out = [f"Paired tests on per-source means (n = sources, at most {n}); the smallest two-sided p of the exact "
            f"signed-rank test is {S.min_p(n):.2g}, and Holm over a family of {m} cells multiplies it by up to {m}."]
     if not best < ALPHA:
-        out.append(f"With these counts no comparison can reach {ALPHA} after Holm: \"n.s.\" here says nothing about "
-                   "a difference; read the intervals.")
+        out.append(f"With these counts no comparison can reach {ALPHA} after Holm: \"no difference detected\" here "
+                   "says nothing about a difference; read the intervals.")
     return out
 
 
@@ -285,7 +295,7 @@ def _ci(mean, lo, hi) -> str:
 
 
 HEADER = ["effects", "audio", "variant", "vs", "sources", "variant mean", "reference mean", "difference",
-          "p", "p (Holm)", "r", "verdict"]
+          "p", "p (Holm)", "r", "verdict", "smallest detectable"]
 
 
 def _row_cells(row) -> list[str]:
@@ -293,7 +303,7 @@ def _row_cells(row) -> list[str]:
             _ci(row.variant_mean, row.variant_low, row.variant_high),
             _ci(row.reference_mean, row.reference_low, row.reference_high),
             _ci(row.diff, row.diff_low, row.diff_high), _p(row.p), _p(row.p_holm),
-            _fmt(row.rank_biserial), row.verdict]
+            _fmt(row.rank_biserial), row.verdict, mde_text(row.mde) if row.verdict == NO_DIFFERENCE else ""]
 
 
 def intro(sec: Section) -> str:
@@ -312,7 +322,7 @@ def markdown(sec: Section) -> str:
     for d in sec.departures:
         keys = ", ".join(f"`{k} = {v!r}`" for k, v in d.keys.items())
         lines.append(f"| {d.label} | {d.base} | {d.name} | {keys} |")
-    lines += ["", "## What each departure bought", ""] + [f"- {s}" for s in sec.sentences] + [""]
+    lines += ["", "## What each departure changed", ""] + [f"- {s}" for s in sec.sentences] + [""]
     lines += [f"_{n}_" for n in sec.notes] + [""]
     for metric in sec.metrics:
         sub = sec.table[sec.table["metric"] == metric]
@@ -335,7 +345,7 @@ def to_html(sec: Section) -> str:
         out.append(f"<tr><td class=\"sys\">{e(d.label)}</td><td class=\"sys\">{e(d.base)}</td>"
                    f"<td class=\"sys\">{e(d.name)}</td><td class=\"sys\"><code>{e(keys)}</code></td></tr>")
     out.append("</tbody></table>")
-    out.append('<h3 id="ablation-sentences">What each departure bought</h3><ul class="verdicts">')
+    out.append('<h3 id="ablation-sentences">What each departure changed</h3><ul class="verdicts">')
     out += [f"<li>{e(s)}</li>" for s in sec.sentences]
     out.append("</ul>")
     out += [f'<p class="note">{e(n)}</p>' for n in sec.notes]

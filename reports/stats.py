@@ -7,7 +7,8 @@ harness's ``summary.csv``), and the direction of each metric.
 - :func:`source_pairs` + :func:`paired_test`: the Wilcoxon signed-rank test of two systems on their per-source
   means (seeds pooled by averaging within a source), with the matched-pairs rank-biserial correlation as effect
   size, oriented so that a positive value favours the first system.
-- :func:`holm`: Holm's step-down adjustment of a family of p-values (a family: the comparisons of one table).
+- :func:`holm`: Holm's step-down adjustment of a family of p-values; :func:`bh`: Benjamini-Hochberg q-values of the
+  exploratory per-task tests.
 - :func:`direction`: whether a metric is lower-better, higher-better, or a signed delta (best at 0).
 """
 
@@ -25,6 +26,7 @@ from bench.stats import (
     SEED,
     Interval,
     PairedTest,
+    bh,
     example_means,
     hierarchical_ci,
     holm,
@@ -36,7 +38,7 @@ from bench.stats import (
 )
 
 __all__ = ["CONFIDENCE", "KNOWN_HIGHER", "MIN_SOURCES", "N_RESAMPLES", "SEED", "SIGNED_PREFIXES", "Interval",
-           "PairedTest", "base_name", "best_value", "better", "direction", "example_means", "hierarchical_ci",
+           "PairedTest", "base_name", "best_value", "better", "bh", "direction", "example_means", "hierarchical_ci",
            "holm", "intervals", "min_p", "paired_test", "rank_biserial", "source_pairs"]
 
 # metrics whose registry entry may be unavailable (optional package missing) but whose direction is known

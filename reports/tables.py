@@ -1,6 +1,7 @@
 """Tables: per metric, systems x (effect set, corpus set) and systems x effect, each cell the mean over seeds and
 examples with a 95% hierarchical bootstrap CI (seeds, then sources, then examples), n, sources and seeds; the
-paired tests of the focus system against every other system per task, on per-source means.
+exploratory paired tests of the focus system against every other ranked system per task, on per-source means (raw
+p and a Benjamini-Hochberg q; decisions come from the primary table, reports/primary.py).
 
 Cell states: ``ok``; ``na`` (rows exist but every value is NaN: the metric does not apply, e.g. parameter error
 of a system that estimates no parameters), rendered "n/a"; ``missing`` (no rows: the cell failed or was not run),
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from reports import stats as S
-from reports.results import Results, is_ranked, system_label
+from reports.results import Results, is_ranked, is_variant, system_label
 
 NA, MISSING = "n/a", "—"
 
@@ -217,18 +218,26 @@ def _safe(s: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in s)
 
 
-# --- the paired tests ---------------------------------------------------------------------------------------
+# --- the exploratory paired tests ---------------------------------------------------------------------------
 SIG_COLUMNS_ALL = ["metric", "task", "effect", "effect_set", "corpus", "corpus_set", "focus", "baseline", "n",
-                   "n_examples", "n_nonzero", "mean_diff", "median_diff", "statistic", "p", "p_holm",
+                   "n_examples", "n_nonzero", "mean_diff", "median_diff", "statistic", "p", "q_bh",
                    "rank_biserial", "verdict"]
 ALPHA = 0.05
 
 
+def tested_against(r: Results) -> list[str]:
+    """The systems the focus system is tested against: every one but itself, the oracle and labelled variants
+    (which know or choose with the target: never in a test family)."""
+    return [b for b in r.systems if b != r.focus and is_ranked(b) and not is_variant(b)]
+
+
 def significance(r: Results, metrics: list[str]) -> pd.DataFrame:
-    """Wilcoxon signed-rank test of the focus system against each other system, per task and metric, on per-source
-    means: each system's values are averaged over its seeds per example, the examples where both have a finite
-    value are kept, and those are averaged per source; the sources are the pairs (``n``; ``n_examples`` the
-    examples behind them). Holm-adjusted over every comparison of one metric's table (all tasks x systems)."""
+    """Exploratory Wilcoxon signed-rank tests of the focus system against each other ranked system, per task and
+    metric, on per-source means: each system's values are averaged over its seeds per example, the examples where
+    both have a finite value are kept, and those are averaged per source; the sources are the pairs (``n``;
+    ``n_examples`` the examples behind them). Raw p and a Benjamini-Hochberg q over every comparison of one
+    metric's table (all tasks x systems); ``verdict`` better/worse at q < ALPHA, else empty. The oracle and
+    labelled variants are never tested."""
     cols = SIG_COLUMNS_ALL
     if r.focus is None:
         return pd.DataFrame(columns=cols)
@@ -236,6 +245,7 @@ def significance(r: Results, metrics: list[str]) -> pd.DataFrame:
     df = r.scores[r.scores["metric"].isin(metrics)]
     if "source_id" not in df.columns:  # older results: every example its own source
         df = df.assign(source_id=df["task"] + "#" + df["example"].astype(str))
+    against = tested_against(r)
     for metric, m in df.groupby("metric", sort=False):
         how = S.direction(metric)
         fam = []
@@ -245,8 +255,8 @@ def significance(r: Results, metrics: list[str]) -> pd.DataFrame:
                 continue
             info = r.task_info(task)
             sources = wide.index.get_level_values("source_id").to_numpy()
-            for b in r.systems:
-                if b == r.focus or b not in wide:
+            for b in against:
+                if b not in wide:
                     continue
                 a_v, b_v = wide[r.focus].to_numpy(np.float64), wide[b].to_numpy(np.float64)
                 if how == "signed":  # compare distances from 0
@@ -259,10 +269,9 @@ def significance(r: Results, metrics: list[str]) -> pd.DataFrame:
                             "baseline": b, "n": t.n, "n_examples": int((np.isfinite(a_v) & np.isfinite(b_v)).sum()),
                             "n_nonzero": t.n_nonzero, "mean_diff": t.mean_diff, "median_diff": t.median_diff,
                             "statistic": t.statistic, "p": t.p, "rank_biserial": t.rank_biserial})
-        adj = S.holm([f["p"] for f in fam])
-        for f, p in zip(fam, adj, strict=True):
-            f["p_holm"] = p
-            f["verdict"] = ("better" if f["mean_diff"] > 0 else "worse") if p < ALPHA else "n.s."
+        for f, q in zip(fam, S.bh([f["p"] for f in fam]), strict=True):
+            f["q_bh"] = q
+            f["verdict"] = ("better" if f["mean_diff"] > 0 else "worse") if q < ALPHA else ""
         rows += fam
     out = pd.DataFrame(rows, columns=cols)
     if not out.empty:
@@ -273,31 +282,26 @@ def significance(r: Results, metrics: list[str]) -> pd.DataFrame:
     return out
 
 
-def power_note(sig: pd.DataFrame, metric: str) -> str:
-    """Whether any comparison of one metric's table can reach significance at all: the exact signed-rank test's
-    smallest two-sided p with n sources is 2^(1-n), and Holm's first step multiplies it by the family size."""
+def exploratory_note(sig: pd.DataFrame, metric: str) -> str:
+    """What one metric's per-task tests are: how many, what q is, and that they decide nothing."""
     sub = sig[sig["metric"] == metric]
     if sub.empty:
         return ""
-    m, n = len(sub), int(sub["n_nonzero"].max())
-    best = S.min_p(n) * m
-    if best < ALPHA:
-        return (f"Family: the {m} comparisons of this table (Holm). With {n} sources the smallest two-sided p is "
-                f"{S.min_p(n):.2g}.")
-    return (f"Family: the {m} comparisons of this table (Holm). With at most {n} sources per comparison the "
-            f"smallest two-sided p is {S.min_p(n):.2g}, so after Holm over {m} comparisons none can reach "
-            f"{ALPHA}: \"n.s.\" here says nothing about a difference.")
+    n = int(sub["n_nonzero"].max())
+    return (f"Exploratory: {len(sub)} per-task comparisons (tasks x systems; the oracle and labelled variants are "
+            f"never tested), raw p and a Benjamini-Hochberg q over this table (false discovery rate). With at most {n} "
+            f"sources per task the smallest two-sided p is {S.min_p(n):.2g}. Decide with the primary table.")
 
 
 def significance_summary(sig: pd.DataFrame) -> pd.DataFrame:
-    """Per metric and baseline: on how many tasks the focus system is significantly better / worse / neither."""
+    """Per metric and baseline: on how many tasks the focus system is better / worse at q < ALPHA (exploratory)."""
     if sig.empty:
-        return pd.DataFrame(columns=["metric", "baseline", "tasks", "better", "worse", "n.s.", "median_r"])
+        return pd.DataFrame(columns=["metric", "baseline", "tasks", "better", "worse", "neither", "median_r"])
     g = sig.groupby(["metric", "baseline"], sort=False)
     out = g.agg(tasks=("task", "size"), better=("verdict", lambda v: int((v == "better").sum())),
                 worse=("verdict", lambda v: int((v == "worse").sum())),
-                ns=("verdict", lambda v: int((v == "n.s.").sum())), median_r=("rank_biserial", "median"))
-    return out.reset_index().rename(columns={"ns": "n.s."})
+                neither=("verdict", lambda v: int((v == "").sum())), median_r=("rank_biserial", "median"))
+    return out.reset_index()
 
 
 # --- Markdown and LaTeX -------------------------------------------------------------------------------------
@@ -375,15 +379,15 @@ def to_latex(t: Table, n_resamples: int) -> str:
     return "\n".join(out) + "\n"
 
 
-SIG_COLUMNS = [("task", "task"), ("baseline", "vs"), ("n", "sources"), ("n_examples", "examples"), ("mean_diff", "mean diff"),
-               ("statistic", "W"), ("p", "p"), ("p_holm", "p (Holm)"), ("rank_biserial", "r"),
-               ("verdict", "verdict")]
+SIG_COLUMNS = [("task", "task"), ("baseline", "vs"), ("n", "sources"), ("n_examples", "examples"),
+               ("mean_diff", "mean diff"), ("statistic", "W"), ("p", "p"), ("q_bh", "q (BH)"), ("rank_biserial", "r"),
+               ("verdict", "at q < 0.05")]
 
 
 def _sig_fmt(col: str, v) -> str:
     if col in ("n", "n_examples"):
         return str(int(v))
-    if col in ("p", "p_holm"):
+    if col in ("p", "p_holm", "q_bh"):
         return "n/a" if not np.isfinite(v) else (f"{v:.3f}" if v >= 0.001 else "<0.001")
     if col in ("mean_diff", "rank_biserial", "statistic"):
         return "n/a" if not np.isfinite(v) else (f"{v:.3g}" if col == "mean_diff" else f"{v:.2f}")
@@ -394,9 +398,9 @@ def _sig_fmt(col: str, v) -> str:
 
 def significance_markdown(sig: pd.DataFrame, metric: str, focus: str) -> str:
     sub = sig[sig["metric"] == metric]
-    note = power_note(sig, metric)
-    lines = [f"**{metric}: {focus} vs each system, paired Wilcoxon signed-rank on per-source means per task, "
-             "Holm-adjusted over this table**", "", *([note, ""] if note else []),
+    note = exploratory_note(sig, metric)
+    lines = [f"**{metric}: {focus} vs each system per task (exploratory): paired Wilcoxon signed-rank on per-source "
+             "means, raw p and Benjamini-Hochberg q over this table**", "", *([note, ""] if note else []),
              "| " + " | ".join(h for _, h in SIG_COLUMNS) + " |", "|" + "|".join(["---"] * len(SIG_COLUMNS)) + "|"]
     for row in sub.itertuples(index=False):
         d = row._asdict()
@@ -411,35 +415,34 @@ def significance_latex(sig: pd.DataFrame, metric: str, focus: str) -> str:
     for row in sub.itertuples(index=False):
         d = row._asdict()
         out.append(" & ".join(latex_escape(_sig_fmt(c, d[c])) for c, _ in SIG_COLUMNS) + r" \\")
-    cap = (f"{latex_escape(metric)}: {latex_escape(focus)} against each system, two-sided Wilcoxon signed-rank "
-           "test per task on per-source means (seeds averaged within a source), p-values Holm-adjusted over every "
-           "comparison of this table; "
-           "mean diff $>0$ and $r>0$ (matched-pairs rank-biserial correlation) favour "
-           f"{latex_escape(focus)}.")
+    cap = (f"Exploratory: {latex_escape(metric)}, {latex_escape(focus)} against each system, two-sided Wilcoxon "
+           "signed-rank test per task on per-source means (seeds averaged within a source), raw p and "
+           "Benjamini-Hochberg q over every comparison of this table; mean diff $>0$ and $r>0$ (matched-pairs "
+           f"rank-biserial correlation) favour {latex_escape(focus)}. Decisions: the primary table.")
     out += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{cap}}}",
             rf"\label{{tab:sig__{_safe(metric)}}}", r"\end{table}"]
     return "\n".join(out) + "\n"
 
 
 def summary_markdown(summary: pd.DataFrame, focus: str) -> str:
-    lines = [f"**{focus} vs each system: tasks where it is significantly better / worse (Holm, 0.05)**", "",
-             "| metric | vs | tasks | better | worse | n.s. | median r |", "|---|---|---|---|---|---|---|"]
+    lines = [f"**{focus} vs each system (exploratory): tasks where it is better / worse at BH q < {ALPHA}**", "",
+             "| metric | vs | tasks | better | worse | neither | median r |", "|---|---|---|---|---|---|---|"]
     for row in summary.itertuples(index=False):
         r_ = "n/a" if not np.isfinite(row.median_r) else f"{row.median_r:.2f}"
         lines.append(f"| {row.metric} | {system_label(row.baseline)} | {row.tasks} | {row.better} | "
-                     f"{row.worse} | {row[5]} | {r_} |")
+                     f"{row.worse} | {row.neither} | {r_} |")
     return "\n".join(lines) + "\n"
 
 
 def summary_latex(summary: pd.DataFrame, focus: str) -> str:
     out = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{llrrrrr}", r"\toprule",
-           r"Metric & vs & Tasks & Better & Worse & n.s. & median $r$ \\", r"\midrule"]
+           r"Metric & vs & Tasks & Better & Worse & Neither & median $r$ \\", r"\midrule"]
     for row in summary.itertuples(index=False):
         r_ = "n/a" if not np.isfinite(row.median_r) else f"{row.median_r:.2f}"
         out.append(f"{latex_escape(row.metric)} & {latex_escape(system_label(row.baseline))} & {row.tasks} & "
-                   f"{row.better} & {row.worse} & {row[5]} & {r_} \\\\")
-    cap = (f"Tasks on which {latex_escape(focus)} is significantly better or worse than each system "
-           "(paired Wilcoxon signed-rank on per-source means, Holm-adjusted over each metric's table, "
-           "$\\alpha=0.05$).")
+                   f"{row.better} & {row.worse} & {row.neither} & {r_} \\\\")
+    cap = (f"Exploratory: tasks on which {latex_escape(focus)} is better or worse than each system (paired "
+           "Wilcoxon signed-rank on per-source means, Benjamini-Hochberg q over each metric's table, "
+           f"$q<{ALPHA}$). Decisions: the primary table.")
     out += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{cap}}}", r"\label{tab:sig-summary}", r"\end{table}"]
     return "\n".join(out) + "\n"

@@ -7,8 +7,10 @@ The section answers the evaluation plan's third experiment:
   :func:`reports.tables.compute_stats`, so these numbers are exactly those of the per-effect tables);
 - the paired test of the plan's hypothesis "the proposed model beats DeepAFx-ST on unknown processing":
   Wilcoxon signed-rank (:func:`reports.stats.paired_test`) of ``proposed`` against each DeepAFx-ST system on
-  per-source means (paired by task and source), per kind and audio metric, Holm-adjusted over every kind and metric tested
-  against that baseline, then one verdict per kind and one overall;
+  per-source means (paired by task and source), per kind and audio metric, Holm-adjusted over every kind and metric
+  tested against that baseline, then one verdict per kind and one overall. A kind is *supported* only when MR-STFT
+  (the primary metric) is significantly better and no metric significantly worse; a test without a significant
+  difference states the smallest difference it could detect;
 - which controller the proposed model's auto rule picked per example (``<out>/info.parquet``), beside the one it
   would pick with the target (the ``proposed:best_pick`` upper bound).
 
@@ -25,8 +27,11 @@ import numpy as np
 import pandas as pd
 
 from bench.results import INFO_FILE
+from bench.stats.primary import NO_DIFFERENCE as S_NO_DIFFERENCE
+from bench.stats.primary import detectable_effect
 from reports import stats as S
 from reports import tables as T
+from reports.primary import mde_text
 from reports.results import Results
 
 WILD = "wild"
@@ -34,7 +39,9 @@ FOCUS = "proposed"  # the hypothesis is about this system, whatever the report's
 BASELINES = ("deepafx_st_autodiff", "deepafx_st_spsa")  # each tested when present; an absent one is stated
 ALPHA = 0.05
 SUPPORTED, CONTRADICTED, MIXED = "supported", "contradicted", "mixed"
-NO_DIFFERENCE = "not supported (no significant difference)"
+NO_DIFFERENCE = "not supported (no significant difference on the primary metric)"
+PRIMARY_METRIC = "mrstft"  # what "supported" rests on (the primary family's audio metric)
+POWER = 0.8
 NOT_TESTED = "not tested"
 NO_ORACLE = ("No oracle exists for this set: the hidden processing is a recipe (a room, a chain of pedals, a "
              "telephone line), not settings that a system could return, so the oracle's cells are not applicable "
@@ -42,7 +49,8 @@ NO_ORACLE = ("No oracle exists for this set: the hidden processing is a recipe (
 # the info.parquet keys holding a controller name, and what chose it
 PICK_KEYS = {"picked": "auto rule (without the target)", "best_pick": "best with the target (upper bound)"}
 HYPOTHESIS_COLUMNS = ["baseline", "kind", "metric", "n", "n_nonzero", "focus_mean", "baseline_mean", "mean_diff",
-                      "median_diff", "statistic", "p", "p_holm", "rank_biserial", "verdict"]
+                      "median_diff", "statistic", "p", "p_holm", "rank_biserial", "sd", "mde", "verdict"]
+DETECTED = ("better", "worse")
 
 
 @dataclass
@@ -162,16 +170,20 @@ def hypothesis_tests(r: Results, metrics: list[str], *, focus: str = FOCUS,
                 t = S.paired_test(a_s, b_s, higher_is_better=how == "higher")
                 if t.n == 0:
                     continue  # the metric does not apply to this kind (e.g. PESQ without speech)
+                d = b_s - a_s
                 family.append({"baseline": b, "kind": kind, "metric": metric, "n": t.n, "n_nonzero": t.n_nonzero,
                                "focus_mean": float(a_s.mean()), "baseline_mean": float(b_s.mean()),
                                "mean_diff": t.mean_diff, "median_diff": t.median_diff, "statistic": t.statistic,
-                               "p": t.p, "rank_biserial": t.rank_biserial})
+                               "p": t.p, "rank_biserial": t.rank_biserial,
+                               "sd": float(np.std(d, ddof=1)) if d.size > 1 else np.nan})
                 tested += 1
             if not tested:
                 notes.append(f"{focus} vs {b} on {kind} could not be tested: no example has a value for both.")
+        level = ALPHA / max(len(family), 1)  # Holm's first step: what the smallest detectable effect uses
         for f, p in zip(family, S.holm([f["p"] for f in family]), strict=True):
             f["p_holm"] = p
-            f["verdict"] = _direction(f["rank_biserial"]) if p < ALPHA else "n.s."
+            f["verdict"] = _direction(f["rank_biserial"]) if p < ALPHA else S_NO_DIFFERENCE
+            f["mde"] = f["sd"] * detectable_effect(f["n"], alpha=level, power=POWER)
         rows += family
     return pd.DataFrame(rows, columns=HYPOTHESIS_COLUMNS), notes
 
@@ -197,17 +209,33 @@ def _why_absent(r: Results, system: str) -> str:
     return "" if system in r.systems else " (it is not in this run)"
 
 
-def combine(verdicts: list[str]) -> str:
-    """The verdict over several tests: supported when the focus system is significantly better in at least one
-    and significantly worse in none; contradicted in the reverse case; mixed when both; else not supported."""
-    better, worse = "better" in verdicts, "worse" in verdicts
-    if better and worse:
-        return MIXED
-    if better:
-        return SUPPORTED
-    if worse:
-        return CONTRADICTED
+def combine(verdicts: dict[str, str]) -> str:
+    """One kind's verdict from its tests' verdicts by metric: supported when the primary metric (MR-STFT) is
+    significantly better and no metric significantly worse; contradicted when MR-STFT is significantly worse and
+    no metric better; mixed when MR-STFT is significant one way and another metric the other; else not supported
+    (MR-STFT not significant, whatever the others say)."""
+    primary = verdicts.get(PRIMARY_METRIC)
+    if primary is None:
+        return NOT_TESTED
+    others = [v for m, v in verdicts.items() if m != PRIMARY_METRIC]
+    if primary == "better":
+        return MIXED if "worse" in others else SUPPORTED
+    if primary == "worse":
+        return MIXED if "better" in others else CONTRADICTED
     return NO_DIFFERENCE
+
+
+def overall(per_kind: dict[str, str]) -> str:
+    """The verdict over the kinds: supported (or contradicted) only when every tested kind is; not supported when
+    none is either; mixed otherwise."""
+    tested = [v for v in per_kind.values() if v != NOT_TESTED]
+    if tested and all(v == SUPPORTED for v in tested):
+        return SUPPORTED
+    if tested and all(v == CONTRADICTED for v in tested):
+        return CONTRADICTED
+    if not any(v in (SUPPORTED, CONTRADICTED, MIXED) for v in tested):
+        return NO_DIFFERENCE
+    return MIXED
 
 
 def verdicts(tests: pd.DataFrame, kinds: list[str], *, focus: str = FOCUS) -> list[Verdict]:
@@ -221,15 +249,16 @@ def verdicts(tests: pd.DataFrame, kinds: list[str], *, focus: str = FOCUS) -> li
             if sub.empty:
                 out.append(Verdict(b, kind, NOT_TESTED, "No example has a value for both."))
                 continue
-            v = combine(list(sub["verdict"]))
+            v = combine(dict(zip(sub["metric"], sub["verdict"], strict=True)))
             per_kind[kind] = v
-            out.append(Verdict(b, kind, v, _evidence(sub, focus)))
-        v = combine(list(fam["verdict"]))
+            why = "" if v != NOT_TESTED else f"{PRIMARY_METRIC} was not scored. "
+            out.append(Verdict(b, kind, v, why + _evidence(sub, focus)))
         groups: dict[str, list[str]] = {}
         for kind, kv in per_kind.items():
             groups.setdefault(kv, []).append(kind)
         detail = "; ".join(f"{kv} on {', '.join(ks)}" for kv, ks in groups.items())
-        out.append(Verdict(b, "overall", v, f"By kind: {detail} ({len(fam)} tests, Holm-adjusted, alpha {ALPHA})."))
+        out.append(Verdict(b, "overall", overall(per_kind),
+                           f"By kind: {detail} ({len(fam)} tests, Holm-adjusted, alpha {ALPHA})."))
     return out
 
 
@@ -241,10 +270,11 @@ def _evidence(sub: pd.DataFrame, focus: str) -> str:
             items = [f"{row.metric} (Holm p {_p(row.p_holm)}, r {row.rank_biserial:.2f}, {row.n} sources)"
                      for row in rows.itertuples(index=False)]
             parts.append(f"{focus} is {word} on {', '.join(items)}")
-    ns = sub[sub["verdict"] == "n.s."]
+    ns = sub[~sub["verdict"].isin(DETECTED)]
     if len(ns):
-        parts.append("no significant difference on " + ", ".join(
-            f"{row.metric} (Holm p {_p(row.p_holm)})" for row in ns.itertuples(index=False)))
+        parts.append("no difference detected on " + ", ".join(
+            f"{row.metric} (Holm p {_p(row.p_holm)}; smallest detectable {mde_text(row.mde)})"
+            for row in ns.itertuples(index=False)))
     return "; ".join(parts) + "."
 
 
@@ -367,10 +397,13 @@ def hypothesis_markdown(sec: Section) -> str:
              f"Two-sided Wilcoxon signed-rank test of {FOCUS} against each DeepAFx-ST system on per-source means "
              f"(seeds averaged; paired by task and source, n = sources), per wild kind and audio metric; p-values Holm-adjusted over every kind and metric "
              f"tested against that system; better/worse: adjusted p < {ALPHA}, in the direction of the matched-pairs "
-             f"rank-biserial correlation r (r > 0 favours {FOCUS}). A kind is *supported* when {FOCUS} is "
-             "significantly better on at least one metric and worse on none, *contradicted* in the reverse case, "
-             "*mixed* when both occur, *not supported (no significant difference)* when nothing is significant. "
-             "Overall applies the same rule to every test against that system.", ""]
+             f"rank-biserial correlation r (r > 0 favours {FOCUS}); otherwise the smallest difference the test "
+             f"could detect ({POWER:.0%} power at alpha / tests). A kind is *supported* only when {FOCUS} is "
+             f"significantly better on {PRIMARY_METRIC} (the primary metric) and worse on no metric, *contradicted* "
+             f"when it is significantly worse on {PRIMARY_METRIC} and better on none, *mixed* when {PRIMARY_METRIC} "
+             "and another metric disagree, *not supported* when MR-STFT shows no significant difference (absence "
+             "of evidence, not evidence of equality). Overall: supported or contradicted only when every kind is; "
+             "these tests are secondary to the primary table.", ""]
     for v in sec.verdicts:
         lines.append(f"- {v.sentence}" if v.scope != "overall" else f"- **{v.sentence}**")
     for n in sec.notes:
@@ -378,7 +411,7 @@ def hypothesis_markdown(sec: Section) -> str:
     if len(sec.tests):
         cols = [("baseline", "vs"), ("kind", "kind"), ("metric", "metric"), ("n", "sources"), ("focus_mean", FOCUS),
                 ("baseline_mean", "baseline"), ("statistic", "W"), ("p", "p"), ("p_holm", "p (Holm)"),
-                ("rank_biserial", "r"), ("verdict", "verdict")]
+                ("rank_biserial", "r"), ("mde", "smallest detectable"), ("verdict", "verdict")]
         lines += ["", "| " + " | ".join(h for _, h in cols) + " |", "|" + "|".join(["---"] * len(cols)) + "|"]
         for row in sec.tests.to_dict("records"):
             lines.append("| " + " | ".join(_fmt(c, row[c]) for c, _ in cols) + " |")
@@ -386,7 +419,7 @@ def hypothesis_markdown(sec: Section) -> str:
 
 
 def _fmt(col: str, v) -> str:
-    if col in ("focus_mean", "baseline_mean"):
+    if col in ("focus_mean", "baseline_mean", "mde"):
         return "n/a" if not np.isfinite(v) else f"{v:.4g}"
     return T._sig_fmt(col, v)
 

@@ -106,8 +106,8 @@ SHIFT = {"proposed_paper": 0.5, "proposed-no_desc": 0.4, "paper-with_hedge": 0.5
 @pytest.fixture(scope="module")
 def ablation_results(tmp_path_factory):
     """The synthetic results of reports.synthetic, plus proposed_paper and two variants: proposed-no_desc (worse
-    than proposed by 0.4 on every example: the descriptors bought something) and paper-with_hedge (exactly
-    proposed_paper: the hedge bought nothing)."""
+    than proposed by 0.4 on every example: the descriptors matter) and paper-with_hedge (exactly
+    proposed_paper: no difference to detect)."""
     from reports.synthetic import make_results
 
     out = make_results(tmp_path_factory.mktemp("abl") / "results", n=10, n_audio=1, latent=False, seeds=(0,),
@@ -158,36 +158,39 @@ def test_the_ablation_section_compares_each_variant_with_both_references(ablatio
     from bench.stats import holm
     assert np.allclose(fam["p_holm"].to_numpy(), holm(fam["p"].to_numpy()))
     same = mr[(mr["variant"] == "paper-with_hedge") & (mr["reference"] == "proposed_paper")]
-    assert (same["diff"] == 0).all() and (same["p"] == 1).all() and (same["verdict"] == "n.s.").all()
+    assert (same["diff"] == 0).all() and (same["p"] == 1).all() and (same["verdict"] == "no difference detected").all()
+    assert np.isfinite(same["mde"]).all()  # what 9 sources could detect: 0 here, the two are identical
     text = "\n".join(sec.sentences)
     assert len(sec.sentences) == 3  # one per departure, and proposed vs proposed_paper
     first = sec.sentences[0]
     assert first.startswith("The descriptors (proposed against proposed-no_desc, mrstft, lower is better")
     # 9 sources, every one better: p = 2/2^9 per cell, x4 at most after Holm over the 4 cells
-    assert "bought a significant gain on seen effects, seen audio: -0.4" in first and "p(Holm) = 0.016" in first
+    assert ": a significant gain on seen effects, seen audio: -0.4" in first and "p(Holm) = 0.016" in first
     assert row["verdict"] == "worse"  # proposed-no_desc against proposed
-    assert sec.sentences[1].startswith("The hedge (paper-with_hedge against proposed_paper") and \
-        "bought nothing: every interval includes 0" in sec.sentences[1]
+    hedge = sec.sentences[1]
+    assert hedge.startswith("The hedge (paper-with_hedge against proposed_paper") and "no difference detected" in hedge
+    assert "smallest detectable" in hedge and "nothing" not in hedge and "bought" not in hedge
     assert "Every departure together (proposed against proposed_paper" in text
 
 
 def test_a_powerless_comparison_is_read_from_its_interval():
     """With too few sources for any test to pass Holm, a difference whose interval excludes 0 is reported as
-    such, never as "nothing"."""
+    such, never as "nothing", and no difference comes with the smallest detectable one."""
     from reports import ablation as A
 
     rows = [{"metric": "mrstft", "effect_set": "seen", "corpus_set": c, "variant": "proposed-no_hedge",
              "base": "proposed", "reference": "proposed", "n_sources": 3, "n_examples": 9, "variant_mean": 1.2,
              "variant_low": 1.1, "variant_high": 1.3, "reference_mean": 1.0, "reference_low": 0.9,
              "reference_high": 1.1, "diff": d, "diff_low": lo, "diff_high": hi, "statistic": 0.0, "p": 0.25,
-             "p_holm": 0.5, "rank_biserial": -1.0, "verdict": "n.s."}
+             "p_holm": 0.5, "rank_biserial": -1.0, "sd": 0.1, "mde": 0.3, "verdict": "no difference detected"}
             for c, d, lo, hi in (("seen", 0.2, 0.1, 0.3), ("unseen", 0.05, -0.1, 0.2))]
     sec = A.Section([A.Departure("the hedge", "proposed-no_hedge", "proposed", {"hedge": False})], ["mrstft"],
                     [("seen", "seen"), ("seen", "unseen")], pd.DataFrame(rows, columns=A.COLUMNS), [])
     text = A.sentences(sec)[0]
-    assert "bought a gain whose interval excludes 0 but whose paired test is not significant after Holm on seen " \
+    assert ": a gain whose interval excludes 0 but whose paired test is not significant after Holm on seen " \
            "effects, seen audio: -0.2 [-0.3, -0.1], p(Holm) = 0.500" in text
-    assert "no difference (the interval includes 0) on seen effects, unseen audio: -0.05 [-0.2, 0.1]" in text
+    assert "no difference detected (the interval includes 0" in text
+    assert "seen effects, unseen audio: -0.05 [-0.2, 0.1], p(Holm) = 0.500, smallest detectable 0.3" in text
     assert "can reach" in " ".join(A.notes(sec))  # 3 sources: the note says no test can pass
 
 
@@ -197,11 +200,11 @@ def test_the_report_has_the_ablation_section_only_with_variants(ablation_results
 
     page = build_report(ablation_results, n_resamples=100, max_mel=0).read_text()
     assert '<section id="ablation">' in page and 'href="#ablation"' in page
-    assert "What each departure bought" in page and "paper-with_hedge" in page
+    assert "What each departure changed" in page and "paper-with_hedge" in page
     md = (ablation_results / "report" / "ablation.md").read_text()
     assert md.startswith("# Ablations") and "| proposed-no_desc | proposed | the descriptors |" in md
     csv = pd.read_csv(ablation_results / "report" / "tables" / "ablation.csv")
-    assert {"diff_low", "diff_high", "p_holm", "verdict"} <= set(csv.columns)
+    assert {"diff_low", "diff_high", "p_holm", "mde", "verdict"} <= set(csv.columns)
 
     plain = make_results(tmp_path / "plain", n=3, n_audio=1, latent=False, seeds=(0,), budgets=False)
     page = build_report(plain, n_resamples=50, max_mel=0).read_text()

@@ -4,10 +4,29 @@ from bench.config import ConfigError, load_config
 
 
 def test_presets_load_and_validate():
-    for p in ("smoke", "quick", "full"):
+    for p in ("smoke", "quick", "record", "full", "gpu"):
         cfg = load_config(p)
         assert cfg.preset == p and cfg.segment_samples > 0
         assert cfg.system_names() and cfg.metric_names()
+
+
+def test_every_preset_asks_for_sources_its_corpora_can_give():
+    """Distinct identities (docs/corpora.md): a preset that asked for more would fail at the start of its run."""
+    from bench.corpora import get_corpus
+    from bench.plan import check_sources
+
+    for p in ("smoke", "quick", "record", "full", "gpu"):
+        d = load_config(p).data
+        sizes = {"train": d.train_sources, "valid": d.valid_sources, "test": d.test_sources}
+        check_sources(get_corpus("speech", seed=load_config(p).run.seed), sizes)
+
+
+def test_the_record_preset_is_a_run_of_record():
+    cfg = load_config("record")
+    assert len(cfg.training_seeds()) >= 3 and cfg.data.test_sources >= 24 and cfg.run.segment_seconds >= 3
+    assert cfg.tasks.n_test >= cfg.data.test_sources  # every source in every cell
+    assert cfg.run.budget and cfg.analysis.focus in cfg.system_names()
+    assert set(cfg.analysis.against) <= set(cfg.system_names())
 
 
 def test_narrowing_and_sets():
@@ -49,7 +68,7 @@ def test_bad_config_names_the_key(kwargs, message):
 
 
 def test_unknown_preset():
-    with pytest.raises(ConfigError, match="unknown preset 'huge'; valid: smoke, quick, full"):
+    with pytest.raises(ConfigError, match="unknown preset 'huge'; valid: smoke, quick, record, full"):
         load_config("huge")
 
 

@@ -117,6 +117,69 @@ def test_speech_manifest_hashes(tmp_path):
     assert len({r["sha256"] for r in man["sources"]}) == len(man["sources"])
 
 
+@needs_espeak
+def test_speech_near_twins_are_one_family_on_one_side_of_every_split():
+    from bench.corpora.speech import speakers, voice_families, voice_pools
+
+    fam = voice_families()
+    assert set(fam) == set(speakers())
+    for twins in (["klatt", "klatt2", "klatt6", "john", "adam"], ["robosoft", "robosoft8", "RicishayMax2", "max"],
+                  ["whisper", "whisperf"], ["steph", "steph3"], ["Andy", "AnxiousAndy"], ["iven", "iven4"]):
+        present = [v for v in twins if v in fam]
+        assert len({fam[v] for v in present}) == 1, present
+    assert fam["m1"] != fam["m2"] and fam["f1"] != fam["f3"]  # distinct designs stay distinct voices
+    for seed in (0, 1, 7):
+        pools = voice_pools(seed)
+        roots = {split: {fam[f[0]] for f in families} for split, families in pools.items()}
+        assert not (roots["train"] & roots["valid"]) and not (roots["train"] & roots["test"])
+        assert not (roots["valid"] & roots["test"])
+        assert sum(len(f) for fs in pools.values() for f in fs) == len(fam)  # every voice in exactly one pool
+
+
+@needs_espeak
+def test_speech_test_voices_are_fresh_independent_identities():
+    """The record preset's 24 test voices: drawn with data.test_seed, one per family, none of a family heard in an
+    earlier test set, in training or in validation; each voice is the identity of its source."""
+    from bench.corpora.speech import SPENT_TEST_VOICES, voice_families
+
+    fam = voice_families()
+    spent = {fam[v] for v in SPENT_TEST_VOICES if v in fam}
+    sizes = {"train": 80, "valid": 8, "test": 24}  # more training sources than training voices
+    specs = get_corpus("speech", seed=0, test_seed=1128, sources=sizes).specs()
+    _assert_disjoint(specs)
+    test = [s for s in specs if s.split == "test"]
+    assert len(test) == 24 and len({s.identity for s in test}) == 24 and len({s.group for s in test}) == 24
+    assert all(s.source_id == s.identity == s.recipe["variant"] for s in test)  # the source id is the voice
+    assert not {fam[s.identity] for s in test} & spent
+    other = get_corpus("speech", seed=0, test_seed=5, sources=sizes).specs()
+    assert {s.identity for s in other if s.split == "test"} != {s.identity for s in test}  # test_seed draws them
+    assert [s for s in other if s.split == "train"] == [s for s in specs if s.split == "train"]  # and nothing else
+    # training voices come round again as takes of the same identity
+    train = [s for s in specs if s.split == "train"]
+    assert len({s.source_id for s in train}) == 80 and len({s.identity for s in train}) < 80
+    again = next(s for s in train if "~" in s.source_id)
+    assert again.source_id.startswith(again.identity + "~")
+
+
+@needs_espeak
+def test_asking_for_more_distinct_sources_than_the_corpus_has_fails_at_start(tmp_path):
+    from bench.config import ConfigError, load_config
+    from bench.corpora.speech import capacity
+    from bench.plan import Plan
+
+    n = capacity(0)["test"]
+    with pytest.raises(CorpusError, match=f"only {n} voice families"):
+        get_corpus("speech", seed=0, sources={"train": 2, "valid": 1, "test": n + 1}).specs()
+    cfg = load_config("smoke", sets=[f"data.test_sources={n + 1}"])
+    with pytest.raises(ConfigError, match=f"data.test_sources = {n + 1}: speech can give at most {n} distinct"):
+        Plan.build(cfg, "cpu")
+    from bench.cli import main
+
+    assert main(["run", "--preset", "smoke", "--out", str(tmp_path / "r"), "--set", f"data.test_sources={n + 1}",
+                 "--systems", "bypass"]) == 2
+    assert not (tmp_path / "r" / "scores.parquet").exists()
+
+
 def test_sentence_generator_is_seeded():
     from bench.corpora.speech import make_sentences
 
@@ -163,6 +226,19 @@ def test_music_splits_are_disjoint_by_piece_and_varied():
     # The test pieces do not depend on how many train pieces there are.
     fewer = get_corpus("music", seed=0, sources={"train": 3, "valid": 8, "test": 16}).specs()
     assert [s for s in specs if s.split == "test"] == [s for s in fewer if s.split == "test"]
+
+
+@needs_soundfont
+def test_music_test_pieces_are_never_those_of_an_earlier_test_set_or_training():
+    from bench.corpora.music import _seed_int
+
+    sizes = {"train": 30, "valid": 8, "test": 48}
+    specs = get_corpus("music", seed=0, test_seed=1128, sources=sizes).specs()
+    test = {s.recipe["seed"] for s in specs if s.split == "test"}
+    assert len(test) == 48 and all(s.source_id == s.group == s.identity for s in specs)  # a piece is a source
+    assert not test & {s.recipe["seed"] for s in specs if s.split != "test"}
+    earlier = {_seed_int("music-piece", ts, "test", i) for ts in (0, 1128) for i in range(200)}  # before identities
+    assert not test & earlier
 
 
 @needs_soundfont

@@ -43,3 +43,6 @@ def test_smoke_preset_end_to_end(tmp_path, capsys):
     assert (out / "mlflow.db").exists() and (out / "config.json").exists()
     if (out / "report").exists():
         assert (out / "report" / "report.html").exists()
+        primary = pd.read_csv(out / "primary.csv")  # the headline, written with the report
+        assert not primary["against"].isin(["oracle", "proposed:best_pick"]).any()
+        assert (primary.loc[primary["verdict"] != "not tested", "n_sources"] == 4).all()  # 2 voices + 2 pieces

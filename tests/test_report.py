@@ -24,7 +24,7 @@ from reports.results import load_results
 def test_report_statistics_are_the_harness_statistics():
     import bench.stats as B
 
-    for name in ("intervals", "hierarchical_ci", "paired_test", "source_pairs", "holm", "rank_biserial"):
+    for name in ("intervals", "hierarchical_ci", "paired_test", "source_pairs", "holm", "bh", "rank_biserial"):
         assert getattr(S, name) is getattr(B, name)
 
 
@@ -88,17 +88,20 @@ def test_tables_bold_na_and_missing(tmp_path):
     assert (na["status"] == "na").all() and na["mean"].isna().all()
 
 
-def test_significance_is_on_source_means_and_holm_adjusted_per_table(tmp_path):
+def test_exploratory_tests_are_on_source_means_with_bh_q_and_never_test_the_oracle(tmp_path):
     r = _small_results(tmp_path)
     sig = T.significance(r, ["mrstft"])
-    assert len(sig) == 4 and set(sig["baseline"]) == {"bypass", "oracle"}  # 2 tasks x 2 systems: one family
+    assert len(sig) == 2 and set(sig["baseline"]) == {"bypass"}  # 2 tasks x 1 system: the oracle is never tested
     peq = sig[sig["task"] == "speech/peq/test"].set_index("baseline")
     p_b = sps.wilcoxon(np.array([3.0, 4, 5]) - np.array([1.0, 2, 3])).pvalue  # one example per source
     assert peq.loc["bypass", "p"] == pytest.approx(p_b) and peq.loc["bypass", "n"] == 3
-    assert list(sig["p_holm"]) == pytest.approx(list(S.holm(sig["p"])))
-    assert peq.loc["bypass", "rank_biserial"] == 1.0 and peq.loc["oracle", "rank_biserial"] == -1.0
-    assert (sig["verdict"] == "n.s.").all()  # n = 3 cannot reach p < 0.05 (two-sided exact minimum 0.25)
-    assert "none can reach 0.05" in T.power_note(sig, "mrstft")
+    from statsmodels.stats.multitest import multipletests
+
+    assert list(sig["q_bh"]) == pytest.approx(list(multipletests(sig["p"], method="fdr_bh")[1]))
+    assert "p_holm" not in sig and peq.loc["bypass", "rank_biserial"] == 1.0
+    assert (sig["verdict"] == "").all()  # n = 3 cannot reach q < 0.05 (two-sided exact minimum 0.25)
+    note = T.exploratory_note(sig, "mrstft")
+    assert "Exploratory" in note and "Benjamini-Hochberg" in note and "primary table" in note
 
 
 def test_significance_pairs_sources_and_pools_seeds(tmp_path):
@@ -194,6 +197,34 @@ def test_build_writes_every_artefact(built):
     assert '"python": "3.' in html_lib.unescape(page)  # the environment.json artifact of the benchmark run
     assert "oneshot_eq: NaN/Inf" in page  # the failure is listed
     assert not list(out.glob(".report-*"))  # no temporary build folder left behind
+
+
+def test_the_report_opens_with_the_primary_table(built):
+    """primary.csv beside the run's summary and in the report's tables; the page, tables.md and tables.tex open
+    with it; the declared family never holds the oracle or a variant; absent systems are rows saying so."""
+    from bench.stats.primary import NOT_TESTED, PRIMARY_COLUMNS
+
+    out, html = built
+    prim = pd.read_csv(out / "primary.csv")
+    assert list(prim.columns) == PRIMARY_COLUMNS
+    assert (out / "report" / "tables" / "primary.csv").read_bytes() == (out / "primary.csv").read_bytes()
+    assert not prim["against"].isin(["oracle", "proposed:best_pick"]).any() and set(prim["focus"]) == {"proposed"}
+    assert set(prim["effect_set"]) == {"seen", "unseen", "wild"} and len(prim) <= 40
+    assert not ((prim["effect_set"] == "wild") & (prim["metric"] == "param_mae")).any()
+    absent = prim[prim["against"].isin(["ito_cmaes", "proposed_paper"])]
+    assert (absent["verdict"] == NOT_TESTED).all() and absent["note"].str.contains("not in this run").all()
+    tested = prim[prim["verdict"] != NOT_TESTED]
+    assert tested["p"].notna().all() and (tested["n_sources"] > 0).all()
+    assert list(tested["p_holm"]) == pytest.approx(list(S.holm(tested["p"])))  # Holm over the family only
+    page = html.read_text()
+    assert page.index('<section id="primary">') < page.index('<section id="sets">')
+    sentences = re.search(r'<ul class="verdicts" id="primary-sentences">(.*?)</ul>', page, re.S).group(1)
+    assert sentences.count("<li>") == len(prim) and "no effect" not in sentences and "n.s." not in sentences
+    md = (out / "report" / "tables.md").read_text()
+    assert md.index("## Primary comparisons") < md.index("## By effect set")
+    assert "| proposed vs constant | seen | mrstft |" in md
+    assert (out / "report" / "tables.tex").read_text().index("tab:primary") < \
+        (out / "report" / "tables.tex").read_text().index("tab:mrstft__set")
 
 
 def test_na_is_never_rendered_as_zero(built):
@@ -319,7 +350,9 @@ def test_wild_hypothesis_verdicts_and_holm(tmp_path):
     assert v[("deepafx_st_autodiff", "room")] == "supported"
     assert v[("deepafx_st_autodiff", "lofi")] == "contradicted"
     assert v[("deepafx_st_autodiff", "overall")] == "mixed"
-    assert v[("deepafx_st_spsa", "room")] == W.NO_DIFFERENCE == "not supported (no significant difference)"
+    assert v[("deepafx_st_spsa", "room")] == W.NO_DIFFERENCE
+    spsa = next(x for x in sec.verdicts if x.scope == "room" and x.baseline == "deepafx_st_spsa")
+    assert "no difference detected on mrstft" in spsa.detail and "smallest detectable" in spsa.detail
     overall = next(x for x in sec.verdicts if x.scope == "overall" and x.baseline == "deepafx_st_autodiff")
     assert "supported on room" in overall.sentence and "contradicted on lofi" in overall.sentence
     md = W.hypothesis_markdown(sec)
@@ -333,6 +366,20 @@ def test_wild_hypothesis_verdicts_and_holm(tmp_path):
     assert r"\textbf" not in next(x for x in T.to_latex(t, 200).splitlines() if x.startswith("proposed:best"))
     # picks: a JSON-quoted value is read as text
     assert W.pick_matrix(sec.picks).to_dict() == {"reverb": {"room": 20, "lofi": 0}, "peq": {"room": 0, "lofi": 20}}
+
+
+def test_a_wild_kind_is_supported_only_by_the_primary_metric_with_no_metric_worse():
+    from reports import wild as W
+
+    nd = "no difference detected"
+    assert W.combine({"mrstft": "better", "mel_dist": nd}) == W.SUPPORTED
+    assert W.combine({"mrstft": "better", "mel_dist": "worse"}) == W.MIXED
+    assert W.combine({"mrstft": nd, "mel_dist": "better", "pesq": "better"}) == W.NO_DIFFERENCE  # 1 of 9 is not it
+    assert W.combine({"mrstft": "worse", "mel_dist": nd}) == W.CONTRADICTED
+    assert W.combine({"mel_dist": "better"}) == W.NOT_TESTED
+    assert W.overall({"room": W.SUPPORTED, "lofi": W.SUPPORTED}) == W.SUPPORTED
+    assert W.overall({"room": W.SUPPORTED, "lofi": W.NO_DIFFERENCE}) == W.MIXED
+    assert W.overall({"room": W.NO_DIFFERENCE, "lofi": W.NOT_TESTED}) == W.NO_DIFFERENCE
 
 
 def test_wild_comparisons_that_cannot_be_made(tmp_path):
@@ -519,7 +566,7 @@ def test_report_docs_round_trip(built, tmp_path, monkeypatch):
     monkeypatch.setattr(D, "ROOT", tmp_path / "results")
     assert main(["report", "--docs", "syn", "--out", str(out)]) == 0
     d = tmp_path / "results" / "syn"
-    for f in ("summary.csv", "budgets.csv", "config.json", "SOURCE.md", "tables.md"):
+    for f in ("summary.csv", "primary.csv", "budgets.csv", "config.json", "SOURCE.md", "tables.md"):
         assert (d / f).is_file(), f
     assert (d / "summary.csv").read_bytes() == (out / "summary.csv").read_bytes()
     source = (d / "SOURCE.md").read_text()
@@ -532,6 +579,8 @@ def test_report_docs_round_trip(built, tmp_path, monkeypatch):
                   & (summary["effect"] == "peq") & (summary["corpus"] == "speech")].iloc[0]
     assert f"**{row['mean']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]**" in md
     assert "proposed (2 seeds)" in md and "## Budgets" in md
+    assert (d / "primary.csv").read_bytes() == (out / "primary.csv").read_bytes()
+    assert md.index("## Primary comparisons") < md.index("## Every task") and "primary.csv" in source
     # the latent study's summaries and axes come along (not its raw probes or figures), and their tables
     assert sorted(p.name for p in (d / "latent").iterdir()) == sorted(
         p.name for p in (out / "latent").iterdir() if p.name.endswith(("_summary.csv", "_axes.csv")))

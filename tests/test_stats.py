@@ -1,4 +1,4 @@
-"""bench/stats.py: the hierarchical bootstrap (seeds, sources, examples within sources), summarise, the paired
+"""bench/stats: the hierarchical bootstrap (seeds, sources, examples within sources), summarise, the paired
 test on per-source means, Holm, on small hand-made tables."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from scipy import stats as sps
 
 from bench import stats as S
 from bench.results import SUMMARY_COLUMNS, SUMMARY_GROUP
+from bench.stats import primary as P
 
 
 def _cell(values, sources, seeds=None, task="speech/peq/test"):
@@ -222,3 +223,103 @@ def test_holm_hand_worked():
     out = S.holm([0.01, np.nan, 0.02])  # NaN is not part of the family: m = 2
     assert out[0] == pytest.approx(0.02) and math.isnan(out[1]) and out[2] == pytest.approx(0.02)
     assert S.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0]) and S.holm([]).size == 0
+
+
+def test_bh_is_statsmodels_benjamini_hochberg():
+    p = [0.01, 0.04, 0.03, 0.005]
+    assert S.bh(p) == pytest.approx([0.02, 0.04, 0.04, 0.02])  # p * m / rank, made monotone
+    assert math.isnan(S.bh([0.01, np.nan])[1])
+
+
+# --- the primary family ---------------------------------------------------------------------------------------
+def _family(values: dict, tasks=("speech/peq/test", "speech/delay/test"), n_sources=6, per=2, seeds=None,
+            effect_set="seen"):
+    """A score table: each system's value per (task, source, k-th example) from values[system](task, source, k,
+    seed); every source is met in every task."""
+    rows = []
+    for system, f in values.items():
+        for sd in (seeds or {}).get(system, (0,)):
+            for t in tasks:
+                for j in range(n_sources):
+                    for k in range(per):
+                        rows.append({"system": system, "task": t, "effect": t.split("/")[1], "effect_set": effect_set,
+                                     "corpus": "speech", "corpus_set": "seen", "split": "test", "seed": sd,
+                                     "source_id": f"v{j}", "example": j * per + k, "metric": "mrstft",
+                                     "value": float(f(t, j, k, sd))})
+    return pd.DataFrame(rows)
+
+
+def _analysis(**kw):
+    from bench.config import AnalysisConfig
+
+    return AnalysisConfig(**{"against": ["base"], "effect_sets": ["seen"], "metrics": ["mrstft"], "focus": "prop",
+                             **kw})
+
+
+def test_a_source_met_in_several_tasks_counts_once():
+    """Three tasks, six voices met in each: six pairs, not eighteen; the test is on the per-source means over every
+    task of the set, as a hand computation gives."""
+    rng = np.random.default_rng(3)
+    level = rng.normal(0, 1, 6)
+    noise = {(t, j, k): rng.normal(0, 0.2) for t in "abc" for j in range(6) for k in range(2)}
+    tasks = ("speech/a/test", "speech/b/test", "speech/c/test")
+    scores = _family({"prop": lambda t, j, k, s: level[j] + noise[(t.split("/")[1], j, k)],
+                      "base": lambda t, j, k, s: level[j] + 0.3}, tasks=tasks)
+    row = P.primary_family(scores, _analysis(), n_resamples=500).table.iloc[0]
+    assert row["n_sources"] == 6 and row["n_tasks"] == 3
+    by_hand = scores.pivot_table(index="source_id", columns="system", values="value", aggfunc="mean")
+    d = (by_hand["prop"] - by_hand["base"]).to_numpy()
+    assert row["focus_mean"] - row["against_mean"] == pytest.approx(d.mean())
+    exact = sps.permutation_test((d,), lambda x, axis: x.mean(axis=axis), permutation_type="samples",
+                                 n_resamples=np.inf).pvalue
+    assert row["p"] == pytest.approx(exact)  # 2^6 sign patterns: exact
+    assert row["n_better"] == int((d < 0).sum()) and row["effect_size"] == pytest.approx(d.mean() / d.std(ddof=1))
+    assert row["ci_low"] <= row["diff"] <= row["ci_high"] and row["diff"] == pytest.approx(d.mean())
+
+
+def test_the_primary_family_holm_verdicts_power_and_mixed_check():
+    rng = np.random.default_rng(6)
+    level = rng.normal(0, 1, 20)
+    run = {0: 0.0, 1: 0.05, 2: -0.05}
+    values = {"prop": lambda t, j, k, s: level[j] + run[s] + rng.normal(0, 0.1),
+              "far": lambda t, j, k, s: level[j] + 0.5 + rng.normal(0, 0.1),  # prop is clearly better
+              "near": lambda t, j, k, s: level[j] + rng.normal(0, 0.1),  # no difference
+              "oracle": lambda t, j, k, s: 0.0}
+    scores = _family(values, n_sources=20, seeds={"prop": (0, 1, 2)})
+    a = _analysis(against=["far", "near", "absent"], permutations=4096)
+    prim = P.primary_family(scores, a, n_resamples=400)
+    t = prim.table.set_index("against")
+    assert list(t.index) == ["far", "near", "absent"] and "oracle" not in t.index
+    assert t.loc["far", "verdict"] == P.BETTER and t.loc["near", "verdict"] == P.NO_DIFFERENCE
+    assert t.loc["absent", "verdict"] == P.NOT_TESTED and "absent not in this run" in t.loc["absent", "note"]
+    assert prim.family_size == 2 and t.loc["far", "n_seeds"] == 3
+    assert list(t["p_holm"].iloc[:2]) == pytest.approx(list(S.holm(t["p"].iloc[:2])))
+    # the smallest detectable difference: 80% power at alpha / 2, in the metric's units
+    mde = t.loc["near", "sd"] * P.detectable_effect(20, alpha=0.025, power=0.8)
+    assert t.loc["near", "mde"] == pytest.approx(mde) and 0 < mde < 0.5
+    # the mixed model (source and training run random) agrees with the permutation test's difference
+    assert t.loc["far", "mixed_diff"] == pytest.approx(t.loc["far", "focus_mean"] - t.loc["far", "against_mean"],
+                                                       abs=1e-6)
+    assert t.loc["far", "mixed_p"] < 1e-6 and t.loc["near", "mixed_p"] > 0.01
+
+
+def test_power_and_detectable_effect_agree_with_statsmodels():
+    from statsmodels.stats.power import TTestPower
+
+    n = P.sources_needed(0.5, alpha=0.05, power=0.8)
+    assert n == 34 and TTestPower().power(0.5, 34, 0.05) >= 0.8 > TTestPower().power(0.5, 33, 0.05)
+    e = P.detectable_effect(34, alpha=0.05, power=0.8)
+    assert TTestPower().power(e, 34, 0.05) == pytest.approx(0.8, abs=1e-6)
+    assert P.detectable_effect(4, alpha=0.05) == math.inf  # 4 sources: no sign pattern reaches p < 0.05
+    assert P.sources_needed(0.0, alpha=0.05) == math.inf and P.sources_needed(50.0, alpha=0.05) == 6
+
+
+def test_the_analysis_section_never_puts_the_oracle_or_a_variant_in_a_family():
+    from bench.config import ConfigError, load_config
+
+    for bad in ('["oracle"]', '["proposed:best_pick"]'):
+        with pytest.raises(ConfigError, match="cannot be in a test family"):
+            load_config("quick", sets=[f"analysis.against={bad}"])
+    quick = P.declared_family(load_config("quick").analysis)
+    assert len(quick) <= 40
+    assert not any(c.effect_set == "wild" and c.metric == "param_mae" for c in quick)

@@ -38,6 +38,32 @@ def test_example_structure(tones):
     assert abs(ex.meta["start_a"] - ex.meta["start_b"]) >= 6000  # non-overlapping segments
 
 
+def test_every_source_gives_an_equal_share_of_a_tasks_examples(tones):
+    """Sources take turns, so every one of a task's sources is met (n_sources in every cell is the split's) and a
+    per-source mean rests on as many examples as any other; the order differs between tasks."""
+    from collections import Counter
+
+    task = make(tones)  # 2 test sources
+    counts = Counter(task.example(i).source_id for i in range(7))
+    assert sorted(counts.values()) == [3, 4]
+    ids = [make(tones, "delay").example(i).source_id for i in range(4)]
+    assert sorted(Counter(ids).values()) == [2, 2]
+
+
+def test_the_example_carries_its_sources_identity(tones):
+    from bench.corpora import SourceSpec
+
+    class Takes(type(tones)):
+        """Two takes of one voice and another voice: three recordings, two identities."""
+
+        def plan(self):
+            return [SourceSpec(sid, "v", "test", {"f0": 220.0}, identity="voice-a") for sid in ("a1", "a2")] + \
+                [SourceSpec("b", "w", "test", {"f0": 330.0}, identity="voice-b")]
+
+    t = Task(Takes(sample_rate=24000, seed=0, seconds=1.5), get_effect("peq4"), "test", segment_samples=6000)
+    assert {t.example(i).source_id for i in range(6)} == {"voice-a", "voice-b"}
+
+
 def test_splits_use_only_their_sources(tones):
     for split in ("train", "valid", "test"):
         ids = {make(tones, split=split).example(i).source_id for i in range(6)}

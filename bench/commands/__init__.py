@@ -26,6 +26,8 @@ COMMANDS = Registry(
         "list": "bench.commands.listing",
         "match": "bench.commands.match",
         "listen": "bench.commands.listen",
+        "power": "bench.commands.stats",
+        "compare": "bench.commands.stats",
     },
 )
 
@@ -63,7 +65,7 @@ def csv_list(s: str | None) -> list[str] | None:
 
 def config_args(p: argparse.ArgumentParser) -> None:
     """The options of every command that reads a config: preset, file, overrides and the narrowing options."""
-    p.add_argument("--preset", default="quick", help="smoke | quick | full | gpu (default: quick)")
+    p.add_argument("--preset", default="quick", help="smoke | quick | record | full | gpu (default: quick)")
     p.add_argument("--config", help="a TOML file merged over the preset")
     p.add_argument("--out", help="results directory (default: results/<preset>)")
     p.add_argument("--systems", help="comma-separated systems (default: the preset's)")

@@ -43,9 +43,16 @@ class CorpusWarning(UserWarning):
 @dataclass(frozen=True)
 class SourceSpec:
     source_id: str  # unique within the corpus
-    group: str  # the unit splits are disjoint by (voice, piece, file)
+    group: str  # the unit splits are disjoint by (a voice family, a piece, a speaker, a file)
     split: str
     recipe: dict = field(default_factory=dict)  # JSON-able: everything needed to render it deterministically
+    # the source's identity, what statistics count once (a voice, a piece, a speaker): every example cut from this
+    # source carries it as its source_id. Empty: the group.
+    identity: str = ""
+
+    def __post_init__(self):
+        if not self.identity:
+            object.__setattr__(self, "identity", self.group)
 
 
 class Corpus:
@@ -80,6 +87,11 @@ class Corpus:
     def render(self, spec: SourceSpec) -> tuple[np.ndarray, int]:
         """Mono float audio at its native rate, and that rate."""
         raise NotImplementedError
+
+    def capacity(self) -> dict[str, int] | None:
+        """How many distinct sources each split can give (0: no limit), for a check before a run starts; None when
+        the corpus cannot say without planning (files are only counted when planned)."""
+        return None
 
     # --- provided -----------------------------------------------------------------------------------------
     def split_seed(self, split: str) -> int:

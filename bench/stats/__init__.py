@@ -15,7 +15,8 @@ also varies with its training seed. Hence:
 - :func:`summarise`: ``summary.csv``'s rows: mean, std, n, the interval, the numbers of sources and seeds.
 - :func:`source_pairs` + :func:`paired_test`: the Wilcoxon signed-rank test of two systems on their per-source
   means (seeds pooled by averaging within a source), with the matched-pairs rank-biserial correlation.
-- :func:`holm`: Holm's step-down adjustment of one family of p-values.
+- :func:`holm`: Holm's step-down adjustment of one family of p-values; :func:`bh`: Benjamini-Hochberg q-values.
+- :mod:`bench.stats.primary`: the primary family declared before the run, and power.
 
 What each assumes is written in docs/report.md ("What the statistics assume").
 """
@@ -379,16 +380,22 @@ def min_p(n: int) -> float:
 
 
 def holm(pvalues) -> np.ndarray:
-    """Holm's step-down adjusted p-values of one family; NaNs stay NaN and are not counted in the family size."""
+    """Holm's step-down adjusted p-values of one family (statsmodels); NaNs stay NaN and are not counted in the
+    family size."""
+    return _adjusted(pvalues, "holm")
+
+
+def bh(pvalues) -> np.ndarray:
+    """Benjamini-Hochberg q-values (false discovery rate) of one family (statsmodels); NaNs stay NaN."""
+    return _adjusted(pvalues, "fdr_bh")
+
+
+def _adjusted(pvalues, method: str) -> np.ndarray:
+    from statsmodels.stats.multitest import multipletests
+
     p = np.asarray(pvalues, dtype=np.float64)
     out = np.full(p.shape, np.nan)
-    idx = np.flatnonzero(np.isfinite(p))
-    m = idx.size
-    if m == 0:
-        return out
-    order = idx[np.argsort(p[idx], kind="stable")]
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[i]))
-        out[i] = running
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method=method)[1]
     return out
