@@ -20,6 +20,7 @@ import numpy as np
 
 FEATURES = ("hardness", "depth", "brightness", "roughness", "warmth", "sharpness", "boominess", "reverb")
 VERSION = 1  # bump when any model's output can change: it keys the metric's cache
+BATCH = 8  # clips of one length prepared and scored together
 _WARM = False
 
 
@@ -28,7 +29,7 @@ def extract(clips: list, sample_rate: int, features=FEATURES) -> tuple[np.ndarra
     clip the reasons of its NaN values (feature -> reason). A clip the reference refuses as a whole (silent, empty,
     too quiet to measure) gets NaN for every feature with that reason; a feature that fails on one clip gets NaN
     for that clip only; a non-finite result is reported as NaN with a reason, so NaN/Inf never reaches a mean."""
-    from bench.metrics.timbral import _front, models
+    from bench.metrics.timbral import _front
 
     features = tuple(features)
     unknown = [f for f in features if f not in FEATURES]
@@ -37,33 +38,48 @@ def extract(clips: list, sample_rate: int, features=FEATURES) -> tuple[np.ndarra
     n = len(clips)
     values = np.full((n, len(features)), np.nan)
     reasons: list[dict[str, str]] = [{} for _ in range(n)]
-    prepared, rejected = _front.prepare(clips, sample_rate)
-    for i, r in enumerate(rejected):
-        if r is not None:
-            reasons[i] = dict.fromkeys(features, r)
-    live = [i for i in range(n) if prepared[i] is not None]
-    cl = [prepared[i] for i in live]
+    xs = [np.asarray(x, dtype=np.float64) for x in clips]
+    by_length: dict[int, list[int]] = {}
+    for i, x in enumerate(xs):
+        refused = _front.refusal(x)
+        if refused:
+            reasons[i] = dict.fromkeys(features, refused)
+        else:
+            by_length.setdefault(len(x), []).append(i)
+    # batches of BATCH clips of one length: small enough that every intermediate array stays within the CPU's
+    # caches and the allocator's reuse (large ones cost more in page faults than they save)
+    for idx in (g[s:s + BATCH] for g in by_length.values() for s in range(0, len(g), BATCH)):
+        prepared, refused = _front.prepare([xs[i] for i in idx], sample_rate)
+        for i, r in zip(idx, refused, strict=True):
+            if r is not None:
+                reasons[i] = dict.fromkeys(features, r)
+        live = [i for i, c in zip(idx, prepared, strict=True) if c is not None]
+        if live:
+            _scores(_front.Batch([c for c in prepared if c is not None]), features, live, values, reasons)
+    return values, reasons
+
+
+def _scores(batch, features: tuple, rows: list[int], values: np.ndarray, reasons: list[dict]) -> None:
+    """Every feature of the batch's clips into ``values[rows]`` (NaN with a reason in ``reasons`` where one fails)."""
+    from bench.metrics.timbral import models
+
     for j, f in enumerate(features):
-        if not cl:
-            break
-        for c in cl:
+        for c in batch.clips:
             c.cache["errors"] = []
         try:
             with np.errstate(all="ignore"):
-                out = np.asarray(getattr(models, f)(cl), dtype=np.float64)
+                out = np.asarray(getattr(models, f)(batch), dtype=np.float64)
         except Exception as e:  # a whole-batch failure: mark every clip (one-by-one would tell them apart)
-            for i in live:
+            for i in rows:
                 reasons[i][f] = f"{type(e).__name__}: {e}"
             continue
-        for k, i in enumerate(live):
-            v = out[k]
-            errs = cl[k].cache.get("errors") or []
+        for c, i, v in zip(batch.clips, rows, out, strict=True):
+            errs = c.cache.get("errors") or []
             if errs:
                 reasons[i][f] = errs[0]
             elif not np.isfinite(v):
                 reasons[i][f] = "non-finite result"
             values[i, j] = v if np.isfinite(v) else np.nan
-    return values, reasons
 
 
 def warm() -> None:

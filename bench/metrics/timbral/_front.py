@@ -29,6 +29,29 @@ class Clip:
     cache: dict = field(default_factory=dict)
 
 
+@dataclass
+class Batch:
+    """Clips of one length that the models score together: ``a`` stacks their normalised samples (clips x
+    samples); ``cache`` holds what several models compute from the whole batch (the STFT of ``a``...)."""
+
+    clips: list[Clip]
+    cache: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if len({len(c.a) for c in self.clips}) != 1:
+            raise ValueError("timbral: a batch holds clips of one length")
+        self.a = np.stack([c.a for c in self.clips])
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def shared(self, name: str, compute):
+        """``compute()``, once per batch."""
+        if name not in self.cache:
+            self.cache[name] = compute()
+        return self.cache[name]
+
+
 def _loudness_gain(x: np.ndarray, sr: int) -> float:
     """The gain timbral_models applies before analysis: to -24 LUFS (a clip under 0.4 s is measured zero-padded),
     then down to a peak of 1 if that would clip."""
@@ -43,46 +66,40 @@ def _loudness_gain(x: np.ndarray, sr: int) -> float:
     return gain
 
 
-def prepare(clips: list, sample_rate: int) -> tuple[list, list]:
-    """Clips -> (list of :class:`Clip` or None, list of reasons for the rejected ones)."""
+def refusal(x: np.ndarray) -> str | None:
+    """Why timbral_models refuses clip ``x`` as a whole (None: it does not); a clip that is not finite and mono is
+    an error."""
+    if x.ndim != 1 or not np.all(np.isfinite(x)):
+        raise ValueError("timbral: expects finite mono clips")
+    if x.size == 0:
+        return "empty clip"
+    if not np.any(x):
+        return "silent clip"
+    return None
+
+
+def prepare(clips: list[np.ndarray], sample_rate: int) -> tuple[list, list]:
+    """Clips of one length (float64, none refused by :func:`refusal`) -> (a :class:`Clip` or None for each, and
+    the reason of each None)."""
     import librosa
 
+    if sample_rate > FS:
+        raise ValueError(f"timbral: sample rates above {FS} Hz are not supported (got {sample_rate})")
+    with np.errstate(all="ignore"):
+        gains = np.array([_loudness_gain(x, sample_rate) for x in clips])
+    good = np.flatnonzero(np.isfinite(gains))
     out: list = [None] * len(clips)
-    reasons: list = [None] * len(clips)
-    xs = []
-    for i, x in enumerate(clips):
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim != 1 or not np.all(np.isfinite(x)):
-            raise ValueError("timbral: expects finite mono clips")
-        if x.size == 0:
-            reasons[i] = "empty clip"
-        elif not np.any(x):
-            reasons[i] = "silent clip"
-        xs.append(x)
-    by_len: dict[int, list[int]] = {}
-    for i, x in enumerate(xs):
-        if reasons[i] is None:
-            by_len.setdefault(len(x), []).append(i)
-    for _, idx in by_len.items():
-        block = np.stack([xs[i] for i in idx])
-        if sample_rate > FS:
-            raise ValueError(f"timbral: sample rates above {FS} Hz are not supported (got {sample_rate})")
-        with np.errstate(all="ignore"):
-            gains = np.array([_loudness_gain(xs[i], sample_rate) for i in idx])
-        good = np.isfinite(gains)
-        for i in np.asarray(idx)[~good]:
-            reasons[i] = "loudness normalisation failed (clip too quiet)"
-        idx = [i for i, ok in zip(idx, good, strict=True) if ok]
-        if not idx:
-            continue
-        block, gains = block[good], gains[good]
+    reasons: list = ["loudness normalisation failed (clip too quiet)"] * len(clips)
+    if len(good):
+        block = np.stack([clips[i] for i in good])
         # soxr (HQ) is not exactly linear, so the normalised and the raw clip are resampled separately, as in the
         # reference
-        both = np.concatenate([block * gains[:, None], block])
+        both = np.concatenate([block * gains[good][:, None], block])
         if sample_rate < FS:
             both = librosa.resample(both, orig_sr=sample_rate, target_sr=FS)
-        for r, i in enumerate(idx):
-            out[i] = Clip(a=both[r], raw=both[len(idx) + r])
+        for r, i in enumerate(good):
+            out[i] = Clip(a=both[r], raw=both[len(good) + r])
+            reasons[i] = None
     return out, reasons
 
 
@@ -96,12 +113,13 @@ def butter_ba(order: int, freq: float | tuple, btype: str, fs: float = FS):
 
 
 def cascade(x: np.ndarray, freq: float, btype: str, times: int = 3, fs: float = FS) -> np.ndarray:
-    """``times`` passes of the same 2nd-order Butterworth filter (the models' steep high/low-pass), along the last
-    axis."""
+    """``times`` (1-3) passes of the same 2nd-order Butterworth filter (the models' steep high/low-pass) along the
+    last axis: scipy.signal.lfilter's values, from one fused kernel."""
+    from bench.metrics.timbral._kernels import biquad_cascade
+
     b, a = butter_ba(2, float(freq), btype, fs)
-    for _ in range(times):
-        x = sps.lfilter(b, a, x, axis=-1)
-    return x
+    x = np.asarray(x, dtype=np.float64)
+    return biquad_cascade(b, a, np.ascontiguousarray(x.reshape(-1, x.shape[-1])), times).reshape(x.shape)
 
 
 @functools.lru_cache(maxsize=4)

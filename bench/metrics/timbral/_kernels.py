@@ -357,55 +357,136 @@ def look_back(loc, env, time_thresh, hyst_thresh, hyst_samples, nperseg):
 
 
 @njit(cache=True)
-def running_median(x, k):
-    """Median of every ``k``-sample window (``k`` odd, centred) along the rows of 2-D ``x``, with the edges mirrored
-    as scipy.ndimage's mode 'reflect' (d c b a | a b c d); the same values as scipy.ndimage.median_filter, from a
-    sorted window updated one sample at a time."""
-    rows, n = x.shape
+def median_filter(x, out, k):
+    """Median of every ``k``-sample window (``k`` odd, centred) along axis 0 of 2-D ``x`` into ``out``, edges
+    mirrored as scipy.ndimage's mode 'reflect' (d c b a | a b c d): the values of scipy.ndimage.median_filter.
+
+    The columns (lanes) are filtered 64 at a time, each keeping its window sorted: a step removes the sample that
+    leaves and inserts the one that enters with a branch-free merge over the window (one compare-and-select pass),
+    which the compiler vectorises across the lanes. ``x`` and ``out`` may be transposed views."""
+    n, L = x.shape
     h = k // 2
-    out = np.empty_like(x)
-    buf = np.empty(k)
-    ext = np.empty(n + 2 * h)
-    for r in range(rows):
-        for q in range(n + 2 * h):
-            m = (q - h) % (2 * n)
-            if m >= n:
-                m = 2 * n - 1 - m
-            ext[q] = x[r, m]
-        buf[:] = np.sort(ext[:k])
-        out[r, 0] = buf[h]
+    src = np.empty(n + 2 * h, np.int64)  # the mirrored index of every position of the extended axis
+    for q in range(n + 2 * h):
+        m = (q - h) % (2 * n)
+        if m >= n:
+            m = 2 * n - 1 - m
+        src[q] = m
+    C = 64
+    buf = np.empty((k, C))
+    prev = np.empty(C)
+    old = np.empty(C)
+    new = np.empty(C)
+    tmp = np.empty(k)
+    for l0 in range(0, L, C):
+        c = min(C, L - l0)
+        for lane in range(c):
+            for j in range(k):
+                tmp[j] = x[src[j], l0 + lane]
+            tmp.sort()
+            for j in range(k):
+                buf[j, lane] = tmp[j]
+            out[0, l0 + lane] = buf[h, lane]
         for i in range(1, n):
-            old = ext[i - 1]
-            new = ext[i + k - 1]
-            pos = np.searchsorted(buf, old)
-            # remove buf[pos], insert new, keeping buf sorted
-            if new >= old:
-                j = pos
-                while j + 1 < k and buf[j + 1] < new:
-                    buf[j] = buf[j + 1]
-                    j += 1
-                buf[j] = new
-            else:
-                j = pos
-                while j > 0 and buf[j - 1] > new:
-                    buf[j] = buf[j - 1]
-                    j -= 1
-                buf[j] = new
-            out[r, i] = buf[h]
+            for lane in range(c):
+                old[lane] = x[src[i - 1], l0 + lane]
+                new[lane] = x[src[i + k - 1], l0 + lane]
+                prev[lane] = -np.inf
+            # sorted window without `old` (d), then with `new` merged in: out[j] = max(d[j - 1], min(d[j], new))
+            for j in range(k):
+                bj = buf[j]
+                if j + 1 < k:
+                    bj1 = buf[j + 1]
+                    for lane in range(c):
+                        a = bj[lane]
+                        d = a if a < old[lane] else bj1[lane]
+                        m = d if d < new[lane] else new[lane]
+                        p = prev[lane]
+                        bj[lane] = m if m > p else p
+                        prev[lane] = d
+                else:
+                    for lane in range(c):
+                        a = bj[lane]
+                        d = a if a < old[lane] else np.inf
+                        m = d if d < new[lane] else new[lane]
+                        p = prev[lane]
+                        bj[lane] = m if m > p else p
+            for lane in range(c):
+                out[i, l0 + lane] = buf[h, lane]
+
+
+@njit(cache=True, error_model="numpy")
+def percussive_stft(D, mag, harm, perc, out):
+    """The percussive part of an STFT as librosa's ``hpss`` gives it (soft mask of power 2, zeros split evenly):
+    ``(mag * mask) * phase`` with librosa's magphase and softmask, operation for operation. ``D`` and ``out`` are
+    complex arrays viewed as float64 (re, im pairs); ``mag``, ``harm``, ``perc`` the magnitudes and their
+    harmonic (time) and percussive (frequency) medians, all C-contiguous and of one shape."""
+    Dv = D.reshape(-1)
+    ov = out.reshape(-1)
+    s_ = mag.reshape(-1)
+    h_ = harm.reshape(-1)
+    p_ = perc.reshape(-1)
+    tiny = 2.2250738585072014e-308  # np.finfo(float64).tiny
+    for i in range(s_.shape[0]):
+        s = s_[i]
+        x = p_[i]
+        r = h_[i]
+        z = x if x > r else r
+        a = x / z
+        a = a * a
+        b = r / z
+        b = b * b
+        m = 0.5 if z < tiny else a / (a + b)
+        nz = 1.0 if s == 0 else 0.0
+        re = Dv[2 * i] / (s + nz) + nz
+        im = Dv[2 * i + 1] / (s + nz)
+        sm = s * m
+        ov[2 * i] = sm * re
+        ov[2 * i + 1] = sm * im
+
+
+@njit(cache=True)
+def biquad_cascade(b, a, x, passes):
+    """``passes`` runs of the 2nd-order filter (b, a) along the rows of 2-D ``x``, as scipy.signal.lfilter computes
+    each (transposed direct form II, coefficients divided by ``a[0]``, the same operations in the same order), the
+    passes fused sample by sample. ``passes`` is 1 to 3."""
+    rows, n = x.shape
+    out = np.empty_like(x)
+    b0, b1, b2 = b[0] / a[0], b[1] / a[0], b[2] / a[0]
+    a1, a2 = a[1] / a[0], a[2] / a[0]
+    for r in range(rows):
+        p0 = p1 = q0 = q1 = s0 = s1 = 0.0
+        for k in range(n):
+            v = x[r, k]
+            y = p0 + b0 * v
+            p0 = p1 + v * b1 - y * a1
+            p1 = v * b2 - y * a2
+            v = y
+            if passes > 1:
+                y = q0 + b0 * v
+                q0 = q1 + v * b1 - y * a1
+                q1 = v * b2 - y * a2
+                v = y
+            if passes > 2:
+                y = s0 + b0 * v
+                s0 = s1 + v * b1 - y * a1
+                s1 = v * b2 - y * a2
+                v = y
+            out[r, k] = v
     return out
 
 
 @njit(cache=True)
 def bandwidth_frames(spec, f, thresh):
-    """Per frame (columns of a magnitude spectrogram): the highest frequency at or above ``thresh`` minus the
+    """Per frame (rows of a magnitude spectrogram): the highest frequency at or above ``thresh`` minus the
     frequency where the cumulative magnitude first reaches 5 % of the frame's total; 0 for frames whose total is
     under 10 % of the clip's range of totals above its minimum, and for frames with nothing above ``thresh``."""
-    nb, T = spec.shape
+    T, nb = spec.shape
     lvl = np.zeros(T)
     for t in range(T):
         s = 0.0
         for b in range(nb):
-            s += spec[b, t]
+            s += spec[t, b]
         lvl[t] = s
     mn, mx = lvl.min(), lvl.max()
     floor = 0.1 * (mx - mn) + mn
@@ -416,13 +497,13 @@ def bandwidth_frames(spec, f, thresh):
             continue
         target = tp * 0.05
         c = 1
-        cum = spec[0, t]
+        cum = spec[t, 0]
         while cum < target and c < nb:
-            cum += spec[c, t]
+            cum += spec[t, c]
             c += 1
         last = -1
         for b in range(nb - 1, -1, -1):
-            if spec[b, t] >= thresh:
+            if spec[t, b] >= thresh:
                 last = b
                 break
         if last >= 0:

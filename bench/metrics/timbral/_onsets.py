@@ -3,6 +3,8 @@ walking back along a sample-and-hold envelope, then pruned by dynamic range, spa
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from bench.metrics.timbral import _kernels as K
@@ -22,8 +24,23 @@ def onset_strengths(signals: np.ndarray, fs: float) -> list[np.ndarray]:
     (librosa's dB conversion limits the range relative to the maximum of the whole array it is given)."""
     import librosa
 
-    mel = librosa.feature.melspectrogram(y=signals, sr=fs, fmax=0.5 * fs)
+    return onset_strengths_from_power(np.abs(librosa.stft(signals)) ** 2, fs)
+
+
+def onset_strengths_from_power(S: np.ndarray, fs: float) -> list[np.ndarray]:
+    """:func:`onset_strengths` from the power spectrograms ``S`` (rows x bins x frames) of librosa's STFT (its
+    defaults), as librosa.feature.melspectrogram computes them."""
+    import librosa
+
+    mel = np.einsum("...ft,mf->...mt", S, _mel_basis(fs, 2 * (S.shape[-2] - 1)), optimize=True)
     return [librosa.onset.onset_strength(S=librosa.power_to_db(np.abs(m)), sr=fs) for m in mel]
+
+
+@functools.lru_cache(maxsize=4)
+def _mel_basis(fs: float, n_fft: int) -> np.ndarray:
+    import librosa
+
+    return librosa.filters.mel(sr=fs, n_fft=n_fft, fmax=0.5 * fs)
 
 
 def onsets(env: np.ndarray, oenv: np.ndarray, fs: float, nperseg: int = 512) -> list[int]:
