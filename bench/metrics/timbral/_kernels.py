@@ -180,6 +180,140 @@ def zwicker(P):
 
 
 @njit(cache=True)
+def _block_sum(a, lo, n):
+    """numpy's pairwise summation of a run of at most 128 values: eight interleaved partial sums (under 8 values:
+    one running sum)."""
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    m = n - n % 8
+    while i < m:
+        j = lo + i
+        r0 += a[j]
+        r1 += a[j + 1]
+        r2 += a[j + 2]
+        r3 += a[j + 3]
+        r4 += a[j + 4]
+        r5 += a[j + 5]
+        r6 += a[j + 6]
+        r7 += a[j + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@njit(cache=True)
+def pairwise_sum(a, lo, n):
+    """``np.sum(a[lo:lo + n])`` for contiguous float64 ``a``, with numpy's pairwise summation (runs of up to 128
+    values summed by :func:`_block_sum`, longer ones halved at a multiple of 8 and the halves' sums added), so
+    the rounding is numpy's. The halving is walked with an explicit stack: numba's cache cannot hold recursive
+    functions (a cached one crashes the process that loads it)."""
+    if n <= 128:
+        return _block_sum(a, lo, n)
+    seg_lo = np.empty(64, np.int64)
+    seg_n = np.empty(64, np.int64)
+    stage = np.zeros(64, np.int64)  # 0: left half next, 1: right half next, 2: both summed
+    sums = np.empty(64)
+    top, ns = 0, 0
+    seg_lo[0], seg_n[0] = lo, n
+    while top >= 0:
+        m = seg_n[top]
+        if m <= 128:
+            sums[ns] = _block_sum(a, seg_lo[top], m)
+            ns += 1
+            top -= 1
+            continue
+        half = m // 2
+        half -= half % 8
+        if stage[top] == 0:
+            stage[top] = 1
+            seg_lo[top + 1], seg_n[top + 1], stage[top + 1] = seg_lo[top], half, 0
+            top += 1
+        elif stage[top] == 1:
+            stage[top] = 2
+            seg_lo[top + 1], seg_n[top + 1], stage[top + 1] = seg_lo[top] + half, m - half, 0
+            top += 1
+        else:
+            sums[ns - 2] = sums[ns - 2] + sums[ns - 1]
+            ns -= 1
+            top -= 1
+    return sums[0]
+
+
+@njit(cache=True)
+def subframe_stats(x, starts, down, ns, nsub):
+    """Variance (numpy's, to the bit), maximum and minimum of the ``nsub`` sub-frames of every frame of the blind
+    RT60 estimate: frame ``f`` is ``x[starts[f]::down]``; its first sub-frame is ``ns`` samples, the others
+    ``ns + 1`` (one sample of overlap), the k-th (from 0) starting at ``k * ns``."""
+    F = starts.shape[0]
+    var = np.empty((F, nsub))
+    mx = np.empty((F, nsub))
+    mn = np.empty((F, nsub))
+    buf = np.empty(ns + 1)
+    sq = np.empty(ns + 1)
+    for f in range(F):
+        for k in range(nsub):
+            off = k * ns
+            n = ns if k == 0 else ns + 1
+            base = starts[f] + off * down
+            hi = -np.inf
+            lo = np.inf
+            for i in range(n):
+                v = x[base + i * down]
+                buf[i] = v
+                hi = max(hi, v)
+                lo = min(lo, v)
+            mean = pairwise_sum(buf, 0, n) / n
+            for i in range(n):
+                d = buf[i] - mean
+                sq[i] = d * d
+            var[f, k] = pairwise_sum(sq, 0, n) / n
+            mx[f, k] = hi
+            mn[f, k] = lo
+    return var, mx, mn
+
+
+@njit(cache=True)
+def rt_histogram(ml, tq, limits, size):
+    """The blind RT60 estimate's running mode, frame by frame: each frame's maximum-likelihood RT60 (``ml``; < 0:
+    none) goes into a histogram over the quantised values ``tq`` that forgets entries older than ``size``
+    estimates; the mode is smoothed over frames (0.995 / 0.005). Returns the smoothed estimate of every frame."""
+    hist = np.zeros(tq.shape[0])
+    ring = np.zeros(size, dtype=np.int64)  # the last ``size`` bins filled, oldest at ``head``
+    head = 0
+    counter = 0
+    rt_last = 0.3
+    rt_raw = 0.3
+    est = np.empty(ml.shape[0])
+    for f in range(ml.shape[0]):
+        r = ml[f]
+        if r >= 0:
+            counter += 1
+            index = 0
+            for q in range(limits.shape[0] - 1):
+                if r >= limits[q] and r <= limits[q + 1]:
+                    index = q
+                    break
+            hist[index] += 1
+            if counter > size + 1:
+                hist[ring[head]] -= 1
+            ring[head] = index
+            head = (head + 1) % size
+            rt_raw = tq[np.argmax(hist)]
+        rt_last = 0.995 * rt_last + 0.005 * rt_raw
+        est[f] = rt_last
+    return est
+
+
+@njit(cache=True)
 def hold_envelope(a, decay, hold_samples):
     """Sample-and-hold envelope of |signal| ``a``: follows rises at once, holds a peak for ``hold_samples``, then
     decays linearly by ``decay`` per sample (never below the signal)."""

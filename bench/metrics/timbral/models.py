@@ -224,7 +224,8 @@ def _rt60(x: np.ndarray, fs: float = F.FS) -> float:
     """Blind RT60 estimate (Loellmann et al.; Jan and Wang's Laplacian likelihood), frame by frame: a frame whose
     sub-frames decay steadily (falling variance and shrinking range) for at least ``nos_min`` sub-frames gets a
     maximum-likelihood decay rate; these feed a histogram whose mode, smoothed over frames, is the estimate. The
-    per-frame tests and likelihoods are computed for all frames at once; only the histogram runs frame by frame."""
+    sub-frame statistics and the histogram are numba kernels; the likelihoods are computed for all frames with one
+    run length at once."""
     p = _rt_params(fs)
     Ns, down = p["N_sub"], p["down"]
     BL = p["N"] * down
@@ -233,12 +234,7 @@ def _rt60(x: np.ndarray, fs: float = F.FS) -> float:
     if BL >= L:
         return float(tq[0])
     starts = np.arange(0, L - BL + 1, p["N_shift"])
-    fr = x[starts[:, None] + np.arange(0, BL, down)]  # frames, downsampled by taking every other sample
-    # sub-frame statistics: the first is Ns samples, the others Ns + 1 (one sample of overlap)
-    subs = [fr[:, :Ns]] + [fr[:, (k - 1) * Ns: k * Ns + 1] for k in range(2, p["nos_max"])]
-    var = np.stack([s.var(axis=1) for s in subs], axis=1)
-    mx = np.stack([s.max(axis=1) for s in subs], axis=1)
-    mn = np.stack([s.min(axis=1) for s in subs], axis=1)
+    var, mx, mn = K.subframe_stats(x, starts, down, Ns, p["nos_max"] - 1)
     dec = (var[:, 1:] < var[:, :-1]) & (mx[:, 1:] < mx[:, :-1]) & (mn[:, 1:] > mn[:, :-1])
     # consecutive decays from the start; the reference only scores a run that stops (a break) at >= nos_min
     run = np.cumprod(dec, axis=1).sum(axis=1)
@@ -247,34 +243,23 @@ def _rt60(x: np.ndarray, fs: float = F.FS) -> float:
     a = p["a"]
     for cnt in np.unique(run[scored]):
         rows = np.where(scored & (run == cnt))[0]
-        n = cnt * Ns
-        h = np.abs(fr[rows, :n])
-        k = np.arange(n)
-        sum1 = h @ (a[None, :] ** (-1.0 * k[:, None]))  # (rows, rates)
+        n = int(cnt * Ns)
+        h = np.abs(x[starts[rows, None] + np.arange(0, n * down, down)])  # the frames' first n samples
+        sum1 = h @ _decay_powers(fs, n)  # (rows, rates)
         sigma = sum1 / n
         ll = -n * np.log(2) - n * np.log(sigma) - np.log(a)[None, :] * (n * (n - 1) / 2.0) - sum1 / sigma
         ml[rows] = tq[np.argmax(ll, axis=1)]
-    # the histogram and the smoothing are sequential (cheap scalar work per frame)
     limits = np.arange(0.2 - 0.1 / 2.0, 1.1 + 0.1, 0.1)
-    hist = np.zeros(len(tq))
-    buf = np.zeros(p["buffer_size"])
-    counter = 0
-    rt_last = rt_raw = 0.3
-    est = np.empty(len(starts))
-    for f in range(len(starts)):
-        r = ml[f]
-        if r >= 0:
-            counter += 1
-            index = int(np.argmax((r >= limits[:-1]) & (r <= limits[1:])))
-            hist[index] += 1
-            if counter > p["buffer_size"] + 1:
-                hist[int(buf[0])] -= 1
-            buf = np.append(buf[1:], index)
-            rt_raw = tq[int(np.argmax(hist))]
-        rt_last = 0.995 * rt_last + 0.005 * rt_raw
-        est[f] = rt_last
+    est = K.rt_histogram(ml, tq, limits, p["buffer_size"])
     keep = ml > 0
     return float(np.mean(est[keep])) if keep.any() else float(tq[0])
+
+
+@functools.lru_cache(maxsize=16)
+def _decay_powers(fs: float, n: int) -> np.ndarray:
+    """a^-k for the candidate decay rates a (columns) and k = 0..n-1 (rows)."""
+    a = _rt_params(fs)["a"]
+    return a[None, :] ** (-1.0 * np.arange(n)[:, None])
 
 
 def reverb(batch):
