@@ -140,29 +140,33 @@ def _third_octave_design(fs: float):
     return designs, aa
 
 
-def _level_db(y: np.ndarray, m: int) -> np.ndarray:
+def _level_db(b, a, x: np.ndarray) -> np.ndarray:
+    """Level (dB) of each row of ``x`` filtered by (b, a); -inf where the filtered row is nowhere positive."""
+    from bench.metrics.timbral._kernels import band_energy
+
+    ss, top = band_energy(b, a, x)
     with np.errstate(divide="ignore"):
-        lv = 20 * np.log10(np.sqrt(np.sum(y ** 2.0, axis=-1) / m))
-    return np.where(np.max(y, axis=-1) > 0, lv, -np.inf)
+        lv = 20 * np.log10(np.sqrt(ss / x.shape[1]))
+    return np.where(top > 0, lv, -np.inf)
 
 
 def third_octave_levels(win: np.ndarray, fs: float = FS, pref: float = 100.0) -> np.ndarray:
     """Levels (dB re ``pref``) of the 28 third-octave bands of each row of ``win`` (windows x samples)."""
+    from bench.metrics.timbral._kernels import lfilter_rows
+
     designs, (C, D) = _third_octave_design(float(fs))
     W = win.shape[0]
     P = np.zeros((W, 28))
     k = 23  # 5 kHz: the top band of the decimated part
     for i in range(27, k, -1):
-        b, a = designs[i]
-        P[:, i] = _level_db(sps.lfilter(b, a, win, axis=-1), win.shape[1])
-    x = win
+        P[:, i] = _level_db(*designs[i], win)
+    x = np.ascontiguousarray(win)
     up, mid, low = designs[k + 3], designs[k + 2], designs[k + 1]
     for i in range(k, 1, -3):
-        x = sps.lfilter(C, D, x, axis=-1)[:, 1::2]
-        m = x.shape[1]
-        P[:, i] = _level_db(sps.lfilter(*up, x, axis=-1), m)
-        P[:, i - 1] = _level_db(sps.lfilter(*mid, x, axis=-1), m)
-        P[:, i - 2] = _level_db(sps.lfilter(*low, x, axis=-1), m)
+        x = np.ascontiguousarray(lfilter_rows(C, D, x)[:, 1::2])
+        P[:, i] = _level_db(*up, x)
+        P[:, i - 1] = _level_db(*mid, x)
+        P[:, i - 2] = _level_db(*low, x)
     return P + pref
 
 

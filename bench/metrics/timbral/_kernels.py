@@ -580,6 +580,82 @@ def percussive_stft(D, mag, harm, perc, out):
 
 
 @njit(cache=True)
+def _lfilter_row(b, a, x, y):
+    """``y = scipy.signal.lfilter(b, a, x)`` for one row, with scipy's operations in scipy's order (transposed direct
+    form II; ``b`` and ``a`` already divided by ``a[0]``). Orders 2 and 8 (the models' filters) keep their state in
+    registers; others use a state array."""
+    n = x.shape[0]
+    if b.shape[0] == 3:
+        b0, b1, b2 = b[0], b[1], b[2]
+        a1, a2 = a[1], a[2]
+        z0 = z1 = 0.0
+        for k in range(n):
+            v = x[k]
+            o = z0 + b0 * v
+            z0 = z1 + v * b1 - o * a1
+            z1 = v * b2 - o * a2
+            y[k] = o
+    elif b.shape[0] == 9:
+        b0, b1, b2, b3, b4, b5, b6, b7, b8 = b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8]
+        a1, a2, a3, a4, a5, a6, a7, a8 = a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]
+        z0 = z1 = z2 = z3 = z4 = z5 = z6 = z7 = 0.0
+        for k in range(n):
+            v = x[k]
+            o = z0 + b0 * v
+            z0 = z1 + v * b1 - o * a1
+            z1 = z2 + v * b2 - o * a2
+            z2 = z3 + v * b3 - o * a3
+            z3 = z4 + v * b4 - o * a4
+            z4 = z5 + v * b5 - o * a5
+            z5 = z6 + v * b6 - o * a6
+            z6 = z7 + v * b7 - o * a7
+            z7 = v * b8 - o * a8
+            y[k] = o
+    else:
+        m = b.shape[0]
+        z = np.zeros(m)
+        for k in range(n):
+            v = x[k]
+            o = z[0] + b[0] * v
+            for j in range(m - 2):
+                z[j] = z[j + 1] + v * b[j + 1] - o * a[j + 1]
+            z[m - 2] = v * b[m - 1] - o * a[m - 1]
+            y[k] = o
+
+
+@njit(cache=True)
+def lfilter_rows(b, a, x):
+    """scipy.signal.lfilter(b, a, x, axis=-1) for 2-D C-contiguous ``x`` (its values, to the bit)."""
+    bn = b / a[0]
+    an = a / a[0]
+    out = np.empty_like(x)
+    for r in range(x.shape[0]):
+        _lfilter_row(bn, an, x[r], out[r])
+    return out
+
+
+@njit(cache=True)
+def band_energy(b, a, x):
+    """For each row of ``x`` filtered by (b, a) as :func:`lfilter_rows`: the sum of squares (numpy's pairwise sum
+    of ``y ** 2``, to the bit) and the maximum, without keeping the filtered rows."""
+    bn = b / a[0]
+    an = a / a[0]
+    rows, n = x.shape
+    y = np.empty(n)
+    ss = np.empty(rows)
+    mx = np.empty(rows)
+    for r in range(rows):
+        _lfilter_row(bn, an, x[r], y)
+        top = -np.inf
+        for k in range(n):
+            top = max(top, y[k])
+            y[k] = y[k] * y[k]
+        ss[r] = pairwise_sum(y, 0, n)
+        mx[r] = top
+    return ss, mx
+
+
+@njit(cache=True)
 def biquad_cascade(b, a, x, passes):
     """``passes`` runs of the 2nd-order filter (b, a) along the rows of 2-D ``x``, as scipy.signal.lfilter computes
     each (transposed direct form II, coefficients divided by ``a[0]``, the same operations in the same order), the
