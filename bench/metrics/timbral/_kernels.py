@@ -314,6 +314,52 @@ def rt_histogram(ml, tq, limits, size):
 
 
 @njit(cache=True)
+def mel_power(S, basis, lo, hi):
+    """The mel spectrograms (clips x mels x frames) of power spectrograms ``S`` (clips x frames x bins) for a mel
+    filter bank whose row m is zero outside bins ``lo[m]:hi[m]``, summing only the nonzero weights."""
+    C, T, _ = S.shape
+    M = basis.shape[0]
+    out = np.zeros((C, M, T))
+    for c in range(C):
+        for t in range(T):
+            row = S[c, t]
+            for m in range(M):
+                acc = 0.0
+                for f in range(lo[m], hi[m]):
+                    acc += basis[m, f] * row[f]
+                out[c, m, t] = acc
+    return out
+
+
+@njit(cache=True)
+def overlap_add(frames, hop, out):
+    """Add the rows of ``frames`` into ``out`` every ``hop`` samples, in order (librosa's overlap-add)."""
+    T, n = frames.shape
+    L = out.shape[0]
+    for t in range(T):
+        s = t * hop
+        for i in range(min(n, L - s)):
+            out[s + i] += frames[t, i]
+
+
+@njit(cache=True)
+def frame_energy(x, nper, hop, win):
+    """Energy of each frame of ``x`` (``nper`` samples every ``hop``) after removing its mean (numpy's) and applying
+    ``win``: what a spectrogram's power spectrum of the frame sums to, divided by its length and scale."""
+    T = (x.shape[0] - nper) // hop + 1
+    out = np.empty(T)
+    for t in range(T):
+        s = t * hop
+        mean = pairwise_sum(x, s, nper) / nper
+        e = 0.0
+        for i in range(nper):
+            v = win[i] * (x[s + i] - mean)
+            e += v * v
+        out[t] = e
+    return out
+
+
+@njit(cache=True)
 def hold_envelope(a, decay, hold_samples):
     """Sample-and-hold envelope of |signal| ``a``: follows rises at once, holds a peak for ``hold_samples``, then
     decays linearly by ``decay`` per sample (never below the signal)."""

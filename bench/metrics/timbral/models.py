@@ -134,10 +134,14 @@ def _power(frames: np.ndarray, scale: float, nfft: int) -> np.ndarray:
     return s
 
 
-def _frame_power(frames: np.ndarray, scale: float, nfft: int) -> np.ndarray:
-    """The sum over frequency of :func:`_power` of each frame, from the frames themselves (Parseval: the one-sided
-    spectrum with its inner bins doubled sums to the whole spectrum's power, ``nfft`` times the frame's energy)."""
-    return np.einsum("...n,...n->...", frames, frames) * (nfft * scale)
+def _frame_power(x: np.ndarray, nfft: int) -> np.ndarray:
+    """The sum over frequency of each power spectrum of :func:`_frames` (x) and :func:`_power`, from the frames'
+    energy (Parseval: the one-sided spectrum with its inner bins doubled sums to the whole spectrum's power,
+    ``nfft`` times the frame's energy)."""
+    n = x.shape[-1]
+    nper, hop = (nfft, nfft // 4) if n >= nfft else (n, 1)
+    win = _hamming(nper)
+    return K.frame_energy(np.ascontiguousarray(x), nper, hop, win) * (nfft / win.sum() ** 2)
 
 
 def brightness(batch):
@@ -151,11 +155,9 @@ def brightness(batch):
     peak = np.max(np.abs(x), axis=1, keepdims=True)
     freq = np.fft.rfftfreq(nfft, 1.0 / F.FS)
     for r in range(len(batch)):
-        fa, scale = _frames(x[r] / peak[r], nfft)
-        tp = _frame_power(fa, scale, nfft)
-        fr, _ = _frames(ratio_hp[r] / peak[r], nfft)
-        hp = _frame_power(fr, scale, nfft)
-        fc, _ = _frames(cent_hp[r] / peak[r], nfft)
+        tp = _frame_power(x[r] / peak[r], nfft)
+        hp = _frame_power(ratio_hp[r] / peak[r], nfft)
+        fc, scale = _frames(cent_hp[r] / peak[r], nfft)
         s_c = _power(fc, scale, nfft)
         ctp = s_c.sum(axis=-1)
         csum = s_c @ freq
@@ -278,11 +280,9 @@ from bench.metrics.timbral import _onsets as O  # noqa: E402
 
 
 def _stft(batch):
-    """librosa's STFT (its defaults) of the batch's clips, C-contiguous (clips, bins, frames), and its magnitudes:
-    shared by the harmonic/percussive split (hardness) and the onset strength of the clips (warmth)."""
-    import librosa
-
-    D = np.ascontiguousarray(librosa.stft(batch.a))
+    """librosa's STFT (its defaults) of the batch's clips, (clips, frames, bins), and its magnitudes: shared by the
+    harmonic/percussive split (hardness) and the onset strength of the clips (warmth)."""
+    D = F.stft(batch.a)
     return D, np.abs(D)
 
 
@@ -370,14 +370,13 @@ def _depth_one(x, lpc, lpr, oenv) -> float:
     spec = _power(fx, scale, nfft)  # (frames, bins)
     fc, _ = _frames(lpc, nfft)
     sc = _power(fc, scale, nfft)
-    fr, _ = _frames(lpr, nfft)
     freq = np.fft.rfftfreq(nfft, 1.0 / F.FS)
     thr = 10 ** (-60 / 20.0)
     tp = spec.sum(axis=1)
     m = tp > thr
     with np.errstate(all="ignore"):
         cent = np.where(m, (sc @ freq) / sc.sum(axis=1), 0.0)
-        ratio = np.where(m, _frame_power(fr, scale, nfft) / tp, 0.0)
+        ratio = np.where(m, _frame_power(lpr, nfft) / tp, 0.0)
     m1 = min(_wavg(cent, tp), 2000.0)
     m2 = _wavg(ratio, tp)
     env = O.envelope(x, F.FS)
@@ -420,13 +419,13 @@ def depth(batch):
 def _percussive(D: np.ndarray, mag: np.ndarray, kernel: int = 31) -> np.ndarray:
     """The percussive part of librosa.decompose.hpss(D) with its defaults (median filters of 31 frames / 31 bins,
     soft masks of power 2): the same values, from :func:`~bench.metrics.timbral._kernels.median_filter` and one
-    fused mask kernel. ``D``, ``mag``: C-contiguous (clips, bins, frames)."""
-    C, nb, T = mag.shape
+    fused mask kernel. ``D``, ``mag``: C-contiguous (clips, frames, bins)."""
+    C, T, nb = mag.shape
     harm = np.empty_like(mag)
     perc = np.empty_like(mag)
-    K.median_filter(mag.reshape(C * nb, T).T, harm.reshape(C * nb, T).T, kernel)  # along time, per bin
     for c in range(C):
-        K.median_filter(mag[c], perc[c], kernel)  # along frequency, per frame
+        K.median_filter(mag[c], harm[c], kernel)  # along time, per bin
+    K.median_filter(mag.reshape(C * T, nb).T, perc.reshape(C * T, nb).T, kernel)  # along frequency, per frame
     P = np.empty_like(D)
     K.percussive_stft(D.view(np.float64), mag, harm, perc, P.view(np.float64))
     return P
@@ -437,12 +436,10 @@ def _hp_ratio(batch) -> list:
     The harmonic part's signal is the clip minus the percussive part's: librosa's iSTFT reconstructs the clip from
     its STFT (to ~1e-16), the two masks sum to one and the iSTFT is linear, so this equals iSTFT(H) to rounding
     and saves an iSTFT."""
-    import librosa
-
     if batch.a.shape[1] < HPSS_MIN:
         return [None] * len(batch)
     D, mag = batch.shared("stft", lambda: _stft(batch))
-    p = librosa.istft(_percussive(D, mag))
+    p = F.istft(_percussive(D, mag))
     h = batch.a[:, :p.shape[1]] - p
     out = []
     for r in range(len(batch)):
