@@ -109,25 +109,25 @@ def boominess(batch):
 # --- spectral models ------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=8)
-def _hamming(n: int) -> np.ndarray:
-    return sps.get_window("hamming", n)
+@functools.lru_cache(maxsize=16)
+def _window(name, n: int) -> np.ndarray:
+    return sps.get_window(name, n)
 
 
-def _frames(x: np.ndarray, nfft: int) -> tuple[np.ndarray, float]:
-    """What scipy.signal.spectrogram(x, FS, 'hamming', nfft, 3 nfft / 4, nfft, 'constant', True, 'spectrum') Fourier
-    transforms: Hamming-windowed frames of ``nfft`` samples every ``nfft / 4``, each frame's mean removed first
-    (a clip shorter than ``nfft`` is one frame of its own length), as (..., frames, samples); and the scale of
-    the power spectra (1 / sum(window)^2)."""
+def _frames(x: np.ndarray, nfft: int, window="hamming", overlap: float = 0.75) -> tuple[np.ndarray, np.ndarray]:
+    """What scipy.signal.spectrogram(x, FS, window, nfft, overlap * nfft, nfft, 'constant') Fourier transforms:
+    windowed frames of ``nfft`` samples every ``(1 - overlap) * nfft``, each frame's mean removed first (a clip
+    shorter than ``nfft`` is one frame of its own length), as (..., frames, samples); and the window."""
     n = x.shape[-1]
-    nper, hop = (nfft, nfft // 4) if n >= nfft else (n, 1)
-    win = _hamming(nper)
+    nper, hop = (nfft, nfft - int(overlap * nfft)) if n >= nfft else (n, max(1, n - int(overlap * n)))
+    win = _window(window, nper)
     fr = sliding_window_view(x, nper, axis=-1)[..., ::hop, :]
-    return win * (fr - fr.mean(axis=-1, keepdims=True)), 1.0 / win.sum() ** 2
+    return win * (fr - fr.mean(axis=-1, keepdims=True)), win
 
 
 def _power(frames: np.ndarray, scale: float, nfft: int) -> np.ndarray:
-    """One-sided power spectra ('spectrum' scaling, inner bins doubled) of ``frames`` (..., frames, bins)."""
+    """One-sided power spectra (scaled by ``scale``, inner bins doubled, as scipy's) of ``frames``: (..., frames,
+    bins)."""
     X = sp_fft.rfft(frames, n=nfft, axis=-1)
     s = (X.real * X.real + X.imag * X.imag) * scale
     s[..., 1:-1] *= 2
@@ -140,7 +140,7 @@ def _frame_power(x: np.ndarray, nfft: int) -> np.ndarray:
     ``nfft`` times the frame's energy)."""
     n = x.shape[-1]
     nper, hop = (nfft, nfft // 4) if n >= nfft else (n, 1)
-    win = _hamming(nper)
+    win = _window("hamming", nper)
     return K.frame_energy(np.ascontiguousarray(x), nper, hop, win) * (nfft / win.sum() ** 2)
 
 
@@ -157,8 +157,8 @@ def brightness(batch):
     for r in range(len(batch)):
         tp = _frame_power(x[r] / peak[r], nfft)
         hp = _frame_power(ratio_hp[r] / peak[r], nfft)
-        fc, scale = _frames(cent_hp[r] / peak[r], nfft)
-        s_c = _power(fc, scale, nfft)
+        fc, win = _frames(cent_hp[r] / peak[r], nfft)
+        s_c = _power(fc, 1.0 / win.sum() ** 2, nfft)
         ctp = s_c.sum(axis=-1)
         csum = s_c @ freq
         m = tp > 0
@@ -323,16 +323,13 @@ def _warmth_one(c, oenv) -> float:
     if len(ons) == 1:
         ons = [0]
     rmss, ratios, scs, decays = [], [], [], []
+    freq = np.fft.rfftfreq(8192, 1.0 / F.FS)
     for _, seg in _segments(x, ons):
         rmss.append(np.sqrt(np.mean(seg * seg)))
-        n = len(seg)
-        if n < 8192:
-            freq, _, spec = sps.spectrogram(seg, F.FS, nperseg=n, nfft=8192)
-        else:
-            freq, _, spec = sps.spectrogram(seg, F.FS, nperseg=8192, nfft=8192)
-            if spec.shape[1] > 1:
-                spec = np.sum(spec, axis=1)
-        spec = np.asarray(spec, dtype=np.float64).flatten()
+        # scipy.signal.spectrogram(seg, FS, nperseg=min(len, 8192), nfft=8192): its Tukey window, 1/8 overlap and
+        # density scaling; the frames' spectra summed
+        frames, win = _frames(seg, 8192, ("tukey", 0.25), overlap=0.125)
+        spec = _power(frames, 1.0 / (F.FS * (win * win).sum()), 8192).sum(axis=0)
         spec = spec / np.max(np.abs(spec))
         pidx, _, px = K.mirpeaks(spec, spec, freq, 0.2)
         if len(px) == 0:
@@ -366,7 +363,8 @@ def _depth_one(x, lpc, lpr, oenv) -> float:
     peak = np.max(np.abs(x))
     x, lpc, lpr = x / peak, lpc / peak, lpr / peak
     nfft = 4096
-    fx, scale = _frames(x, nfft)
+    fx, win = _frames(x, nfft)
+    scale = 1.0 / win.sum() ** 2
     spec = _power(fx, scale, nfft)  # (frames, bins)
     fc, _ = _frames(lpc, nfft)
     sc = _power(fc, scale, nfft)
