@@ -733,35 +733,52 @@ def biquad_cascade(b, a, x, passes):
 
 
 @njit(cache=True)
-def bandwidth_frames(spec, f, thresh):
-    """Per frame (rows of a magnitude spectrogram): the highest frequency at or above ``thresh`` minus the
-    frequency where the cumulative magnitude first reaches 5 % of the frame's total; 0 for frames whose total is
-    under 10 % of the clip's range of totals above its minimum, and for frames with nothing above ``thresh``."""
+def spectral_edges(spec, err, thresh):
+    """Per frame (rows of a magnitude spectrogram whose DC bin is 0): the total magnitude (summed in order, in
+    float64), the roll-on index ``c`` (the first c >= 1 at which the magnitude summed over bins below c reaches 5 %
+    of the total) and the roll-off bin (the last bin at or above ``thresh``; -1 if none), as timbral_models'
+    bandwidth defines them.
+
+    With ``err[t] > 0`` the magnitudes of row t are approximations whose errors have a 2-norm of at most
+    ``err[t]`` (so each is within err[t] and a sum over m bins within sqrt(m) err[t]; see ``models._bandwidth``),
+    and ``sure[t]`` says whether both indices are certainly those of the exact magnitudes: every comparison that
+    decides them clears its threshold by more than that error. With ``err`` 0 the indices are exact and ``sure`` is
+    all True."""
     T, nb = spec.shape
     lvl = np.zeros(T)
+    on = np.ones(T, dtype=np.int64)
+    off = np.full(T, -1, dtype=np.int64)
+    sure = np.ones(T, dtype=np.bool_)
     for t in range(T):
+        e = err[t]
         s = 0.0
         for b in range(nb):
             s += spec[t, b]
         lvl[t] = s
-    mn, mx = lvl.min(), lvl.max()
-    floor = 0.1 * (mx - mn) + mn
-    out = np.zeros(T)
-    for t in range(T):
-        tp = lvl[t]
-        if not tp > floor:
-            continue
-        target = tp * 0.05
+        target = s * 0.05
+        slack_t = 0.05 * (np.sqrt(nb) * e + 1e-12 * s)  # the target's own uncertainty
         c = 1
-        cum = spec[t, 0]
+        cum = float(spec[t, 0])
+        before = cum
         while cum < target and c < nb:
+            before = cum
             cum += spec[t, c]
             c += 1
+        on[t] = c
+        if e > 0:
+            # the crossing must be clear at c (unless the loop ran out of bins) and not yet at c - 1
+            crossed = c == nb or cum - target > np.sqrt(c) * e + 1e-12 * cum + slack_t
+            not_before = c == 1 or target - before > np.sqrt(c - 1) * e + 1e-12 * before + slack_t
+            if c == 1 or not (crossed and not_before):
+                sure[t] = False
         last = -1
         for b in range(nb - 1, -1, -1):
-            if spec[t, b] >= thresh:
+            if spec[t, b] >= thresh - e:
                 last = b
                 break
-        if last >= 0:
-            out[t] = f[last] - f[c - 1]
-    return out
+        off[t] = last
+        if e > 0 and last >= 0 and not spec[t, last] >= thresh + e:
+            sure[t] = False
+    return lvl, on, off, sure
+
+
