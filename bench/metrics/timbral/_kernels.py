@@ -734,8 +734,8 @@ def biquad_cascade(b, a, x, passes):
 
 @njit(cache=True)
 def spectral_edges(spec, err, thresh):
-    """Per frame (rows of a magnitude spectrogram whose DC bin is 0): the total magnitude (summed in order, in
-    float64), the roll-on index ``c`` (the first c >= 1 at which the magnitude summed over bins below c reaches 5 %
+    """Per frame (rows of a magnitude spectrogram whose DC bin is 0): the total magnitude (numpy's sum, in float64),
+    the roll-on index ``c`` (the first c >= 1 at which the magnitude summed over bins below c reaches 5 %
     of the total) and the roll-off bin (the last bin at or above ``thresh``; -1 if none), as timbral_models'
     bandwidth defines them.
 
@@ -749,11 +749,12 @@ def spectral_edges(spec, err, thresh):
     on = np.ones(T, dtype=np.int64)
     off = np.full(T, -1, dtype=np.int64)
     sure = np.ones(T, dtype=np.bool_)
+    row = np.empty(nb)
     for t in range(T):
         e = err[t]
-        s = 0.0
         for b in range(nb):
-            s += spec[t, b]
+            row[b] = spec[t, b]
+        s = pairwise_sum(row, 0, nb)  # numpy's sum, as timbral_models takes it
         lvl[t] = s
         target = s * 0.05
         slack_t = 0.05 * (np.sqrt(nb) * e + 1e-12 * s)  # the target's own uncertainty
