@@ -20,18 +20,22 @@ import numpy as np
 
 FEATURES = ("hardness", "depth", "brightness", "roughness", "warmth", "sharpness", "boominess", "reverb")
 VERSION = 1  # bump when any model's output can change: it keys the metric's cache
-BATCH = 8  # clips of one length prepared and scored together
 _WARM = False
 
 
-def extract(clips: list, sample_rate: int, features=FEATURES) -> tuple[np.ndarray, list[dict[str, str]]]:
+def extract(clips: list, sample_rate: int, features=FEATURES, *, backend: str = "numpy",
+            device: str = "cpu") -> tuple[np.ndarray, list[dict[str, str]]]:
     """The ``features`` of each mono clip (float arrays at ``sample_rate``): an (n, len(features)) array, and per
     clip the reasons of its NaN values (feature -> reason). A clip the reference refuses as a whole (silent, empty,
     too quiet to measure) gets NaN for every feature with that reason; a feature that fails on one clip gets NaN
-    for that clip only; a non-finite result is reported as NaN with a reason, so NaN/Inf never reaches a mean."""
+    for that clip only; a non-finite result is reported as NaN with a reason, so NaN/Inf never reaches a mean.
+    ``backend``: "numpy" (the validated default), "torch" (the array work in torch on ``device``, e.g. a GPU), or
+    "auto" (torch on a CUDA device, else numpy); see :mod:`bench.metrics.timbral._ops`."""
     from bench.metrics.timbral import _front
+    from bench.metrics.timbral._ops import get_ops
 
     features = tuple(features)
+    ops = get_ops(backend, device)
     unknown = [f for f in features if f not in FEATURES]
     if unknown:
         raise ValueError(f"timbral: unknown features {unknown}; valid: {', '.join(FEATURES)}")
@@ -46,16 +50,17 @@ def extract(clips: list, sample_rate: int, features=FEATURES) -> tuple[np.ndarra
             reasons[i] = dict.fromkeys(features, refused)
         else:
             by_length.setdefault(len(x), []).append(i)
-    # batches of BATCH clips of one length: small enough that every intermediate array stays within the CPU's
-    # caches and the allocator's reuse (large ones cost more in page faults than they save)
-    for idx in (g[s:s + BATCH] for g in by_length.values() for s in range(0, len(g), BATCH)):
+    # batches of clips of one length, as many as the ops take at once (numpy: few, so that every intermediate array
+    # stays within the CPU's caches and the allocator's reuse; large ones cost more in page faults than they save)
+    size = ops.batch
+    for idx in (g[s:s + size] for g in by_length.values() for s in range(0, len(g), size)):
         prepared, refused = _front.prepare([xs[i] for i in idx], sample_rate)
         for i, r in zip(idx, refused, strict=True):
             if r is not None:
                 reasons[i] = dict.fromkeys(features, r)
         live = [i for i, c in zip(idx, prepared, strict=True) if c is not None]
         if live:
-            _scores(_front.Batch([c for c in prepared if c is not None]), features, live, values, reasons)
+            _scores(_front.Batch([c for c in prepared if c is not None], ops), features, live, values, reasons)
     return values, reasons
 
 

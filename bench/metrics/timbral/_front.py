@@ -32,15 +32,21 @@ class Clip:
 @dataclass
 class Batch:
     """Clips of one length that the models score together: ``a`` stacks their normalised samples (clips x
-    samples); ``cache`` holds what several models compute from the whole batch (the STFT of ``a``...)."""
+    samples); ``ops`` does the array work (:mod:`bench.metrics.timbral._ops`); ``cache`` holds what several models
+    compute from the whole batch (the STFT of ``a``...)."""
 
     clips: list[Clip]
+    ops: object = None
     cache: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if len({len(c.a) for c in self.clips}) != 1:
             raise ValueError("timbral: a batch holds clips of one length")
         self.a = np.stack([c.a for c in self.clips])
+        if self.ops is None:
+            from bench.metrics.timbral._ops import NumpyOps
+
+            self.ops = NumpyOps()
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -168,56 +174,6 @@ def third_octave_levels(win: np.ndarray, fs: float = FS, pref: float = 100.0) ->
         P[:, i - 1] = _level_db(*mid, x)
         P[:, i - 2] = _level_db(*low, x)
     return P + pref
-
-
-# --- librosa's STFT and inverse (its defaults: 2048-point periodic Hann window, hop 512, centred, zero padding) ---
-
-N_FFT, HOP = 2048, 512
-
-
-@functools.lru_cache(maxsize=2)
-def _hann(n: int) -> np.ndarray:
-    return sps.get_window("hann", n)
-
-
-def stft(x: np.ndarray, block: int = 32) -> np.ndarray:
-    """librosa.stft(x) of the rows of ``x``, to the bit, frames first: (rows, frames, bins). Transformed ``block``
-    frames at a time along the contiguous axis (librosa's transform along the strided one is slower)."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    frames = sliding_window_view(np.pad(x, ((0, 0), (N_FFT // 2, N_FFT // 2))), N_FFT, axis=-1)[:, ::HOP]
-    C, T, _ = frames.shape
-    out = np.empty((C, T, N_FFT // 2 + 1), dtype=np.complex128)
-    w = _hann(N_FFT)
-    for c in range(C):
-        for s in range(0, T, block):
-            out[c, s:s + block] = np.fft.rfft(w * frames[c, s:s + block], axis=-1)
-    return out
-
-
-@functools.lru_cache(maxsize=8)
-def _window_sumsquare(frames: int) -> np.ndarray:
-    import librosa
-
-    return librosa.filters.window_sumsquare(window="hann", n_frames=frames, win_length=N_FFT, n_fft=N_FFT,
-                                            hop_length=HOP, dtype=np.float64)
-
-
-def istft(X: np.ndarray) -> np.ndarray:
-    """librosa.istft of the rows of ``X`` (rows, frames, bins) as :func:`stft` gives them, to the bit: the
-    windowed inverse transforms overlap-added in frame order, divided by the window's sum of squares."""
-    from bench.metrics.timbral._kernels import overlap_add
-
-    C, T, _ = X.shape
-    full = np.zeros((C, N_FFT + HOP * (T - 1)))
-    w = _hann(N_FFT)
-    for c in range(C):
-        overlap_add(w * np.fft.irfft(X[c], n=N_FFT, axis=-1), HOP, full[c])
-    y = full[:, N_FFT // 2:N_FFT // 2 + HOP * (T - 1)]
-    wss = _window_sumsquare(T)[N_FFT // 2:N_FFT // 2 + HOP * (T - 1)]
-    nz = wss > np.finfo(np.float64).tiny
-    y[:, nz] /= wss[nz]
-    return y
 
 
 def windows(x: np.ndarray, n: int = WINDOW) -> np.ndarray:

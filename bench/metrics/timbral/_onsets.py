@@ -3,8 +3,6 @@ walking back along a sample-and-hold envelope, then pruned by dynamic range, spa
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from bench.metrics.timbral import _kernels as K
@@ -19,34 +17,13 @@ def envelope(x: np.ndarray, fs: float, decay_time: float = 0.2, hold_time: float
     return K.hold_envelope(a, float(a.max() / (decay_time * fs)), float(hold_time * fs))
 
 
-def onset_strengths(signals: np.ndarray, fs: float) -> list[np.ndarray]:
-    """librosa's onset strength (its defaults) of each row: the mel spectrograms in one batch, the rest per row
-    (librosa's dB conversion limits the range relative to the maximum of the whole array it is given)."""
-    from bench.metrics.timbral._front import stft
-
-    return onset_strengths_from_power(np.abs(stft(signals)) ** 2, fs)
-
-
-def onset_strengths_from_power(S: np.ndarray, fs: float) -> list[np.ndarray]:
-    """:func:`onset_strengths` from the power spectrograms ``S`` (rows x frames x bins) of librosa's STFT (its
-    defaults), as librosa.feature.melspectrogram computes them."""
+def onset_strengths(mel: np.ndarray, fs: float) -> list[np.ndarray]:
+    """librosa's onset strength (its defaults) of each mel power spectrogram (rows x mels x frames, as librosa's
+    melspectrogram of a signal), one at a time (librosa's dB conversion limits the range relative to the maximum
+    of the whole array it is given)."""
     import librosa
 
-    mel = K.mel_power(np.ascontiguousarray(S), *_mel_basis(fs, 2 * (S.shape[-1] - 1)))
     return [librosa.onset.onset_strength(S=librosa.power_to_db(m), sr=fs) for m in mel]
-
-
-@functools.lru_cache(maxsize=4)
-def _mel_basis(fs: float, n_fft: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """librosa's mel filter bank (as melspectrogram builds it; float32 weights) as float64, with each filter's
-    range of nonzero bins."""
-    import librosa
-
-    basis = librosa.filters.mel(sr=fs, n_fft=n_fft, fmax=0.5 * fs).astype(np.float64)
-    nz = [np.flatnonzero(row) for row in basis]
-    lo = np.array([z[0] if len(z) else 0 for z in nz], dtype=np.int64)
-    hi = np.array([z[-1] + 1 if len(z) else 0 for z in nz], dtype=np.int64)
-    return basis, lo, hi
 
 
 def onsets(env: np.ndarray, oenv: np.ndarray, fs: float, nperseg: int = 512) -> list[int]:

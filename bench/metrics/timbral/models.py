@@ -9,12 +9,11 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import scipy.signal as sps
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import fft as sp_fft
 
 from bench.metrics.timbral import _front as F
 from bench.metrics.timbral import _kernels as K
+from bench.metrics.timbral import _ops as W
 
 
 class FeatureError(Exception):
@@ -109,29 +108,15 @@ def boominess(batch):
 # --- spectral models ------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=16)
-def _window(name, n: int) -> np.ndarray:
-    return sps.get_window(name, n)
-
-
 def _frames(x: np.ndarray, nfft: int, window="hamming", overlap: float = 0.75) -> tuple[np.ndarray, np.ndarray]:
     """What scipy.signal.spectrogram(x, FS, window, nfft, overlap * nfft, nfft, 'constant') Fourier transforms:
     windowed frames of ``nfft`` samples every ``(1 - overlap) * nfft``, each frame's mean removed first (a clip
     shorter than ``nfft`` is one frame of its own length), as (..., frames, samples); and the window."""
     n = x.shape[-1]
     nper, hop = (nfft, nfft - int(overlap * nfft)) if n >= nfft else (n, max(1, n - int(overlap * n)))
-    win = _window(window, nper)
+    win = W.window(window, nper)
     fr = sliding_window_view(x, nper, axis=-1)[..., ::hop, :]
     return win * (fr - fr.mean(axis=-1, keepdims=True)), win
-
-
-def _power(frames: np.ndarray, scale: float, nfft: int) -> np.ndarray:
-    """One-sided power spectra (scaled by ``scale``, inner bins doubled, as scipy's) of ``frames``: (..., frames,
-    bins)."""
-    X = sp_fft.rfft(frames, n=nfft, axis=-1)
-    s = (X.real * X.real + X.imag * X.imag) * scale
-    s[..., 1:-1] *= 2
-    return s
 
 
 def _frame_power(x: np.ndarray, nfft: int) -> np.ndarray:
@@ -140,7 +125,7 @@ def _frame_power(x: np.ndarray, nfft: int) -> np.ndarray:
     ``nfft`` times the frame's energy)."""
     n = x.shape[-1]
     nper, hop = (nfft, nfft // 4) if n >= nfft else (n, 1)
-    win = _window("hamming", nper)
+    win = W.window("hamming", nper)
     return K.frame_energy(np.ascontiguousarray(x), nper, hop, win) * (nfft / win.sum() ** 2)
 
 
@@ -158,7 +143,7 @@ def brightness(batch):
         tp = _frame_power(x[r] / peak[r], nfft)
         hp = _frame_power(ratio_hp[r] / peak[r], nfft)
         fc, win = _frames(cent_hp[r] / peak[r], nfft)
-        s_c = _power(fc, 1.0 / win.sum() ** 2, nfft)
+        s_c = batch.ops.power(fc, 1.0 / win.sum() ** 2, nfft)
         ctp = s_c.sum(axis=-1)
         csum = s_c @ freq
         m = tp > 0
@@ -198,7 +183,7 @@ def roughness(batch):
         frames[:, : len(starts), :step] = x[:, starts[:, None] + np.arange(step)] * win
     else:
         frames[:, 0, :n] = x
-    spec = np.abs(np.fft.rfft(frames, axis=-1))  # (clips, frames, bins)
+    spec = batch.ops.magnitude(frames)  # (clips, frames, bins)
     for r in range(len(clips)):
         s = spec[r].T  # bins x frames
         lo, hi = s.min(), s.max()
@@ -280,17 +265,15 @@ from bench.metrics.timbral import _onsets as O  # noqa: E402
 
 
 def _stft(batch):
-    """librosa's STFT (its defaults) of the batch's clips, (clips, frames, bins), and its magnitudes: shared by the
-    harmonic/percussive split (hardness) and the onset strength of the clips (warmth)."""
-    D = F.stft(batch.a)
-    return D, np.abs(D)
+    """The STFT of the batch's clips (librosa's): shared by the harmonic/percussive split (hardness) and the onset
+    strength of the clips (warmth)."""
+    return batch.shared("stft", lambda: batch.ops.stft(batch.a))
 
 
 def _strengths_of(batch, signals: np.ndarray | None = None) -> list[np.ndarray]:
     """librosa's onset strength of each row of ``signals`` (default: the batch's clips, from the shared STFT)."""
-    if signals is None:
-        return O.onset_strengths_from_power(batch.shared("stft", lambda: _stft(batch))[1] ** 2, F.FS)
-    return O.onset_strengths(signals, F.FS)
+    spec = _stft(batch) if signals is None else batch.ops.stft(signals)
+    return O.onset_strengths(batch.ops.mel(spec), F.FS)
 
 
 def _segments(arr, marks):
@@ -329,7 +312,7 @@ def _warmth_one(c, oenv) -> float:
         # scipy.signal.spectrogram(seg, FS, nperseg=min(len, 8192), nfft=8192): its Tukey window, 1/8 overlap and
         # density scaling; the frames' spectra summed
         frames, win = _frames(seg, 8192, ("tukey", 0.25), overlap=0.125)
-        spec = _power(frames, 1.0 / (F.FS * (win * win).sum()), 8192).sum(axis=0)
+        spec = W.power(frames, 1.0 / (F.FS * (win * win).sum()), 8192).sum(axis=0)
         spec = spec / np.max(np.abs(spec))
         pidx, _, px = K.mirpeaks(spec, spec, freq, 0.2)
         if len(px) == 0:
@@ -359,15 +342,15 @@ def warmth(batch):
     return per_clip(batch.clips, lambda i, c: _warmth_one(c, strengths[i]))
 
 
-def _depth_one(x, lpc, lpr, oenv) -> float:
+def _depth_one(ops, x, lpc, lpr, oenv) -> float:
     peak = np.max(np.abs(x))
     x, lpc, lpr = x / peak, lpc / peak, lpr / peak
     nfft = 4096
     fx, win = _frames(x, nfft)
     scale = 1.0 / win.sum() ** 2
-    spec = _power(fx, scale, nfft)  # (frames, bins)
+    spec = ops.power(fx, scale, nfft)  # (frames, bins)
     fc, _ = _frames(lpc, nfft)
-    sc = _power(fc, scale, nfft)
+    sc = ops.power(fc, scale, nfft)
     freq = np.fft.rfftfreq(nfft, 1.0 / F.FS)
     thr = 10 ** (-60 / 20.0)
     tp = spec.sum(axis=1)
@@ -411,22 +394,7 @@ def depth(batch):
     lpc = F.cascade(hp, 2000, "low")
     lpr = F.cascade(hp, 500, "low")
     strengths = _strengths_of(batch, hp / np.max(np.abs(hp), axis=1, keepdims=True))
-    return per_clip(batch.clips, lambda i, c: _depth_one(hp[i], lpc[i], lpr[i], strengths[i]))
-
-
-def _percussive(D: np.ndarray, mag: np.ndarray, kernel: int = 31) -> np.ndarray:
-    """The percussive part of librosa.decompose.hpss(D) with its defaults (median filters of 31 frames / 31 bins,
-    soft masks of power 2): the same values, from :func:`~bench.metrics.timbral._kernels.median_filter` and one
-    fused mask kernel. ``D``, ``mag``: C-contiguous (clips, frames, bins)."""
-    C, T, nb = mag.shape
-    harm = np.empty_like(mag)
-    perc = np.empty_like(mag)
-    for c in range(C):
-        K.median_filter(mag[c], harm[c], kernel)  # along time, per bin
-    K.median_filter(mag.reshape(C * T, nb).T, perc.reshape(C * T, nb).T, kernel)  # along frequency, per frame
-    P = np.empty_like(D)
-    K.percussive_stft(D.view(np.float64), mag, harm, perc, P.view(np.float64))
-    return P
+    return per_clip(batch.clips, lambda i, c: _depth_one(batch.ops, hp[i], lpc[i], lpr[i], strengths[i]))
 
 
 def _hp_ratio(batch) -> list:
@@ -436,8 +404,7 @@ def _hp_ratio(batch) -> list:
     and saves an iSTFT."""
     if batch.a.shape[1] < HPSS_MIN:
         return [None] * len(batch)
-    D, mag = batch.shared("stft", lambda: _stft(batch))
-    p = F.istft(_percussive(D, mag))
+    p = batch.ops.percussive(_stft(batch))
     h = batch.a[:, :p.shape[1]] - p
     out = []
     for r in range(len(batch)):
@@ -446,71 +413,6 @@ def _hp_ratio(batch) -> list:
         m = (pe != 0) | (he != 0)
         out.append(_wavg(pe[m] / (pe[m] + he[m]), pe[m] + he[m]) if m.any() else None)
     return out
-
-
-BANDWIDTH_FRAME = 4096
-BANDWIDTH_HOP = 128
-
-
-# Bound on the 2-norm of the float32 magnitudes' errors, in units of sqrt(N) * ||frame|| (the 2-norm of the exact
-# transform): the computed transform's relative 2-norm error is at most ~ log2(N) * 6.7 u for float32's unit
-# roundoff u (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., Thm 24.2: 80 u for N = 4096);
-# rounding the input to float32 and the magnitudes and their scaling add ~4 u. 256 u is three times that (and
-# ~250 times the largest error seen on the quick preset's clips).
-FFT32_ERR = 256 * 2.0 ** -24
-
-
-def _bandwidth(x: np.ndarray, thresh: float, exact: bool = False, block: int = 64) -> np.ndarray:
-    """Per-frame bandwidth (roll-off at ``thresh`` minus the 5 % roll-on) of one signal's 4096-sample boxcar frames
-    every 128 samples (scipy's spectrogram with mean removal, 'density' scaling and magnitudes). With a boxcar
-    window, removing each frame's mean only zeroes its DC bin, which is set directly.
-
-    The bandwidth depends on the magnitudes only through comparisons (which frames are loud enough, which bins
-    cross the roll-on and roll-off thresholds), so the frames are transformed in float32 (twice as fast), with a
-    bound on each magnitude's error, and every frame whose comparisons are not clear of that bound, and the
-    frames that decide the loudness floor, are transformed again in float64: the result is the float64
-    computation's, to the bit (``exact=True`` computes every frame in float64; the tests compare the two)."""
-    if len(x) < BANDWIDTH_FRAME:
-        raise FeatureError("clip shorter than the bandwidth frame")
-    frames = sliding_window_view(x, BANDWIDTH_FRAME)[::BANDWIDTH_HOP]
-    T, nb = len(frames), BANDWIDTH_FRAME // 2 + 1
-    scale = np.sqrt(1.0 / (F.FS * BANDWIDTH_FRAME))
-    freq = np.fft.rfftfreq(BANDWIDTH_FRAME, 1.0 / F.FS)
-
-    def magnitudes(rows, dtype):
-        spec = np.empty((len(rows), nb), dtype=dtype)
-        for s in range(0, len(rows), block):
-            spec[s:s + block] = np.abs(sp_fft.rfft(rows[s:s + block].astype(dtype, copy=False), axis=-1)) * scale
-        spec[:, 0] = 0.0
-        return spec
-
-    def edges64(idx):
-        return K.spectral_edges(magnitudes(frames[idx], np.float64), np.zeros(len(idx)), thresh)[:3]
-
-    if exact:
-        lvl, on, off = edges64(np.arange(T))
-    else:
-        sq = np.concatenate([[0.0], np.cumsum(x * x)])
-        energy = np.maximum(sq[BANDWIDTH_FRAME::BANDWIDTH_HOP][:T] - sq[:-BANDWIDTH_FRAME:BANDWIDTH_HOP][:T], 0.0)
-        # (the cumulative sum's rounding, under 1e-11 of the total, is covered by the 1e-10)
-        err = scale * FFT32_ERR * np.sqrt(BANDWIDTH_FRAME * (energy + 1e-10 * sq[-1]))
-        lvl, on, off, sure = K.spectral_edges(magnitudes(frames, np.float32), err, thresh)
-        slack = np.sqrt(nb) * err + 1e-12 * lvl  # bound on |level - float64 level|; 0 once redone in float64
-
-        def redo(mask):
-            idx = np.flatnonzero(mask & (slack > 0))
-            if len(idx):
-                lvl[idx], on[idx], off[idx] = edges64(idx)
-                slack[idx] = 0.0
-
-        # the loudest and the quietest frame in float64 are among these; with them, the floor is exact
-        extreme = (lvl + slack >= (lvl - slack).max()) | (lvl - slack <= (lvl + slack).min())
-        redo(~sure | extreme)
-        floor = 0.1 * (lvl[extreme].max() - lvl[extreme].min()) + lvl[extreme].min()
-        redo(np.abs(lvl - floor) <= slack)  # too near the floor to tell
-    floor = 0.1 * (lvl.max() - lvl.min()) + lvl.min()
-    keep = (lvl > floor) & (off >= 0)
-    return np.where(keep, freq[np.maximum(off, 0)] - freq[on - 1], 0.0)
 
 
 def _centroid(seg: np.ndarray) -> float | None:
@@ -600,7 +502,9 @@ def hardness(batch):
             # each call (librosa reads memory it never wrote): there is no reference value to match
             raise FeatureError(f"clip shorter than {HPSS_MIN} samples at 44.1 kHz (no defined harmonic/percussive "
                                "ratio)")
-        return _hardness_one(c, padded[i], hp[i], strengths[i], _bandwidth(padded[i], 10 ** (-75 / 20.0)))
+        if len(padded[i]) < W.BANDWIDTH_FRAME:
+            raise FeatureError("clip shorter than the bandwidth frame")
+        return _hardness_one(c, padded[i], hp[i], strengths[i], batch.ops.bandwidth(padded[i], 10 ** (-75 / 20.0)))
 
     return per_clip(clips, one)
 
