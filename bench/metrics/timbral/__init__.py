@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 FEATURES = ("hardness", "depth", "brightness", "roughness", "warmth", "sharpness", "boominess", "reverb")
-VERSION = 1  # bump when any model's output can change: it keys the metric's cache
+VERSION = 2  # bump when any model's output can change, even by rounding: it keys the metric's cache
 _WARM = False
 
 
