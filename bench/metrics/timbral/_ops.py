@@ -136,19 +136,22 @@ def bandwidth(x: np.ndarray, thresh: float, exact: bool = False, block: int = 64
     bound on the magnitudes' error (:data:`FFT32_ERR`), and every frame whose comparisons are not clear of that
     bound, and the frames that decide the loudness floor, are transformed again in float64: the result is the
     float64 computation's, to the bit (``exact=True`` computes every frame in float64; the tests compare them)."""
-    frames = sliding_window_view(x, BANDWIDTH_FRAME)[::BANDWIDTH_HOP]
+    def framed(signal):
+        return sliding_window_view(signal, BANDWIDTH_FRAME)[::BANDWIDTH_HOP]
+
+    frames = framed(x)
     T, nb = len(frames), BANDWIDTH_FRAME // 2 + 1
     scale = np.sqrt(1.0 / (FS * BANDWIDTH_FRAME))
 
-    def magnitudes(rows, dtype):
-        spec = np.empty((len(rows), nb), dtype=dtype)
+    def magnitudes(rows):
+        spec = np.empty((len(rows), nb), dtype=rows.dtype)
         for s in range(0, len(rows), block):
-            spec[s:s + block] = np.abs(sp_fft.rfft(rows[s:s + block].astype(dtype, copy=False), axis=-1)) * scale
+            spec[s:s + block] = np.abs(sp_fft.rfft(rows[s:s + block], axis=-1)) * scale
         spec[:, 0] = 0.0
         return spec
 
     def edges64(idx):
-        return K.spectral_edges(magnitudes(frames[idx], np.float64), np.zeros(len(idx)), thresh)[:3]
+        return K.spectral_edges(magnitudes(frames[idx]), np.zeros(len(idx)), thresh)[:3]
 
     if exact:
         lvl, on, off = edges64(np.arange(T))
@@ -157,7 +160,7 @@ def bandwidth(x: np.ndarray, thresh: float, exact: bool = False, block: int = 64
         energy = np.maximum(sq[BANDWIDTH_FRAME::BANDWIDTH_HOP][:T] - sq[:-BANDWIDTH_FRAME:BANDWIDTH_HOP][:T], 0.0)
         # (the cumulative sum's rounding, under 1e-11 of the total, is covered by the 1e-10)
         err = scale * FFT32_ERR * np.sqrt(BANDWIDTH_FRAME * (energy + 1e-10 * sq[-1]))
-        lvl, on, off, sure = K.spectral_edges(magnitudes(frames, np.float32), err, thresh)
+        lvl, on, off, sure = K.spectral_edges(magnitudes(framed(x.astype(np.float32))), err, thresh)
         slack = np.sqrt(nb) * err + 1e-12 * lvl  # bound on |level - float64 level|; 0 once redone in float64
 
         def redo(mask):
