@@ -14,11 +14,12 @@ the largest difference over the seven 0-100 features and the reverb agreement. T
 points, r >= 0.99, reverb agreement >= 97 %, and NaN in the same places. Exit status 1 if a feature that ``ac``
 computes itself (not listed in ``metrics.ac.reference_features``) misses a target, 2 on a usage error, else 0.
 
-``--speed`` also measures both implementations per core: the CPU time of this process (``time.process_time``)
-with BLAS/OpenMP, numba and torch limited to one thread, the batched code on every clip compared (numpy backend,
-its kernels compiled beforehand) and timbral_models (through ``ac_ref``'s adapter, one clip at a time, as its
-workers run it) on ``--speed-clips`` of them, and prints as its last line
-``speed: X clips/s per core, timbral_models Y clips/s, Zx``.
+``--speed`` also measures both implementations per core, one after the other in one worker process set up as the
+metric's workers are (spawned; BLAS/OpenMP, numba and torch limited to one thread; the allocator tuned, see
+``timbral.tune_allocator``), as that process's CPU time (``time.process_time``): the batched code on every clip
+compared (numpy backend, 64 clips per call as the metric, its kernels compiled beforehand) and timbral_models
+(through ``ac_ref``'s adapter, one clip at a time, as its workers run it) on ``--speed-clips`` of them. The last
+line printed is ``speed: X clips/s per core, timbral_models Y clips/s, Zx``.
 """
 
 from __future__ import annotations
@@ -208,17 +209,14 @@ class AcCheck(Check):
         for i, (_, _, sr) in enumerate(clips):
             by_rate.setdefault(sr, []).append(i)
         warm()
-        t_new = t_ref = cpu_new = 0.0
+        t_new = t_ref = 0.0
         for sr, idx in by_rate.items():
             xs = [clips[i][1] for i in idx]
-            with one_thread():
-                extract([np.asarray(x, np.float64) for x in xs[:2]], sr)  # first calls: imports, caches
-                t0, c0 = time.perf_counter(), time.process_time()
-                for s in range(0, len(xs), 64):
-                    v, _ = extract([np.asarray(x, np.float64) for x in xs[s:s + 64]], sr)
-                    new[idx[s:s + 64]] = v
-                t_new += time.perf_counter() - t0
-                cpu_new += time.process_time() - c0
+            t0 = time.perf_counter()
+            for s in range(0, len(xs), 64):
+                v, _ = extract([np.asarray(x, np.float64) for x in xs[s:s + 64]], sr)
+                new[idx[s:s + 64]] = v
+            t_new += time.perf_counter() - t0
             m = AudioCommonsRef({"workers": args.workers}, sample_rate=sr)
             try:
                 t0 = time.perf_counter()
@@ -248,7 +246,7 @@ class AcCheck(Check):
         if failed:
             print(f"FAIL: {', '.join(failed)} (computed by the batched code) missed a target", file=sys.stderr)
         if args.speed:
-            print(speed_line(n / cpu_new, reference_speed(clips[:max(1, args.speed_clips)])))
+            print(speed_line(*measure_speed(clips, max(1, args.speed_clips))))
         return 1 if failed else 0
 
 
@@ -268,17 +266,38 @@ def one_thread():
     return stack
 
 
-def reference_speed(clips: list) -> float:
-    """timbral_models' clips per CPU-second with one thread (the adapter ``ac_ref`` runs it through, one clip at a
-    time, after one clip to warm it up)."""
-    from bench.metrics.audiocommons import timbral_features
+def measure_speed(clips: list, reference_clips: int) -> tuple[float, float]:
+    """(batched, timbral_models) clips per CPU-second, measured in one worker process set up as the metric's."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
+    from bench.metrics.audiocommons import init_worker
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker) as pool:
+        return pool.submit(_speeds, clips, reference_clips).result()
+
+
+def _speeds(clips: list, reference_clips: int) -> tuple[float, float]:
+    from bench.metrics.audiocommons import timbral_features
+    from bench.metrics.timbral import extract, warm
+
+    warm()
     with one_thread():
-        timbral_features(np.asarray(clips[0][1], np.float64), clips[0][2])
-        c0 = time.process_time()
+        by_rate: dict[int, list] = {}
         for _, x, sr in clips:
+            by_rate.setdefault(sr, []).append(np.asarray(x, np.float64))
+        extract(next(iter(by_rate.values()))[:2], next(iter(by_rate)))  # first calls: imports, caches
+        c0 = time.process_time()
+        for sr, xs in by_rate.items():
+            for s in range(0, len(xs), 64):
+                extract(xs[s:s + 64], sr)
+        batched = len(clips) / (time.process_time() - c0)
+        some = clips[:reference_clips]
+        timbral_features(np.asarray(some[0][1], np.float64), some[0][2])
+        c0 = time.process_time()
+        for _, x, sr in some:
             timbral_features(np.asarray(x, np.float64), sr)
-        return len(clips) / (time.process_time() - c0)
+        return batched, len(some) / (time.process_time() - c0)
 
 
 def speed_line(batched: float, reference: float) -> str:

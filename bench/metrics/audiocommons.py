@@ -409,6 +409,14 @@ class _InProcess:
         self.procs = []
 
 
+def init_worker() -> None:
+    """A worker process of the batched features: one thread per library, and an allocator that keeps memory."""
+    from bench.metrics import timbral
+
+    limit_threads()
+    timbral.tune_allocator()
+
+
 def batched_features(clips: list, sample_rate: int, features: tuple, batch_size: int, backend: str = "numpy",
                      device: str = "cpu") -> list:
     """``[(features, errors)]`` per clip from the batched implementation (a module-level function, so a worker
@@ -449,7 +457,7 @@ class _Processes:
         self.n = n
         self._args = (sample_rate, features, batch_size)
         self._pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=limit_threads)
+                                         initializer=init_worker)
         self.procs = [self]
 
     @property
