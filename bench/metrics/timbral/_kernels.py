@@ -249,36 +249,42 @@ def pairwise_sum(a, lo, n):
 
 
 @njit(cache=True)
-def subframe_stats(x, starts, down, ns, nsub):
-    """Variance (numpy's, to the bit), maximum and minimum of the ``nsub`` sub-frames of every frame of the blind
-    RT60 estimate: frame ``f`` is ``x[starts[f]::down]``; its first sub-frame is ``ns`` samples, the others
-    ``ns + 1`` (one sample of overlap), the k-th (from 0) starting at ``k * ns``."""
+def _subframe(x, base, down, n, buf, sq):
+    """(variance as numpy computes it, maximum, minimum) of ``x[base::down][:n]``."""
+    hi = -np.inf
+    lo = np.inf
+    for i in range(n):
+        v = x[base + i * down]
+        buf[i] = v
+        hi = max(hi, v)
+        lo = min(lo, v)
+    mean = pairwise_sum(buf, 0, n) / n
+    for i in range(n):
+        d = buf[i] - mean
+        sq[i] = d * d
+    return pairwise_sum(sq, 0, n) / n, hi, lo
+
+
+@njit(cache=True)
+def decay_runs(x, starts, down, ns, nsub):
+    """For each frame of the blind RT60 estimate (frame ``f`` is ``x[starts[f]::down]``), how many of its
+    ``nsub`` sub-frames in a row, from the first, are followed by one with a smaller variance (numpy's, to the bit),
+    a smaller maximum and a larger minimum. The first sub-frame is ``ns`` samples, the others ``ns + 1`` (one
+    sample of overlap), the k-th (from 0) starting at ``k * ns``. A frame's sub-frames are examined only until the
+    first that does not decay (most frames stop after one or two)."""
     F = starts.shape[0]
-    var = np.empty((F, nsub))
-    mx = np.empty((F, nsub))
-    mn = np.empty((F, nsub))
+    run = np.zeros(F, dtype=np.int64)
     buf = np.empty(ns + 1)
     sq = np.empty(ns + 1)
     for f in range(F):
-        for k in range(nsub):
-            off = k * ns
-            n = ns if k == 0 else ns + 1
-            base = starts[f] + off * down
-            hi = -np.inf
-            lo = np.inf
-            for i in range(n):
-                v = x[base + i * down]
-                buf[i] = v
-                hi = max(hi, v)
-                lo = min(lo, v)
-            mean = pairwise_sum(buf, 0, n) / n
-            for i in range(n):
-                d = buf[i] - mean
-                sq[i] = d * d
-            var[f, k] = pairwise_sum(sq, 0, n) / n
-            mx[f, k] = hi
-            mn[f, k] = lo
-    return var, mx, mn
+        v0, h0, l0 = _subframe(x, starts[f], down, ns, buf, sq)
+        for k in range(1, nsub):
+            v1, h1, l1 = _subframe(x, starts[f] + k * ns * down, down, ns + 1, buf, sq)
+            if not (v1 < v0 and h1 < h0 and l1 > l0):
+                break
+            run[f] += 1
+            v0, h0, l0 = v1, h1, l1
+    return run
 
 
 @njit(cache=True)

@@ -207,9 +207,9 @@ class NumpyOps:
     def power(self, frames: np.ndarray, scale: float, nfft: int) -> np.ndarray:
         return power(frames, scale, nfft)
 
-    def magnitude(self, frames: np.ndarray) -> np.ndarray:
-        """|rfft| of each frame (rows)."""
-        return np.abs(np.fft.rfft(frames, axis=-1))
+    def magnitude(self, frames: np.ndarray, nfft: int) -> np.ndarray:
+        """|rfft| of each frame (rows), zero-padded to ``nfft``."""
+        return np.abs(np.fft.rfft(frames, n=nfft, axis=-1))
 
     def bandwidth(self, x: np.ndarray, thresh: float) -> np.ndarray:
         return bandwidth(x, thresh)
@@ -287,8 +287,8 @@ class TorchOps:
         s[..., 1:-1] *= 2
         return self._np(s)
 
-    def magnitude(self, frames: np.ndarray) -> np.ndarray:
-        return self._np(self.torch.fft.rfft(self._t(frames), dim=-1).abs())
+    def magnitude(self, frames: np.ndarray, nfft: int) -> np.ndarray:
+        return self._np(self.torch.fft.rfft(self._t(frames), n=nfft, dim=-1).abs())
 
     def bandwidth(self, x: np.ndarray, thresh: float) -> np.ndarray:
         torch = self.torch

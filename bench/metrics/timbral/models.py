@@ -171,21 +171,20 @@ def roughness(batch):
     out = [np.nan] * len(clips)
     x = np.pad(batch.a, ((0, 0), (512, 0)))
     n = x.shape[1]
-    num_frames = int(n / (step - olap))
-    frames = np.zeros((len(clips), num_frames, nfft))
     if n > step:
         starts = []
         i = 0
         while int(i * (step / 2.0)) + step <= n:
             starts.append(int(i * (step / 2.0)))
             i += 1
-        starts = np.array(starts)
-        frames[:, : len(starts), :step] = x[:, starts[:, None] + np.arange(step)] * win
+        frames = x[:, np.array(starts)[:, None] + np.arange(step)] * win  # zero-padded to nfft by the transform
     else:
-        frames[:, 0, :n] = x
-    spec = batch.ops.magnitude(frames)  # (clips, frames, bins)
+        frames = x[:, None, :]
+    spec = batch.ops.magnitude(frames, nfft)  # (clips, frames, bins)
+    num_frames = int(n / (step - olap))  # the reference's frame count: frames past the last full one are silent
     for r in range(len(clips)):
-        s = spec[r].T  # bins x frames
+        s = np.zeros((spec.shape[2], num_frames))  # bins x frames
+        s[:, :spec.shape[1]] = spec[r].T
         lo, hi = s.min(), s.max()
         ns = (s - lo) / (hi - lo)
         mean_r = float(np.mean(K.roughness_frames(ns, s, freq, 0.01)))
@@ -211,8 +210,8 @@ def _rt60(x: np.ndarray, fs: float = F.FS) -> float:
     """Blind RT60 estimate (Loellmann et al.; Jan and Wang's Laplacian likelihood), frame by frame: a frame whose
     sub-frames decay steadily (falling variance and shrinking range) for at least ``nos_min`` sub-frames gets a
     maximum-likelihood decay rate; these feed a histogram whose mode, smoothed over frames, is the estimate. The
-    sub-frame statistics and the histogram are numba kernels; the likelihoods are computed for all frames with one
-    run length at once."""
+    decay runs and the histogram are numba kernels; the likelihoods are computed for all frames with one run length
+    at once."""
     p = _rt_params(fs)
     Ns, down = p["N_sub"], p["down"]
     BL = p["N"] * down
@@ -221,11 +220,10 @@ def _rt60(x: np.ndarray, fs: float = F.FS) -> float:
     if BL >= L:
         return float(tq[0])
     starts = np.arange(0, L - BL + 1, p["N_shift"])
-    var, mx, mn = K.subframe_stats(x, starts, down, Ns, p["nos_max"] - 1)
-    dec = (var[:, 1:] < var[:, :-1]) & (mx[:, 1:] < mx[:, :-1]) & (mn[:, 1:] > mn[:, :-1])
-    # consecutive decays from the start; the reference only scores a run that stops (a break) at >= nos_min
-    run = np.cumprod(dec, axis=1).sum(axis=1)
-    scored = (run >= p["nos_min"]) & (run < dec.shape[1])
+    nsub = p["nos_max"] - 1
+    run = K.decay_runs(x, starts, down, Ns, nsub)  # consecutive decays from the first sub-frame
+    # the reference only scores a run that stops (a break) at >= nos_min
+    scored = (run >= p["nos_min"]) & (run < nsub - 1)
     ml = np.full(len(starts), -1.0)
     a = p["a"]
     for cnt in np.unique(run[scored]):
@@ -283,16 +281,16 @@ def _segments(arr, marks):
 
 
 def _r2(x, y) -> float:
-    """R^2 of the least-squares line through (x, y) (what sklearn's LinearRegression.score gives)."""
+    """R^2 of the least-squares line through (x, y) (what sklearn's LinearRegression.score gives): for a line with
+    an intercept, the squared correlation, from centred sums."""
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise FeatureError("non-finite values in the decay fit")
-    A = np.stack([x, np.ones_like(x)], axis=1)
-    coef, *_ = np.linalg.lstsq(A, y, rcond=None)
-    res = np.sum((y - A @ coef) ** 2)
-    tot = np.sum((y - y.mean()) ** 2)
-    if tot == 0:
-        return 1.0 if res == 0 else 0.0
-    return float(1 - res / tot)
+    dx, dy = x - x.mean(), y - y.mean()
+    syy = np.dot(dy, dy)
+    if syy == 0:
+        return 1.0
+    sxx = np.dot(dx, dx)
+    return float(np.dot(dx, dy) ** 2 / (sxx * syy)) if sxx > 0 else 0.0
 
 
 def _warmth_one(c, oenv) -> float:
@@ -307,6 +305,8 @@ def _warmth_one(c, oenv) -> float:
         ons = [0]
     rmss, ratios, scs, decays = [], [], [], []
     freq = np.fft.rfftfreq(8192, 1.0 / F.FS)
+    with np.errstate(divide="ignore"):
+        log_freq = np.log10(freq)
     for _, seg in _segments(x, ons):
         rmss.append(np.sqrt(np.mean(seg * seg)))
         # scipy.signal.spectrogram(seg, FS, nperseg=min(len, 8192), nfft=8192): its Tukey window, 1/8 overlap and
@@ -327,7 +327,7 @@ def _warmth_one(c, oenv) -> float:
             ratios.append(0)
         scs.append(np.sum(freq * spec) / float(np.sum(spec)))
         with np.errstate(divide="ignore"):
-            decays.append(_r2(np.log10(freq[up_idx:]), np.log10(spec[up_idx:])))
+            decays.append(_r2(log_freq[up_idx:], np.log10(spec[up_idx:])))
     feats = np.array([np.log10(np.mean(scs)), weighted_hf, mean_wr, np.mean(decays), _wavg(ratios, rmss), 1.0])
     coef = np.array([-4.464258317026696, -0.08819320850778556, 0.29156539973575546, 17.274733561081554,
                      8.403340066029507, 45.21212125085579])
