@@ -549,7 +549,8 @@ def median_filter(x, out, k):
 
     The columns (lanes) are filtered 64 at a time, each keeping its window sorted: a step removes the sample that
     leaves and inserts the one that enters with a branch-free merge over the window (one compare-and-select pass),
-    which the compiler vectorises across the lanes. ``x`` and ``out`` may be transposed views."""
+    which the compiler vectorises across the lanes; the first window is built the same way, from infinities. ``x``
+    and ``out`` may be transposed views. The samples must not be NaN or infinite."""
     n, L = x.shape
     h = k // 2
     src = np.empty(n + 2 * h, np.int64)  # the mirrored index of every position of the extended axis
@@ -563,20 +564,13 @@ def median_filter(x, out, k):
     prev = np.empty(C)
     old = np.empty(C)
     new = np.empty(C)
-    tmp = np.empty(k)
     for l0 in range(0, L, C):
         c = min(C, L - l0)
-        for lane in range(c):
-            for j in range(k):
-                tmp[j] = x[src[j], l0 + lane]
-            tmp.sort()
-            for j in range(k):
-                buf[j, lane] = tmp[j]
-            out[0, l0 + lane] = buf[h, lane]
-        for i in range(1, n):
+        buf[:, :] = np.inf  # the first k steps each replace an infinity with a sample: the first window, sorted
+        for step in range(n + k - 1):
             for lane in range(c):
-                old[lane] = x[src[i - 1], l0 + lane]
-                new[lane] = x[src[i + k - 1], l0 + lane]
+                old[lane] = np.inf if step < k else x[src[step - k], l0 + lane]
+                new[lane] = x[src[step], l0 + lane]
                 prev[lane] = -np.inf
             # sorted window without `old` (d), then with `new` merged in: out[j] = max(d[j - 1], min(d[j], new))
             for j in range(k):
@@ -597,8 +591,9 @@ def median_filter(x, out, k):
                         m = d if d < new[lane] else new[lane]
                         p = prev[lane]
                         bj[lane] = m if m > p else p
-            for lane in range(c):
-                out[i, l0 + lane] = buf[h, lane]
+            if step >= k - 1:
+                for lane in range(c):
+                    out[step - k + 1, l0 + lane] = buf[h, lane]
 
 
 @njit(cache=True, error_model="numpy")

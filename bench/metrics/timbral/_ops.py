@@ -83,7 +83,7 @@ def stft(x: np.ndarray, block: int = 32) -> np.ndarray:
     w = window("hann", N_FFT)
     for c in range(C):
         for s in range(0, T, block):
-            out[c, s:s + block] = np.fft.rfft(w * frames[c, s:s + block], axis=-1)
+            np.fft.rfft(w * frames[c, s:s + block], axis=-1, out=out[c, s:s + block])
     return out
 
 
