@@ -246,7 +246,10 @@ class AcCheck(Check):
         if failed:
             print(f"FAIL: {', '.join(failed)} (computed by the batched code) missed a target", file=sys.stderr)
         if args.speed:
-            print(speed_line(*measure_speed(clips, max(1, args.speed_clips))))
+            speed = measure_speed(clips, max(1, args.speed_clips), per_feature=True)
+            print(f"CPU ms per clip, one feature at a time (each with the shared front end, {speed['front']:.1f} ms): "
+                  + ", ".join(f"{f} {ms:.1f}" for f, ms in speed["features"].items()))
+            print(speed_line(speed["batched"], speed["reference"]))
         return 1 if failed else 0
 
 
@@ -266,38 +269,51 @@ def one_thread():
     return stack
 
 
-def measure_speed(clips: list, reference_clips: int) -> tuple[float, float]:
-    """(batched, timbral_models) clips per CPU-second, measured in one worker process set up as the metric's."""
+def measure_speed(clips: list, reference_clips: int, per_feature: bool = False) -> dict:
+    """Clips per CPU-second of the batched code (``batched``, every clip) and of timbral_models (``reference``, the
+    first ``reference_clips``), measured one after the other in one worker process set up as the metric's
+    (:func:`bench.metrics.audiocommons.init_worker`); with ``per_feature``, also each feature's CPU milliseconds
+    per clip computed alone (``features``; each includes the shared front end, ``front``: loudness normalisation
+    and resampling)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     from bench.metrics.audiocommons import init_worker
 
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker) as pool:
-        return pool.submit(_speeds, clips, reference_clips).result()
+        return pool.submit(_speeds, clips, reference_clips, per_feature).result()
 
 
-def _speeds(clips: list, reference_clips: int) -> tuple[float, float]:
-    from bench.metrics.audiocommons import timbral_features
+def _speeds(clips: list, reference_clips: int, per_feature: bool) -> dict:
+    from bench.metrics.audiocommons import FEATURES, timbral_features
     from bench.metrics.timbral import extract, warm
 
-    warm()
-    with one_thread():
-        by_rate: dict[int, list] = {}
-        for _, x, sr in clips:
-            by_rate.setdefault(sr, []).append(np.asarray(x, np.float64))
-        extract(next(iter(by_rate.values()))[:2], next(iter(by_rate)))  # first calls: imports, caches
+    by_rate: dict[int, list] = {}
+    for _, x, sr in clips:
+        by_rate.setdefault(sr, []).append(np.asarray(x, np.float64))
+
+    def cpu_per_clip(features=FEATURES) -> float:
         c0 = time.process_time()
         for sr, xs in by_rate.items():
             for s in range(0, len(xs), 64):
-                extract(xs[s:s + 64], sr)
-        batched = len(clips) / (time.process_time() - c0)
+                extract(xs[s:s + 64], sr, features)
+        return (time.process_time() - c0) / len(clips)
+
+    warm()
+    out: dict = {}
+    with one_thread():
+        extract(next(iter(by_rate.values()))[:2], next(iter(by_rate)))  # first calls: imports, caches
+        out["batched"] = 1.0 / cpu_per_clip()
+        if per_feature:
+            out["front"] = 1000 * cpu_per_clip(())
+            out["features"] = {f: 1000 * cpu_per_clip((f,)) for f in FEATURES}
         some = clips[:reference_clips]
         timbral_features(np.asarray(some[0][1], np.float64), some[0][2])
         c0 = time.process_time()
         for _, x, sr in some:
             timbral_features(np.asarray(x, np.float64), sr)
-        return batched, len(some) / (time.process_time() - c0)
+        out["reference"] = len(some) / (time.process_time() - c0)
+    return out
 
 
 def speed_line(batched: float, reference: float) -> str:

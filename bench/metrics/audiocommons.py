@@ -461,6 +461,11 @@ class _Processes:
         self.procs = [self]
 
     @property
+    def pids(self) -> list[int]:
+        """The worker processes' ids (those started so far)."""
+        return list(getattr(self._pool, "_processes", None) or {})
+
+    @property
     def size(self) -> int:
         return self.n
 
