@@ -266,6 +266,22 @@ def _subframe(x, base, down, n, buf, sq):
 
 
 @njit(cache=True)
+def rms_windows(x, step, hop):
+    """See ``_onsets.rms_envelope``."""
+    n = x.shape[0]
+    sq = x * x
+    count = 0
+    while count * hop < n - step:
+        count += 1
+    out = np.empty(count + 1)
+    for w in range(count):
+        out[w] = np.sqrt(pairwise_sum(sq, w * hop, step) / step)
+    last = count * hop
+    out[count] = np.sqrt(pairwise_sum(sq, last, n - last) / (n - last)) if last < n else np.nan
+    return out
+
+
+@njit(cache=True)
 def decay_runs(x, starts, down, ns, nsub):
     """For each frame of the blind RT60 estimate (frame ``f`` is ``x[starts[f]::down]``), how many of its
     ``nsub`` sub-frames in a row, from the first, are followed by one with a smaller variance (numpy's, to the bit),

@@ -122,11 +122,6 @@ def attack_time(env: np.ndarray, fs: float, *, fixed: bool = False, max_attack: 
 
 
 def rms_envelope(x: np.ndarray, step: int, hop: int) -> np.ndarray:
-    n = len(x)
-    starts = np.arange(0, max(n - step, 0), hop)
-    starts = starts[starts < n - step]
-    sq = x * x
-    body = np.sqrt(np.mean(sq[starts[:, None] + np.arange(step)], axis=1)) if len(starts) else np.zeros(0)
-    last = len(starts) * hop
-    tail = np.sqrt(np.mean(sq[last:])) if last < n else np.nan
-    return np.concatenate([body, [tail]])
+    """RMS of ``step``-sample windows every ``hop`` samples while a whole window fits before the last sample,
+    then of the rest (NaN if nothing is left): numpy's means, to the bit."""
+    return K.rms_windows(np.ascontiguousarray(x, dtype=np.float64), step, hop)
