@@ -756,6 +756,36 @@ def biquad_cascade(b, a, x, passes):
 
 
 @njit(cache=True)
+def _edges(row, e, thresh):
+    """:func:`spectral_edges` of one row (float64 magnitudes, DC bin 0) with error bound ``e``."""
+    nb = row.shape[0]
+    s = pairwise_sum(row, 0, nb)  # numpy's sum, as timbral_models takes it
+    target = s * 0.05
+    slack_t = 0.05 * (np.sqrt(nb) * e + 1e-12 * s)  # the target's own uncertainty
+    sure = True
+    c = 1
+    cum = row[0]
+    before = cum
+    while cum < target and c < nb:
+        before = cum
+        cum += row[c]
+        c += 1
+    if e > 0:
+        # the crossing must be clear at c (unless the loop ran out of bins) and not yet at c - 1
+        crossed = c == nb or cum - target > np.sqrt(c) * e + 1e-12 * cum + slack_t
+        not_before = c == 1 or target - before > np.sqrt(c - 1) * e + 1e-12 * before + slack_t
+        sure = c > 1 and crossed and not_before
+    last = -1
+    for b in range(nb - 1, -1, -1):
+        if row[b] >= thresh - e:
+            last = b
+            break
+    if e > 0 and last >= 0 and not row[last] >= thresh + e:
+        sure = False
+    return s, c, last, sure
+
+
+@njit(cache=True)
 def spectral_edges(spec, err, thresh):
     """Per frame (rows of a magnitude spectrogram whose DC bin is 0): the total magnitude (numpy's sum, in float64),
     the roll-on index ``c`` (the first c >= 1 at which the magnitude summed over bins below c reaches 5 %
@@ -763,7 +793,7 @@ def spectral_edges(spec, err, thresh):
     bandwidth defines them.
 
     With ``err[t] > 0`` the magnitudes of row t are approximations whose errors have a 2-norm of at most
-    ``err[t]`` (so each is within err[t] and a sum over m bins within sqrt(m) err[t]; see ``models._bandwidth``),
+    ``err[t]`` (so each is within err[t] and a sum over m bins within sqrt(m) err[t]; see ``_ops.bandwidth``),
     and ``sure[t]`` says whether both indices are certainly those of the exact magnitudes: every comparison that
     decides them clears its threshold by more than that error. With ``err`` 0 the indices are exact and ``sure`` is
     all True."""
@@ -774,35 +804,30 @@ def spectral_edges(spec, err, thresh):
     sure = np.ones(T, dtype=np.bool_)
     row = np.empty(nb)
     for t in range(T):
-        e = err[t]
         for b in range(nb):
             row[b] = spec[t, b]
-        s = pairwise_sum(row, 0, nb)  # numpy's sum, as timbral_models takes it
-        lvl[t] = s
-        target = s * 0.05
-        slack_t = 0.05 * (np.sqrt(nb) * e + 1e-12 * s)  # the target's own uncertainty
-        c = 1
-        cum = float(spec[t, 0])
-        before = cum
-        while cum < target and c < nb:
-            before = cum
-            cum += spec[t, c]
-            c += 1
-        on[t] = c
-        if e > 0:
-            # the crossing must be clear at c (unless the loop ran out of bins) and not yet at c - 1
-            crossed = c == nb or cum - target > np.sqrt(c) * e + 1e-12 * cum + slack_t
-            not_before = c == 1 or target - before > np.sqrt(c - 1) * e + 1e-12 * before + slack_t
-            if c == 1 or not (crossed and not_before):
-                sure[t] = False
-        last = -1
-        for b in range(nb - 1, -1, -1):
-            if spec[t, b] >= thresh - e:
-                last = b
-                break
-        off[t] = last
-        if e > 0 and last >= 0 and not spec[t, last] >= thresh + e:
-            sure[t] = False
+        lvl[t], on[t], off[t], sure[t] = _edges(row, err[t], thresh)
+    return lvl, on, off, sure
+
+
+@njit(cache=True)
+def spectral_edges_complex(R, scale, err, thresh):
+    """:func:`spectral_edges` of the magnitudes ``sqrt(re^2 + im^2) * scale`` of complex spectra ``R`` given as
+    (re, im) pairs (rows x 2 bins), computed in ``R``'s precision, the DC bin set to 0."""
+    T, nb = R.shape[0], R.shape[1] // 2
+    lvl = np.zeros(T)
+    on = np.ones(T, dtype=np.int64)
+    off = np.full(T, -1, dtype=np.int64)
+    sure = np.ones(T, dtype=np.bool_)
+    row = np.empty(nb)
+    sc = R.dtype.type(scale)
+    for t in range(T):
+        row[0] = 0.0
+        for b in range(1, nb):
+            re = R[t, 2 * b]
+            im = R[t, 2 * b + 1]
+            row[b] = np.sqrt(re * re + im * im) * sc
+        lvl[t], on[t], off[t], sure[t] = _edges(row, err[t], thresh)
     return lvl, on, off, sure
 
 

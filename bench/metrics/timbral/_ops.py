@@ -160,7 +160,11 @@ def bandwidth(x: np.ndarray, thresh: float, exact: bool = False, block: int = 64
         energy = np.maximum(sq[BANDWIDTH_FRAME::BANDWIDTH_HOP][:T] - sq[:-BANDWIDTH_FRAME:BANDWIDTH_HOP][:T], 0.0)
         # (the cumulative sum's rounding, under 1e-11 of the total, is covered by the 1e-10)
         err = scale * FFT32_ERR * np.sqrt(BANDWIDTH_FRAME * (energy + 1e-10 * sq[-1]))
-        lvl, on, off, sure = K.spectral_edges(magnitudes(framed(x.astype(np.float32))), err, thresh)
+        frames32 = framed(x.astype(np.float32))
+        R = np.empty((T, nb), dtype=np.complex64)
+        for s in range(0, T, block):
+            R[s:s + block] = sp_fft.rfft(frames32[s:s + block], axis=-1)
+        lvl, on, off, sure = K.spectral_edges_complex(R.view(np.float32), scale, err, thresh)
         slack = np.sqrt(nb) * err + 1e-12 * lvl  # bound on |level - float64 level|; 0 once redone in float64
 
         def redo(mask):
