@@ -23,14 +23,16 @@ raises gives NaN (the error is logged); a silent (all-zero) clip gives NaN for a
 refuses silence.
 
 **The metrics.** ``ac`` (:class:`AudioCommons`) computes the features with the batched implementation in
-:mod:`bench.metrics.timbral` (many clips per call, in this process; ``afx-bench check ac`` validates it against
-timbral_models), taking any feature listed in its ``reference_features`` from timbral_models instead. ``ac_ref``
+:mod:`bench.metrics.timbral` (many clips per call; ``afx-bench check ac`` validates it against timbral_models),
+taking any feature listed in its ``reference_features`` from timbral_models instead. ``ac_ref``
 (:class:`AudioCommonsRef`) is timbral_models itself, through the adapter below: the reference, kept for validation
 and for features that the batched code does not (yet) match. Both compute features only for clips whose content
-hash is not cached (in memory for the process, and on disk under ``<cache dir>/audiocommons``), so a target's
-features are computed once per run and reused across systems (and across runs). ``ac_ref`` computes the clips
-still needed in a process pool of one process per core, each limited to one BLAS/OpenMP/numba thread; ``ac``
-computes them in batches, in a background thread when the runner prefetches.
+hash is not cached (in memory for the process, and on disk under ``<cache dir>/audiocommons``), so a task's
+inputs' and targets' features are computed once and reused by every system and seed (and later runs); a clip
+another process is computing is waited for, not computed again (:class:`_Claims`). ``ac_ref`` computes the clips
+still needed in a process pool of one process per core, each limited to one BLAS/OpenMP/numba thread; ``ac`` in
+worker processes of the same kind (numpy backend) or in this process (torch backend, on the run's GPU), in the
+background when the runner prefetches.
 
 Scores are keyed by the metric's name: ``ac/<feature>``, ``ac_mean``, ``ac_signed/<feature>`` (and
 ``ac_ref/<feature>``, ``ac_ref_mean``, ``ac_ref_signed/<feature>`` for the reference). A value that is not finite
