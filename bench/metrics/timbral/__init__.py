@@ -2,11 +2,13 @@
 roughness, warmth, sharpness, boominess, reverb) for many clips per call.
 
 Written from timbral_models' algorithms, not its code: the work that dominates the reference's time is done once
-per batch and shared between models (one resampling and loudness normalisation per clip, one third-octave filter
-bank and Zwicker loudness for all 4096-sample windows of all clips, which four models read; spectrograms, filters
-and librosa's mel/onset and HPSS front ends over stacked clips of equal length), and its sequential parts (Zwicker's
-loudness slopes, mirpeaks' peak picking, the sample-and-hold envelope, the onset look-back) are compiled with numba.
-Per-clip decisions (onset pruning, attack segments) stay in Python, as cheap bookkeeping around those kernels.
+per batch of clips of one length and shared between models (one resampling and loudness normalisation per clip,
+one third-octave filter bank and Zwicker loudness for all 4096-sample windows, which four models read, one STFT of
+the clips for hardness and warmth); the sequential parts (the IIR filters, Zwicker's loudness slopes, HPSS's median
+filters, mirpeaks' peak picking, the envelopes, the onset look-back, the RT60 decay runs) are numba kernels
+(``_kernels``) that reproduce the libraries' arithmetic; the array work that a GPU can take (STFTs, HPSS, mel,
+spectra, the bandwidth spectrogram) goes through ``_ops``, in numpy/numba or in torch. Per-clip decisions (onset
+pruning, attack segments) stay in Python, as cheap bookkeeping around those kernels.
 
 Values are the reference's, unclipped (its default ``clip_output=False``), and ``reverb`` is its 0/1 decision.
 ``afx-bench check ac`` compares the two on a run's clips; docs/metrics.md has the results.

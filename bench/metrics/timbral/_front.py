@@ -1,6 +1,7 @@
 """The shared front end of the batched timbral models: checking and preparing clips (loudness normalisation to
 -24 LUFS with pyloudnorm, resampling to 44.1 kHz with librosa), the third-octave filter bank and Zwicker loudness
-of 4096-sample windows, and helpers shared by several models (Butterworth cascades, spectrograms, onsets)."""
+of 4096-sample windows, the batch the models work on, and helpers shared by several models (Butterworth cascades,
+Bark-band weights)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,6 @@ import scipy.signal as sps
 
 FS = 44100  # every model works at (at least) 44.1 kHz
 WINDOW = 4096  # the loudness models' window
-
-
-class Rejected(Exception):
-    """A clip that timbral_models refuses as a whole (its reason is recorded, its features are NaN)."""
 
 
 @dataclass

@@ -1,9 +1,12 @@
 """numba kernels for the parts of the timbral models that are sequential by nature (a recursion over samples, a
-state machine over critical bands or spectral peaks). Each is compiled once (cached on disk, see
-:func:`bench.metrics.timbral.warm`) and called over many windows / clips at a time.
+state machine over critical bands or spectral peaks, a sliding window) or that numpy would do in several passes.
+Each is compiled once (cached on disk, see :func:`bench.metrics.timbral.warm`) and called over many windows / clips
+at a time. None may be recursive: numba cannot reload a recursive function from its cache (the process crashes).
 
 They follow timbral_models 0.4.0's algorithms step for step, including its rounding and indexing conventions,
-because the features are regressions on these intermediate values and small departures show up in the scores."""
+because the features are regressions on these intermediate values and small departures show up in the scores;
+where they stand in for a library routine (scipy's lfilter, numpy's sum, librosa's overlap-add and soft mask) they
+repeat its arithmetic operation for operation, so the values are the library's to the bit."""
 
 from __future__ import annotations
 
