@@ -550,3 +550,26 @@ def test_ac_processes_sharing_a_cache_compute_each_clip_once(ac_cache):
     assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
     assert sum(json.loads(o.strip().splitlines()[-1]) for o, _ in outs) == 6  # 3 inputs + 3 targets, once each
     assert not list((ac_cache / "audiocommons").rglob("*.claim"))  # every claim released
+
+
+def test_ac_claims_of_gone_processes_are_taken_over(ac_cache):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from bench.metrics.audiocommons import _Claims, _start_time
+
+    claims = _Claims(lambda key: ac_cache / "audiocommons" / f"{key}.json")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = int(dead.stdout)
+    path = ac_cache / "audiocommons" / "k1.claim"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{socket.gethostname()}:{gone}:123")  # its process has exited
+    assert claims.take("k1")
+    path.write_text(f"{socket.gethostname()}:{os.getppid()}:{_start_time(os.getppid())}")  # a live process
+    assert not claims.take("k1")
+    path.write_text(f"{socket.gethostname()}:{os.getppid()}:1")  # that id, but another start: reused
+    assert claims.take("k1")
+    claims.release("k1")
+    assert not path.exists()

@@ -71,20 +71,29 @@ log = logging.getLogger(__name__)
 _MEMORY: dict[str, dict] = {}  # clip key -> {"features": {...}, "errors": {...}}, for this process
 
 
+def _start_time(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot, from /proc; "" where there is no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
 class _Claims:
     """Which process computes a clip: a file ``<key>.claim`` beside the clip's cached record, created exclusively by
     the process that will compute it (it holds the host and process id) and removed once the record is written.
     A process that finds another's claim waits for the record instead of computing the clip a second time (cells
     of one task scored in several worker processes share their inputs and targets). A claim whose process is gone
-    (same host), or older than ``STALE_S`` seconds, is taken over. Without a disk cache there is nothing to share
-    and every claim succeeds."""
+    (same host: no process with that id and start time), or older than ``STALE_S`` seconds, is taken over.
+    Without a disk cache there is nothing to share and every claim succeeds."""
 
     STALE_S = 1800.0
     POLL_S = 0.05
 
     def __init__(self, record_path):
         self._record_path = record_path  # key -> Path of the cached record; None: no disk cache
-        self._me = f"{socket.gethostname()}:{os.getpid()}"
+        self._me = f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
 
     def _path(self, key: str):
         return self._record_path(key).with_suffix(".claim")
@@ -116,7 +125,7 @@ class _Claims:
             return False  # released meanwhile
         if owner == self._me:
             return False
-        host, _, pid = owner.partition(":")
+        host, pid, start = (owner.split(":") + ["", ""])[:3]
         if age > self.STALE_S:
             return False
         if host == socket.gethostname() and pid.isdigit():
@@ -126,6 +135,8 @@ class _Claims:
                 return False
             except PermissionError:
                 pass
+            if start and _start_time(int(pid)) != start:  # the id now belongs to another process
+                return False
         return True
 
     def release(self, key: str) -> None:
@@ -243,10 +254,14 @@ class AudioCommonsRef(Metric):
         return self._pool
 
     def close(self) -> None:
-        """Stop the worker processes (also done when the metric is garbage-collected, or at exit)."""
+        """Stop the worker processes (also done when the metric is garbage-collected, or at exit) and give up the
+        claims of clips still being computed."""
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+        for k in self._pending:
+            self._claims.release(k)
+        self._pending.clear()
 
     def features(self, clips: list) -> list[dict]:
         """Feature records of ``clips`` (float32 arrays at the metric's rate): cached ones looked up, each distinct
