@@ -188,7 +188,7 @@ def test_stft_istft_and_hpss_are_librosas_to_the_bit(prepared):
 def test_median_filter_equals_scipy():
     import scipy.ndimage as ndi
 
-    from bench.metrics.timbral._kernels import median_filter
+    from bench.metrics.timbral._libkernels import median_filter
 
     rng = np.random.default_rng(3)
     for n, lanes in ((87, 200), (31, 5), (10, 70), (1025, 3)):  # sequences shorter than the window too

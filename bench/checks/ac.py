@@ -50,7 +50,9 @@ def _stored_clips(out: Path) -> list[tuple[str, np.ndarray, int]]:
     return clips
 
 
-def _generated_clips(preset: str, per_task: int, sets: list[str]) -> list[tuple[str, np.ndarray, int]]:
+def generated_clips(preset: str, per_task: int, sets: list[str]) -> list[tuple[str, np.ndarray, int]]:
+    """(name, clip, rate) of the input, reference and target of the first ``per_task`` examples of every test task
+    of ``preset``, named ``<task id>/<index>/<kind>``."""
     from bench.config import load_config
     from bench.plan import Plan
 
@@ -91,7 +93,8 @@ def per_task(names: list[str], new: np.ndarray, ref: np.ndarray, features) -> li
     return rows
 
 
-def _select(clips: list, n: int) -> list:
+def select_evenly(clips: list, n: int) -> list:
+    """``n`` of ``clips`` evenly spaced over the list (all of them for ``n`` <= 0), so that every task keeps some."""
     if n <= 0 or len(clips) <= n:
         return clips
     idx = np.unique(np.linspace(0, len(clips) - 1, n).round().astype(int))
@@ -194,9 +197,9 @@ class AcCheck(Check):
             clips = _stored_clips(args.out)
             source = f"the stored audio of {args.out}"
         else:
-            clips = _generated_clips(args.preset, args.per_task, args.sets)
+            clips = generated_clips(args.preset, args.per_task, args.sets)
             source = f"the test tasks of preset {args.preset} ({args.per_task} examples x input/reference/target)"
-        clips = _select(clips, args.clips)
+        clips = select_evenly(clips, args.clips)
         if len(clips) < 200 and not args.allow_few:
             print(f"afx-bench check ac: only {len(clips)} clips (at least 200 needed; more examples per task, or "
                   f"--allow-few)", file=sys.stderr)

@@ -24,9 +24,9 @@ REF_CLIPS = 8
 
 @pytest.fixture(scope="module")
 def clips():
-    from bench.checks.ac import _generated_clips, _select
+    from bench.checks.ac import generated_clips, select_evenly
 
-    return _select(_generated_clips("quick", 4, []), CLIPS)
+    return select_evenly(generated_clips("quick", 4, []), CLIPS)
 
 
 def test_speed(clips):

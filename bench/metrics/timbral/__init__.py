@@ -6,9 +6,9 @@ per batch of clips of one length and shared between models (one resampling and l
 one third-octave filter bank and Zwicker loudness for all 4096-sample windows, which four models read, one STFT of
 the clips for hardness and warmth); the sequential parts (the IIR filters, Zwicker's loudness slopes, HPSS's median
 filters, mirpeaks' peak picking, the envelopes, the onset look-back, the RT60 decay runs) are numba kernels
-(``_kernels``) that reproduce the libraries' arithmetic; the array work that a GPU can take (STFTs, HPSS, mel,
-spectra, the bandwidth spectrogram) goes through ``_ops``, in numpy/numba or in torch. Per-clip decisions (onset
-pruning, attack segments) stay in Python, as cheap bookkeeping around those kernels.
+(``_kernels``; ``_libkernels`` for the library routines, whose arithmetic they reproduce); the array work that a GPU
+can take (STFTs, HPSS, mel, spectra, the bandwidth spectrogram) goes through ``_ops``, in numpy/numba or in torch.
+Per-clip decisions (onset pruning, attack segments) stay in Python, as cheap bookkeeping around those kernels.
 
 Values are the reference's, unclipped (its default ``clip_output=False``), and ``reverb`` is its 0/1 decision.
 ``afx-bench check ac`` compares the two on a run's clips; docs/metrics.md has the results.

@@ -118,7 +118,7 @@ def butter_ba(order: int, freq: float | tuple, btype: str, fs: float = FS):
 def cascade(x: np.ndarray, freq: float, btype: str, times: int = 3, fs: float = FS) -> np.ndarray:
     """``times`` (1-3) passes of the same 2nd-order Butterworth filter (the models' steep high/low-pass) along the
     last axis: scipy.signal.lfilter's values, from one fused kernel."""
-    from bench.metrics.timbral._kernels import biquad_cascade
+    from bench.metrics.timbral._libkernels import biquad_cascade
 
     b, a = butter_ba(2, float(freq), btype, fs)
     x = np.asarray(x, dtype=np.float64)
@@ -145,7 +145,7 @@ def _third_octave_design(fs: float):
 
 def _level_db(b, a, x: np.ndarray) -> np.ndarray:
     """Level (dB) of each row of ``x`` filtered by (b, a); -inf where the filtered row is nowhere positive."""
-    from bench.metrics.timbral._kernels import band_energy
+    from bench.metrics.timbral._libkernels import band_energy
 
     ss, top = band_energy(b, a, x)
     with np.errstate(divide="ignore"):
@@ -155,7 +155,7 @@ def _level_db(b, a, x: np.ndarray) -> np.ndarray:
 
 def third_octave_levels(win: np.ndarray, fs: float = FS, pref: float = 100.0) -> np.ndarray:
     """Levels (dB re ``pref``) of the 28 third-octave bands of each row of ``win`` (windows x samples)."""
-    from bench.metrics.timbral._kernels import lfilter_rows
+    from bench.metrics.timbral._libkernels import lfilter_rows
 
     designs, (C, D) = _third_octave_design(float(fs))
     W = win.shape[0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench.metrics.timbral import _kernels as K
+from bench.metrics.timbral import _libkernels as L
 
 
 class OnsetError(Exception):
@@ -124,4 +125,4 @@ def attack_time(env: np.ndarray, fs: float, *, fixed: bool = False, max_attack: 
 def rms_envelope(x: np.ndarray, step: int, hop: int) -> np.ndarray:
     """RMS of ``step``-sample windows every ``hop`` samples while a whole window fits before the last sample,
     then of the rest (NaN if nothing is left): numpy's means, to the bit."""
-    return K.rms_windows(np.ascontiguousarray(x, dtype=np.float64), step, hop)
+    return L.rms_windows(np.ascontiguousarray(x, dtype=np.float64), step, hop)

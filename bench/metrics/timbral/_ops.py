@@ -24,6 +24,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import fft as sp_fft
 
 from bench.metrics.timbral import _kernels as K
+from bench.metrics.timbral import _libkernels as L
 
 FS = 44100
 N_FFT, HOP = 2048, 512  # librosa's STFT defaults (periodic Hann window, centred, zero padding)
@@ -94,7 +95,7 @@ def istft(X: np.ndarray) -> np.ndarray:
     full = np.zeros((C, N_FFT + HOP * (T - 1)))
     w = window("hann", N_FFT)
     for c in range(C):
-        K.overlap_add(w * np.fft.irfft(X[c], n=N_FFT, axis=-1), HOP, full[c])
+        L.overlap_add(w * np.fft.irfft(X[c], n=N_FFT, axis=-1), HOP, full[c])
     y = full[:, N_FFT // 2:N_FFT // 2 + istft_length(T)]
     wss = _window_sumsquare(T)[N_FFT // 2:N_FFT // 2 + istft_length(T)]
     nz = wss > np.finfo(np.float64).tiny
@@ -104,16 +105,16 @@ def istft(X: np.ndarray) -> np.ndarray:
 
 def percussive_stft(D: np.ndarray, mag: np.ndarray) -> np.ndarray:
     """The percussive part of librosa.decompose.hpss(D) with its defaults (median filters of 31 frames / 31 bins,
-    soft masks of power 2): the same values, from :func:`~bench.metrics.timbral._kernels.median_filter` and one
+    soft masks of power 2): the same values, from :func:`~bench.metrics.timbral._libkernels.median_filter` and one
     fused mask kernel. ``D``, ``mag``: C-contiguous (clips, frames, bins)."""
     C, T, nb = mag.shape
     harm = np.empty_like(mag)
     perc = np.empty_like(mag)
     for c in range(C):
-        K.median_filter(mag[c], harm[c], MEDIAN)  # along time, per bin
-    K.median_filter(mag.reshape(C * T, nb).T, perc.reshape(C * T, nb).T, MEDIAN)  # along frequency, per frame
+        L.median_filter(mag[c], harm[c], MEDIAN)  # along time, per bin
+    L.median_filter(mag.reshape(C * T, nb).T, perc.reshape(C * T, nb).T, MEDIAN)  # along frequency, per frame
     P = np.empty_like(D)
-    K.percussive_stft(D.view(np.float64), mag, harm, perc, P.view(np.float64))
+    L.percussive_stft(D.view(np.float64), mag, harm, perc, P.view(np.float64))
     return P
 
 
@@ -206,7 +207,7 @@ class NumpyOps:
 
     def mel(self, spec) -> np.ndarray:
         """Mel power spectrograms (clips, 128 mels, frames) of :meth:`stft`'s STFT, as librosa's melspectrogram."""
-        return K.mel_power(spec[1] ** 2, *mel_basis())
+        return L.mel_power(spec[1] ** 2, *mel_basis())
 
     def power(self, frames: np.ndarray, scale: float, nfft: int) -> np.ndarray:
         return power(frames, scale, nfft)

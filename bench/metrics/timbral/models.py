@@ -13,6 +13,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from bench.metrics.timbral import _front as F
 from bench.metrics.timbral import _kernels as K
+from bench.metrics.timbral import _libkernels as L
 from bench.metrics.timbral import _ops as W
 
 
@@ -126,7 +127,7 @@ def _frame_power(x: np.ndarray, nfft: int) -> np.ndarray:
     n = x.shape[-1]
     nper, hop = (nfft, nfft // 4) if n >= nfft else (n, 1)
     win = W.window("hamming", nper)
-    return K.frame_energy(np.ascontiguousarray(x), nper, hop, win) * (nfft / win.sum() ** 2)
+    return L.frame_energy(np.ascontiguousarray(x), nper, hop, win) * (nfft / win.sum() ** 2)
 
 
 def brightness(batch):
