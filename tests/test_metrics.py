@@ -471,3 +471,105 @@ def test_ac_metric_pool_cache_and_values(ac_cache):
     bad[5] = np.inf
     with pytest.raises(ValueError, match="ac: NaN or Inf samples in the output"):
         m2.score_batch([est(bad)], exs[:1])
+
+
+def _task_examples(n=3):
+    """A task's examples: inputs (tones) and targets (their low-passed versions), distinct clips."""
+    from bench.tasks import Example
+
+    inputs = [tone(0.5, f0=150.0 + 40 * i, seed=i) for i in range(n)]
+    return [Example("music/peq4/test", i, f"src{i}", x, x, lowpass(x, 1200), np.full(4, 0.5), {}, ())
+            for i, x in enumerate(inputs)]
+
+
+def test_ac_features_of_inputs_and_targets_are_computed_once_per_task(ac_cache, monkeypatch):
+    """Every system and seed that scores a task's examples shares one computation of each input and target (bypass
+    answers with the inputs, the oracle with the targets): counted clip by clip at the batched extractor."""
+    from bench.metrics import audiocommons, timbral
+
+    computed: list[bytes] = []
+    real = timbral.extract
+
+    def counting(clips, *a, **kw):
+        computed.extend(np.asarray(x, np.float32).tobytes() for x in clips)
+        return real(clips, *a, **kw)
+
+    monkeypatch.setattr(timbral, "extract", counting)
+    exs = _task_examples()
+    systems = {"bypass": [est(e.input) for e in exs], "oracle": [est(e.target) for e in exs],
+               "gain": [est(0.5 * e.input) for e in exs], "dull": [est(lowpass(e.input, 600)) for e in exs]}
+    for seed in range(2):  # each seed's run of the grid: its own metric, the same task
+        m = get_metric("ac", {"workers": 1}, sample_rate=SR)
+        for name, ests in systems.items():
+            m.prefetch(ests, exs)
+            scores = m.score_batch(ests, exs)
+            assert all(math.isfinite(s["ac_mean"]) for s in scores), name
+        assert m.stats["computed"] == (12 if seed == 0 else 0)
+    distinct = {np.asarray(c, np.float32).tobytes() for e in exs for c in (e.input, e.target)}
+    distinct |= {np.asarray(s.output, np.float32).tobytes() for k in ("gain", "dull") for s in systems[k]}
+    assert len(computed) == len(distinct) == 12 and set(computed) == distinct  # each clip once, nothing twice
+    audiocommons.clear_memory_cache()  # a later run: everything from the disk cache
+    m = get_metric("ac", {"workers": 1}, sample_rate=SR)
+    m.score_batch(systems["dull"], exs)
+    assert m.stats["computed"] == 0 and len(computed) == 12
+
+
+_SCORE_IN_A_PROCESS = """
+import json, sys, time
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_metrics import _task_examples, est, SR
+from bench.metrics import get_metric
+go = Path({go!r})
+while not go.exists():
+    time.sleep(0.01)
+exs = _task_examples()
+m = get_metric("ac", {{"workers": 1}}, sample_rate=SR)
+m.score_batch([est(e.input) for e in exs], exs)
+print(json.dumps(m.stats["computed"]))
+"""
+
+
+def test_ac_processes_sharing_a_cache_compute_each_clip_once(ac_cache):
+    """Two processes (say, two cells of one task in worker processes) score the same inputs and targets at the same
+    time: the claims on the disk cache let each clip be computed by one of them only."""
+    import os
+    import subprocess
+    import sys
+
+    from bench.metrics.timbral import warm
+
+    warm()  # compile once here, so that both processes load the kernels from numba's cache
+    go = ac_cache / "go"
+    code = _SCORE_IN_A_PROCESS.format(tests=str(Path(__file__).parent), go=str(go))
+    env = {**os.environ, "AFX_BENCH_CACHE": str(ac_cache)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    go.touch()
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    assert sum(json.loads(o.strip().splitlines()[-1]) for o, _ in outs) == 6  # 3 inputs + 3 targets, once each
+    assert not list((ac_cache / "audiocommons").rglob("*.claim"))  # every claim released
+
+
+def test_ac_claims_of_gone_processes_are_taken_over(ac_cache):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from bench.metrics.audiocommons import _Claims, _start_time
+
+    claims = _Claims(lambda key: ac_cache / "audiocommons" / f"{key}.json")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = int(dead.stdout)
+    path = ac_cache / "audiocommons" / "k1.claim"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{socket.gethostname()}:{gone}:123")  # its process has exited
+    assert claims.take("k1")
+    path.write_text(f"{socket.gethostname()}:{os.getppid()}:{_start_time(os.getppid())}")  # a live process
+    assert not claims.take("k1")
+    path.write_text(f"{socket.gethostname()}:{os.getppid()}:1")  # that id, but another start: reused
+    assert claims.take("k1")
+    claims.release("k1")
+    assert not path.exists()

@@ -157,3 +157,85 @@ def test_check_module_contract():
 
     check = get_check("ac")
     assert isinstance(check, Check) and check.help
+
+
+# --- the parts of the batched implementation ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def prepared(clips):
+    from bench.metrics.timbral import _front
+
+    ready, refused = _front.prepare([x.astype(np.float64) for x in clips[:8]], SR)
+    assert not any(refused)
+    return np.stack([c.a for c in ready])
+
+
+def test_stft_istft_and_hpss_are_librosas_to_the_bit(prepared):
+    import librosa
+
+    from bench.metrics.timbral import _ops
+
+    x = prepared[:3]
+    D = _ops.stft(x)
+    ref = librosa.stft(x)
+    assert np.array_equal(D, ref.transpose(0, 2, 1))
+    assert np.array_equal(_ops.istft(D), librosa.istft(ref))
+    _, P = librosa.decompose.hpss(ref)
+    assert np.array_equal(_ops.percussive_stft(D, np.abs(D)), P.transpose(0, 2, 1))
+
+
+def test_median_filter_equals_scipy():
+    import scipy.ndimage as ndi
+
+    from bench.metrics.timbral._libkernels import median_filter
+
+    rng = np.random.default_rng(3)
+    for n, lanes in ((87, 200), (31, 5), (10, 70), (1025, 3)):  # sequences shorter than the window too
+        x = np.abs(rng.standard_normal((n, lanes))) * np.exp(rng.standard_normal((n, lanes)))
+        x[n // 2] = x[n // 3]  # ties
+        out = np.empty_like(x)
+        median_filter(x, out, 31)
+        assert np.array_equal(out, ndi.median_filter(x, size=(31, 1), mode="reflect"))
+        out_t = np.empty_like(x.T)
+        median_filter(x.T.copy().T, out_t.T, 31)  # transposed views
+        assert np.array_equal(out_t.T, out)
+
+
+def test_float32_bandwidth_is_the_float64_one_to_the_bit(clips, prepared):
+    from bench.metrics.timbral import _ops
+
+    thresh = 10 ** (-75 / 20.0)
+    signals = [np.pad(a, (4097, 0)) for a in prepared]
+    signals.append(np.pad(np.r_[np.zeros(20000), prepared[0][:30000]], (4097, 0)))  # silence, then sound
+    for x in signals:
+        assert np.array_equal(_ops.bandwidth(x, thresh), _ops.bandwidth(x, thresh, exact=True))
+
+
+def test_numba_kernels_reload_from_their_cache():
+    """Another process loads the kernels this one compiled from numba's on-disk cache and gets the same values (a
+    recursive kernel once crashed the process that loaded it)."""
+    import subprocess
+    import sys
+
+    from bench.metrics.timbral import extract, warm
+
+    warm()
+    x = np.sin(np.arange(SR) / 7.0) * np.exp(-np.arange(SR) / 4000.0)
+    code = ("import numpy as np; from bench.metrics.timbral import extract; "
+            f"x = np.sin(np.arange({SR}) / 7.0) * np.exp(-np.arange({SR}) / 4000.0); "
+            f"print(repr(extract([x], {SR})[0].tolist()))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == repr(extract([x], SR)[0].tolist())
+
+
+def test_torch_backend_agrees_with_numpy(clips):
+    pytest.importorskip("torch")
+    from bench.metrics.timbral import extract
+
+    some = [clips[i] for i in (0, 1, 2, 3, 4)] + [clips[5][: SR // 3]]
+    a, ra = extract(some, SR)
+    b, rb = extract(some, SR, backend="torch")
+    assert [set(r) for r in ra] == [set(r) for r in rb]
+    np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-9)

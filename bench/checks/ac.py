@@ -9,9 +9,17 @@ represented. The reference's features come through ``ac_ref``'s cache (a rerun c
 
 Per feature it writes (CSV and Markdown, to ``--report``, default ``<out>/checks`` or ``results/checks``): the
 clips compared, mean and max absolute difference, Pearson correlation, for ``reverb`` the agreement rate of the
-0/1 decision, and how many clips one side scored and the other refused. Targets: mean |diff| <= 0.5 points,
-r >= 0.99, reverb agreement >= 97 %, and NaN in the same places. Exit status 1 if a feature that ``ac`` computes
-itself (not listed in ``metrics.ac.reference_features``) misses a target, 2 on a usage error, else 0.
+0/1 decision, and how many clips one side scored and the other refused; and per task (``ac_validation_tasks``)
+the largest difference over the seven 0-100 features and the reverb agreement. Targets: mean |diff| <= 0.5
+points, r >= 0.99, reverb agreement >= 97 %, and NaN in the same places. Exit status 1 if a feature that ``ac``
+computes itself (not listed in ``metrics.ac.reference_features``) misses a target, 2 on a usage error, else 0.
+
+``--speed`` also measures both implementations per core, one after the other in one worker process set up as the
+metric's workers are (spawned; BLAS/OpenMP, numba and torch limited to one thread; the allocator tuned, see
+``timbral.tune_allocator``), as that process's CPU time (``time.process_time``): the batched code on every clip
+compared (numpy backend, 64 clips per call as the metric, its kernels compiled beforehand) and timbral_models
+(through ``ac_ref``'s adapter, one clip at a time, as its workers run it) on ``--speed-clips`` of them. The last
+line printed is ``speed: X clips/s per core, timbral_models Y clips/s, Zx``.
 """
 
 from __future__ import annotations
@@ -42,7 +50,9 @@ def _stored_clips(out: Path) -> list[tuple[str, np.ndarray, int]]:
     return clips
 
 
-def _generated_clips(preset: str, per_task: int, sets: list[str]) -> list[tuple[str, np.ndarray, int]]:
+def generated_clips(preset: str, per_task: int, sets: list[str]) -> list[tuple[str, np.ndarray, int]]:
+    """(name, clip, rate) of the input, reference and target of the first ``per_task`` examples of every test task
+    of ``preset``, named ``<task id>/<index>/<kind>``."""
     from bench.config import load_config
     from bench.plan import Plan
 
@@ -57,7 +67,34 @@ def _generated_clips(preset: str, per_task: int, sets: list[str]) -> list[tuple[
     return clips
 
 
-def _select(clips: list, n: int) -> list:
+def _task_of(name: str) -> str:
+    """The task a clip belongs to: ``<task id>/<index>/<kind>`` for generated clips, the folder for stored ones."""
+    parts = name.split("/")
+    return "/".join(parts[:-2]) if len(parts) > 2 and parts[-2].isdigit() else str(Path(name).parent)
+
+
+def per_task(names: list[str], new: np.ndarray, ref: np.ndarray, features) -> list[dict]:
+    """Per task: clips, the largest |diff| over the 0-100 features, reverb agreement, NaN mismatches."""
+    rows = []
+    tasks = [_task_of(n) for n in names]
+    cont = [j for j, f in enumerate(features) if f != "reverb"]
+    rv = list(features).index("reverb") if "reverb" in features else None
+    for task in dict.fromkeys(tasks):
+        idx = [i for i, t in enumerate(tasks) if t == task]
+        a, b = new[idx], ref[idx]
+        both = np.isfinite(a) & np.isfinite(b)
+        d = np.abs(np.where(both, a - b, 0.0))[:, cont]
+        row = {"task": task, "clips": len(idx), "max_abs_diff": float(d.max()) if d.size else math.nan,
+               "nan_mismatch": int((np.isfinite(a) != np.isfinite(b)).sum())}
+        if rv is not None:
+            ok = both[:, rv]
+            row["reverb_agreement"] = float(np.mean(a[ok, rv] == b[ok, rv])) if ok.any() else math.nan
+        rows.append(row)
+    return rows
+
+
+def select_evenly(clips: list, n: int) -> list:
+    """``n`` of ``clips`` evenly spaced over the list (all of them for ``n`` <= 0), so that every task keeps some."""
     if n <= 0 or len(clips) <= n:
         return clips
     idx = np.unique(np.linspace(0, len(clips) - 1, n).round().astype(int))
@@ -98,20 +135,33 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def write_tables(rows: list[dict], path: Path, header: str) -> tuple[Path, Path]:
+FEATURE_COLUMNS = ["feature", "source", "clips", "mean_abs_diff", "max_abs_diff", "pearson_r", "agreement",
+                   "nan_mismatch", "passed"]
+TASK_COLUMNS = ["task", "clips", "max_abs_diff", "reverb_agreement", "nan_mismatch"]
+
+
+def _markdown(rows: list[dict], cols: list[str]) -> list[str]:
+    return (["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+            + ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows])
+
+
+def write_tables(rows: list[dict], path: Path, header: str, tasks: list[dict] | None = None) -> tuple[Path, Path]:
+    """``ac_validation.csv`` (and ``ac_validation_tasks.csv`` with ``tasks``) and one Markdown file of both."""
     import csv
 
     path.mkdir(parents=True, exist_ok=True)
-    cols = ["feature", "source", "clips", "mean_abs_diff", "max_abs_diff", "pearson_r", "agreement",
-            "nan_mismatch", "passed"]
     csv_path, md_path = path / "ac_validation.csv", path / "ac_validation.md"
-    with open(csv_path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
-        w.writeheader()
-        for r in rows:
-            w.writerow({c: r.get(c) for c in cols})
-    lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    tables = [(csv_path, rows, FEATURE_COLUMNS)] + ([(path / "ac_validation_tasks.csv", tasks, TASK_COLUMNS)]
+                                                   if tasks else [])
+    for p, rs, cols in tables:
+        with open(p, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=cols)
+            w.writeheader()
+            for r in rs:
+                w.writerow({c: r.get(c) for c in cols})
+    lines = [header, ""] + _markdown(rows, FEATURE_COLUMNS)
+    if tasks:
+        lines += ["", "Per task (largest |diff| over the seven 0-100 features):", ""] + _markdown(tasks, TASK_COLUMNS)
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path
 
@@ -132,6 +182,9 @@ class AcCheck(Check):
         p.add_argument("--report", type=Path, help="where to write ac_validation.csv/.md")
         p.add_argument("--workers", type=int, default=0, help="reference processes (0: one per core)")
         p.add_argument("--allow-few", action="store_true", help="accept fewer than 200 clips (for tests)")
+        p.add_argument("--speed", action="store_true",
+                       help="also measure clips per second per core of both implementations (CPU time, one thread)")
+        p.add_argument("--speed-clips", type=int, default=8, help="with --speed: clips timed with timbral_models")
 
     def __call__(self, args: argparse.Namespace) -> int:
         from bench.metrics.audiocommons import FEATURES, AudioCommonsRef
@@ -144,9 +197,9 @@ class AcCheck(Check):
             clips = _stored_clips(args.out)
             source = f"the stored audio of {args.out}"
         else:
-            clips = _generated_clips(args.preset, args.per_task, args.sets)
+            clips = generated_clips(args.preset, args.per_task, args.sets)
             source = f"the test tasks of preset {args.preset} ({args.per_task} examples x input/reference/target)"
-        clips = _select(clips, args.clips)
+        clips = select_evenly(clips, args.clips)
         if len(clips) < 200 and not args.allow_few:
             print(f"afx-bench check ac: only {len(clips)} clips (at least 200 needed; more examples per task, or "
                   f"--allow-few)", file=sys.stderr)
@@ -183,15 +236,91 @@ class AcCheck(Check):
                   f"{n} clips from {source}. Targets: mean |diff| <= {MEAN_ABS_MAX} points, Pearson r >= "
                   f"{CORR_MIN}, reverb agreement >= {REVERB_AGREE_MIN:.0%}, NaN in the same places. Batched: "
                   f"{t_new:.1f} s; reference: {t_ref:.1f} s (wall, including any cached reference features).")
+        both = np.isfinite(new) & np.isfinite(ref)
+        cont = [j for j, f in enumerate(FEATURES) if f != "reverb"]
+        largest = float(np.abs(np.where(both, new - ref, 0.0))[:, cont].max())
+        header += f" Largest |diff| over the 0-100 features and all clips: {largest:.3g} points."
         report = args.report or ((args.out / "checks") if args.out is not None else Path("results") / "checks")
-        csv_path, md_path = write_tables(rows, report, header)
+        tasks = per_task([c[0] for c in clips], new, ref, FEATURES)
+        csv_path, md_path = write_tables(rows, report, header, tasks)
         print(md_path.read_text())
         print(f"written: {csv_path}, {md_path}")
         failed = [r["feature"] for r in rows if not r["passed"] and r["feature"] not in ref_features]
         if failed:
             print(f"FAIL: {', '.join(failed)} (computed by the batched code) missed a target", file=sys.stderr)
-            return 1
-        return 0
+        if args.speed:
+            speed = measure_speed(clips, max(1, args.speed_clips), per_feature=True)
+            print(f"CPU ms per clip, one feature at a time (each with the shared front end, {speed['front']:.1f} ms): "
+                  + ", ".join(f"{f} {ms:.1f}" for f, ms in speed["features"].items()))
+            print(speed_line(speed["batched"], speed["reference"]))
+        return 1 if failed else 0
+
+
+def one_thread():
+    """A context in which BLAS/OpenMP, numba and torch (if imported) use one thread: per-core timing."""
+    import contextlib
+
+    from threadpoolctl import threadpool_limits
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(threadpool_limits(1))
+    for name in ("numba", "torch"):
+        mod = sys.modules.get(name)
+        if mod is not None:
+            stack.callback(mod.set_num_threads, mod.get_num_threads())
+            mod.set_num_threads(1)
+    return stack
+
+
+def measure_speed(clips: list, reference_clips: int, per_feature: bool = False) -> dict:
+    """Clips per CPU-second of the batched code (``batched``, every clip) and of timbral_models (``reference``, the
+    first ``reference_clips``), measured one after the other in one worker process set up as the metric's
+    (:func:`bench.metrics.audiocommons.init_worker`); with ``per_feature``, also each feature's CPU milliseconds
+    per clip computed alone (``features``; each includes the shared front end, ``front``: loudness normalisation
+    and resampling)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bench.metrics.audiocommons import init_worker
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker) as pool:
+        return pool.submit(_speeds, clips, reference_clips, per_feature).result()
+
+
+def _speeds(clips: list, reference_clips: int, per_feature: bool) -> dict:
+    from bench.metrics.audiocommons import FEATURES, timbral_features
+    from bench.metrics.timbral import extract, warm
+
+    by_rate: dict[int, list] = {}
+    for _, x, sr in clips:
+        by_rate.setdefault(sr, []).append(np.asarray(x, np.float64))
+
+    def cpu_per_clip(features=FEATURES) -> float:
+        c0 = time.process_time()
+        for sr, xs in by_rate.items():
+            for s in range(0, len(xs), 64):
+                extract(xs[s:s + 64], sr, features)
+        return (time.process_time() - c0) / len(clips)
+
+    warm()
+    out: dict = {}
+    with one_thread():
+        extract(next(iter(by_rate.values()))[:2], next(iter(by_rate)))  # first calls: imports, caches
+        out["batched"] = 1.0 / cpu_per_clip()
+        if per_feature:
+            out["front"] = 1000 * cpu_per_clip(())
+            out["features"] = {f: 1000 * cpu_per_clip((f,)) for f in FEATURES}
+        some = clips[:reference_clips]
+        timbral_features(np.asarray(some[0][1], np.float64), some[0][2])
+        c0 = time.process_time()
+        for _, x, sr in some:
+            timbral_features(np.asarray(x, np.float64), sr)
+        out["reference"] = len(some) / (time.process_time() - c0)
+    return out
+
+
+def speed_line(batched: float, reference: float) -> str:
+    return f"speed: {batched:.1f} clips/s per core, timbral_models {reference:.2f} clips/s, {batched / reference:.1f}x"
 
 
 def _reference_features(args) -> set[str]:

@@ -23,14 +23,16 @@ raises gives NaN (the error is logged); a silent (all-zero) clip gives NaN for a
 refuses silence.
 
 **The metrics.** ``ac`` (:class:`AudioCommons`) computes the features with the batched implementation in
-:mod:`bench.metrics.timbral` (many clips per call, in this process; ``afx-bench check ac`` validates it against
-timbral_models), taking any feature listed in its ``reference_features`` from timbral_models instead. ``ac_ref``
+:mod:`bench.metrics.timbral` (many clips per call; ``afx-bench check ac`` validates it against timbral_models),
+taking any feature listed in its ``reference_features`` from timbral_models instead. ``ac_ref``
 (:class:`AudioCommonsRef`) is timbral_models itself, through the adapter below: the reference, kept for validation
 and for features that the batched code does not (yet) match. Both compute features only for clips whose content
-hash is not cached (in memory for the process, and on disk under ``<cache dir>/audiocommons``), so a target's
-features are computed once per run and reused across systems (and across runs). ``ac_ref`` computes the clips
-still needed in a process pool of one process per core, each limited to one BLAS/OpenMP/numba thread; ``ac``
-computes them in batches, in a background thread when the runner prefetches.
+hash is not cached (in memory for the process, and on disk under ``<cache dir>/audiocommons``), so a task's
+inputs' and targets' features are computed once and reused by every system and seed (and later runs); a clip
+another process is computing is waited for, not computed again (:class:`_Claims`). ``ac_ref`` computes the clips
+still needed in a process pool of one process per core, each limited to one BLAS/OpenMP/numba thread; ``ac`` in
+worker processes of the same kind (numpy backend) or in this process (torch backend, on the run's GPU), in the
+background when the runner prefetches.
 
 Scores are keyed by the metric's name: ``ac/<feature>``, ``ac_mean``, ``ac_signed/<feature>`` (and
 ``ac_ref/<feature>``, ``ac_ref_mean``, ``ac_ref_signed/<feature>`` for the reference). A value that is not finite
@@ -44,7 +46,9 @@ import json
 import logging
 import math
 import os
+import socket
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 
@@ -65,6 +69,99 @@ log = logging.getLogger(__name__)
 # --- the metric ---------------------------------------------------------------------------------------------
 
 _MEMORY: dict[str, dict] = {}  # clip key -> {"features": {...}, "errors": {...}}, for this process
+
+
+def _start_time(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot, from /proc; "" where there is no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+class _Claims:
+    """Which process computes a clip: a file ``<key>.claim`` beside the clip's cached record, created exclusively by
+    the process that will compute it (it holds the host and process id) and removed once the record is written.
+    A process that finds another's claim waits for the record instead of computing the clip a second time (cells
+    of one task scored in several worker processes share their inputs and targets). A claim whose process is gone
+    (same host: no process with that id and start time), or older than ``STALE_S`` seconds, is taken over.
+    Without a disk cache there is nothing to share and every claim succeeds."""
+
+    STALE_S = 1800.0
+    POLL_S = 0.05
+
+    def __init__(self, record_path):
+        self._record_path = record_path  # key -> Path of the cached record; None: no disk cache
+        self._me = f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+    def _path(self, key: str):
+        return self._record_path(key).with_suffix(".claim")
+
+    def take(self, key: str) -> bool:
+        """Claim ``key`` for this process: False when another live process holds it."""
+        if self._record_path is None:
+            return True
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if self._held_elsewhere(path):
+                    return False
+                path.unlink(missing_ok=True)  # stale: take it over
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(self._me)
+            return True
+        return not self._held_elsewhere(path)
+
+    def _held_elsewhere(self, path) -> bool:
+        try:
+            owner = path.read_text()
+            age = time.time() - path.stat().st_mtime
+        except (OSError, ValueError):
+            return False  # released meanwhile
+        if owner == self._me:
+            return False
+        host, pid, start = (owner.split(":") + ["", ""])[:3]
+        if age > self.STALE_S:
+            return False
+        if host == socket.gethostname() and pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                pass
+            if start and _start_time(int(pid)) != start:  # the id now belongs to another process
+                return False
+        return True
+
+    def release(self, key: str) -> None:
+        if self._record_path is None:
+            return
+        path = self._path(key)
+        try:
+            if path.read_text() == self._me:
+                path.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+    def wait(self, key: str, lookup) -> dict | None:
+        """The record of ``key`` once its claimer has written it; None if the claim goes away without a record
+        (its process failed or died: the caller computes the clip)."""
+        while True:
+            rec = lookup(key)
+            if rec is not None:
+                return rec
+            if not self._held_elsewhere(self._path(key)) and self.take(key):
+                rec = lookup(key)  # written just before the claim was released
+                if rec is not None:
+                    self.release(key)
+                return rec
+            time.sleep(self.POLL_S)
 
 
 def clear_memory_cache() -> None:
@@ -98,6 +195,7 @@ class AudioCommonsRef(Metric):
         self.workers = int(self.cfg.workers) or _available_cores()
         self._pool = None
         self._pending: dict[str, tuple] = {}  # clip key -> (Future of a background map, index in it)
+        self._claims = _Claims(self._disk_path if self.cfg.disk_cache else None)
         self.stats = {"computed": 0, "memory_hits": 0, "disk_hits": 0, "nan": dict.fromkeys(FEATURES, 0)}
 
     def _needs_reference(self) -> bool:
@@ -156,63 +254,88 @@ class AudioCommonsRef(Metric):
         return self._pool
 
     def close(self) -> None:
-        """Stop the worker processes (also done when the metric is garbage-collected, or at exit)."""
+        """Stop the worker processes (also done when the metric is garbage-collected, or at exit) and give up the
+        claims of clips still being computed."""
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+        for k in self._pending:
+            self._claims.release(k)
+        self._pending.clear()
 
     def features(self, clips: list) -> list[dict]:
         """Feature records of ``clips`` (float32 arrays at the metric's rate): cached ones looked up, each distinct
-        missing clip computed once (in the pool when more than one is missing)."""
+        missing clip computed once (in the pool when more than one is missing). A clip that another process is
+        computing (its claim is on disk, see :class:`_Claims`) is waited for, not computed again."""
         keys = [self.clip_key(x) for x in clips]
         recs: dict[str, dict] = {}
         todo: dict[str, object] = {}
+        elsewhere: list[str] = []
         for k, x in zip(keys, clips, strict=True):
-            if k in recs or k in todo:
+            if k in recs or k in todo or k in elsewhere:
                 continue
             if k in self._pending:
                 recs[k] = self._collect(k)
                 continue
             rec = self._lookup(k)
-            if rec is None:
+            if rec is not None:
+                recs[k] = rec
+            elif self._claims.take(k):
                 todo[k] = x
             else:
+                elsewhere.append(k)
+        self._compute_claimed(todo, recs)
+        for k in elsewhere:
+            rec = self._claims.wait(k, self._lookup)
+            if rec is None:  # its owner gave up: compute it here
+                self._compute_claimed({k: clips[keys.index(k)]}, recs)
+            else:
                 recs[k] = rec
-        if todo:
-            items = list(todo.items())
+        return [recs[k] for k in keys]
+
+    def _compute_claimed(self, todo: dict, recs: dict) -> None:
+        """Compute the clips of ``todo`` (key -> clip, claimed by this process), store them, release the claims."""
+        if not todo:
+            return
+        items = list(todo.items())
+        try:
             if self.workers <= 1 or (len(items) == 1 and self._pool is None):
                 results = self._compute([x for _, x in items])
             else:
                 results = self._executor().map([x for _, x in items], self.sample_rate)
             for (k, _), (feats, errors) in zip(items, results, strict=True):
-                self.stats["computed"] += 1
-                for f, err in errors.items():
-                    if err != "silent clip":
-                        log.warning("ac: timbral_models %s failed on a clip: %s", f, err)
-                recs[k] = self._store(k, feats, errors)
-        return [recs[k] for k in keys]
+                recs[k] = self._record(k, feats, errors)
+        finally:
+            for k, _ in items:
+                self._claims.release(k)
+
+    def _record(self, key: str, feats: dict, errors: dict) -> dict:
+        """Count, log and store one newly computed clip."""
+        self.stats["computed"] += 1
+        for f, err in errors.items():
+            if err != "silent clip":
+                log.warning("ac: timbral_models %s failed on a clip: %s", f, err)
+        return self._store(key, feats, errors)
 
     def _collect(self, key: str) -> dict:
         """The record of a clip whose features a :meth:`prefetch` is computing (waits for it)."""
         fut, i = self._pending[key]
+        batch = [k for k, (f, _) in self._pending.items() if f is fut]
         try:
             results = fut.result()
-        except BaseException:
-            for k in [k for k, (f, _) in self._pending.items() if f is fut]:
+            for k in batch:  # store the whole batch at once
+                feats, errors = results[self._pending[k][1]]
+                self._record(k, feats, errors)
+        finally:
+            for k in batch:
                 del self._pending[k]
-            raise
-        for k in [k for k, (f, _) in self._pending.items() if f is fut]:  # store the whole batch at once
-            feats, errors = results[self._pending.pop(k)[1]]
-            self.stats["computed"] += 1
-            for f, err in errors.items():
-                if err != "silent clip":
-                    log.warning("ac: timbral_models %s failed on a clip: %s", f, err)
-            self._store(k, feats, errors)
+                self._claims.release(k)
         return _MEMORY[key] if key in _MEMORY else self._lookup(key)
 
     def prefetch(self, estimates, examples) -> None:
-        """Hand the clips whose features are not cached to the worker pool now, so that they are computed while
-        the runner scores the cell's other metrics; :meth:`score_batch` collects them."""
+        """Hand the clips whose features are not cached (nor being computed by another process) to the worker pool
+        now, so that they are computed while the runner scores the cell's other metrics; :meth:`score_batch`
+        collects them."""
         from bench.metrics._audio import audio_pairs
 
         if self.workers <= 1:
@@ -221,10 +344,15 @@ class AudioCommonsRef(Metric):
         todo: dict[str, object] = {}
         for x in outs + tgts:
             k = self.clip_key(x)
-            if k not in todo and k not in self._pending and self._lookup(k) is None:
+            if k not in todo and k not in self._pending and self._lookup(k) is None and self._claims.take(k):
                 todo[k] = x
         if todo:
-            fut = self._executor().submit(list(todo.values()), self.sample_rate)
+            try:
+                fut = self._executor().submit(list(todo.values()), self.sample_rate)
+            except BaseException:
+                for k in todo:
+                    self._claims.release(k)
+                raise
             for i, k in enumerate(todo):
                 self._pending[k] = (fut, i)
 
@@ -298,7 +426,16 @@ class _InProcess:
         self.procs = []
 
 
-def batched_features(clips: list, sample_rate: int, features: tuple, batch_size: int) -> list:
+def init_worker() -> None:
+    """A worker process of the batched features: one thread per library, and an allocator that keeps memory."""
+    from bench.metrics import timbral
+
+    limit_threads()
+    timbral.tune_allocator()
+
+
+def batched_features(clips: list, sample_rate: int, features: tuple, batch_size: int, backend: str = "numpy",
+                     device: str = "cpu") -> list:
     """``[(features, errors)]`` per clip from the batched implementation (a module-level function, so a worker
     process can run it)."""
     import numpy as np
@@ -309,7 +446,7 @@ def batched_features(clips: list, sample_rate: int, features: tuple, batch_size:
     out = []
     for s in range(0, len(clips), batch_size):
         chunk = [np.asarray(x, dtype=np.float64) for x in clips[s:s + batch_size]]
-        vals, reasons = timbral.extract(chunk, sample_rate, features)
+        vals, reasons = timbral.extract(chunk, sample_rate, features, backend=backend, device=device)
         out += [({f: float(vals[r, j]) for j, f in enumerate(features)}, dict(reasons[r])) for r in range(len(chunk))]
     return out
 
@@ -337,8 +474,13 @@ class _Processes:
         self.n = n
         self._args = (sample_rate, features, batch_size)
         self._pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=limit_threads)
+                                         initializer=init_worker)
         self.procs = [self]
+
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes' ids (those started so far)."""
+        return list(getattr(self._pool, "_processes", None) or {})
 
     @property
     def size(self) -> int:
@@ -370,8 +512,12 @@ class AudioCommons(AudioCommonsRef):
         # features taken from timbral_models rather than the batched code; default: none, as every feature meets
         # the validation targets (docs/metrics.md, "Validation against timbral_models")
         reference_features: list = field(default_factory=list)
-        batch_size: int = 64  # clips per batched call (memory grows with it: ~10 MB per 1-s clip)
-        # workers: processes of the reference pool, used only for reference_features (0: one per core)
+        batch_size: int = 64  # clips per call of the batched code (each call works in batches of a few clips)
+        # where the array work runs: "auto" (torch on the metric's device when that is a GPU, else numpy), "numpy"
+        # (numpy/numba on the CPU, the implementation `afx-bench check ac` validates) or "torch" (on the device)
+        backend: str = "auto"
+        # workers: processes computing the batched features (numpy backend; the torch backend computes in this
+        # process, which holds the device) and the reference pool for reference_features (0: one per core)
 
     def __init__(self, config=None, **kw):
         super().__init__(config, **kw)
@@ -384,9 +530,16 @@ class AudioCommons(AudioCommonsRef):
             raise ConfigError(f"metrics.ac.reference_features: unknown {bad}; valid: {', '.join(FEATURES)}")
         if int(self.cfg.batch_size) < 1:
             raise ConfigError(f"metrics.ac.batch_size: expected an integer >= 1, got {self.cfg.batch_size}")
+        if self.cfg.backend not in ("auto", "numpy", "torch"):
+            raise ConfigError(f"metrics.ac.backend: expected auto, numpy or torch, got {self.cfg.backend!r}")
+        self.backend = self.cfg.backend
+        if self.backend == "auto":
+            self.backend = "torch" if str(self.device).startswith("cuda") else "numpy"
         self.reference = tuple(f for f in FEATURES if f in ref)
         self.own = tuple(f for f in FEATURES if f not in self.reference)
-        self.cache_tag = f"batched-v{VERSION}" + (f"-ref-{'+'.join(self.reference)}" if self.reference else "")
+        # the torch backend's numbers equal numpy's within float tolerance, not to the bit: cached apart
+        self.cache_tag = (f"batched-v{VERSION}" + ("-torch" if self.backend == "torch" else "")
+                          + (f"-ref-{'+'.join(self.reference)}" if self.reference else ""))
         self._ref_metric = None
 
     def _needs_reference(self) -> bool:
@@ -403,7 +556,7 @@ class AudioCommons(AudioCommonsRef):
 
     def _executor(self):
         if self._pool is None or not self._pool.procs:
-            if self.workers > 1 and not self.reference:  # worker processes for the batched code
+            if self.workers > 1 and not self.reference and self.backend == "numpy":  # worker processes
                 self._pool = _Processes(self.workers, self.sample_rate, self.own, int(self.cfg.batch_size))
                 weakref.finalize(self, self._pool.close)
             else:
@@ -413,8 +566,9 @@ class AudioCommons(AudioCommonsRef):
     def _compute(self, clips: list) -> list:
         out = [({}, {}) for _ in clips]
         if self.own:
-            for (feats, errs), (f, e) in zip(out, batched_features(clips, self.sample_rate, self.own,
-                                                                   int(self.cfg.batch_size)), strict=True):
+            done = batched_features(clips, self.sample_rate, self.own, int(self.cfg.batch_size), self.backend,
+                                    str(self.device))
+            for (feats, errs), (f, e) in zip(out, done, strict=True):
                 feats.update(f)
                 errs.update(e)
         if self.reference:

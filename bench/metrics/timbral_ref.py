@@ -275,6 +275,10 @@ class WorkerPool:
     def size(self) -> int:
         return len(self.procs)
 
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
     def map(self, clips: list, sample_rate: int) -> list:
         """timbral_features of every clip, in order."""
         with self._lock:

@@ -127,7 +127,7 @@ def ac_speedup(n_examples: int = 8, workers: int = 0) -> dict:
             m.score_batch([Estimate(None, warm_e[0].output * 0.9)], warm_x)  # imports / starts the pool
             audiocommons.clear_memory_cache()
             load0 = os.getloadavg()[0]
-            pids = [p.pid for p in m._pool.procs] if m._pool is not None else []
+            pids = getattr(m._pool, "pids", []) if m._pool is not None else []
             c0, w0, t0 = os.times(), _cpu_seconds(pids), time.perf_counter()
             m.score_batch(estimates, examples)
             wall, c1, w1 = time.perf_counter() - t0, os.times(), _cpu_seconds(pids)

@@ -1,110 +1,61 @@
 """Speed of the AudioCommons features: the batched implementation (bench.metrics.timbral, metric ``ac``) against
-timbral_models (``ac_ref``), in clips per second on one core (pytest-benchmark).
+timbral_models (``ac_ref``), per core, on the quick preset's clips (1-s clips at 24 kHz: the inputs, references and
+targets of its test tasks).
 
-    pytest -m perf bench/perf/test_timbral_perf.py -p no:cacheprovider
+    python tests/run_marked.py perf bench/perf/test_timbral_perf.py -s
 
-Both run in this process with BLAS/OpenMP limited to one thread (threadpoolctl), on the same generated 1-second
-clips at 24 kHz (the quick preset's segment), with no cache: the batched code on a batch of ``BATCH`` clips per
-call, the reference one clip at a time (as its pool workers do, with the adapter's memoised filter designs). Each
-records ``clips_per_s`` in its extra_info; ``test_speedup`` prints the ratio. BENCHMARKS.md ("## AudioCommons:
-batched vs timbral_models") has the numbers.
+``test_speed`` measures as ``afx-bench check ac --speed`` does (both implementations one after the other in one
+worker process set up as the metric's, CPU time with one thread; see bench.checks.ac.measure_speed) and prints its
+line and the per-feature breakdown; ``test_backend`` times the batched code with each ops backend (numpy on the
+CPU; torch on the GPU where there is one) in pytest-benchmark. BENCHMARKS.md ("AudioCommons: 20x") has the
+numbers.
 """
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
-from bench.perf import harmonic_clips
-
 pytestmark = pytest.mark.perf
 
-SR = 24000
-BATCH = 32
-REF_CLIPS = 4
+CLIPS = 96  # of the quick preset's test clips, evenly selected
+REF_CLIPS = 8
 
 
-def _clips(n: int, seed: int = 0) -> list[np.ndarray]:
-    return harmonic_clips(n, 1.0, SR, seed, dtype=np.float64)
+@pytest.fixture(scope="module")
+def clips():
+    from bench.checks.ac import generated_clips, select_evenly
+
+    return select_evenly(generated_clips("quick", 4, []), CLIPS)
 
 
-def _one_thread():
-    try:
-        from threadpoolctl import threadpool_limits
+def test_speed(clips):
+    from bench.checks.ac import measure_speed, speed_line
 
-        return threadpool_limits(1)
-    except ImportError:  # pragma: no cover
-        import contextlib
+    pytest.importorskip("timbral_models")
+    speed = measure_speed(clips, REF_CLIPS, per_feature=True)
+    print(f"\nfront end {speed['front']:.2f} ms/clip; one feature at a time (with the front end), ms/clip: "
+          + ", ".join(f"{f} {ms:.2f}" for f, ms in speed["features"].items()))
+    print(speed_line(speed["batched"], speed["reference"]))
+    assert speed["batched"] > speed["reference"]
 
-        return contextlib.nullcontext()
+
+def _devices():
+    import torch
+
+    return ["cuda"] if torch.cuda.is_available() else []
 
 
-def _record(benchmark, clips):
-    benchmark.extra_info["clips"] = clips
+@pytest.mark.parametrize("backend,device", [("numpy", "cpu")] + [("torch", d) for d in _devices()])
+def test_backend(benchmark, clips, backend, device):
+    from bench.metrics.timbral import extract, warm
+
+    warm()
+    xs = [np.asarray(x, np.float64) for _, x, _ in clips]
+    sr = clips[0][2]
+    extract(xs[:2], sr, backend=backend, device=device)
+    benchmark.pedantic(extract, args=(xs, sr), kwargs={"backend": backend, "device": device}, rounds=2,
+                       iterations=1)
+    benchmark.extra_info["clips"] = len(xs)
     if benchmark.stats:
-        benchmark.extra_info["clips_per_s"] = clips / benchmark.stats.stats.mean
-
-
-def test_batched(benchmark):
-    from bench.metrics.timbral import extract, warm
-
-    warm()
-    clips = _clips(BATCH)
-    with _one_thread():
-        extract(clips[:2], SR)
-        benchmark.pedantic(extract, args=(clips, SR), rounds=3, iterations=1)
-    _record(benchmark, BATCH)
-
-
-@pytest.mark.parametrize("feature", ["hardness", "depth", "brightness", "roughness", "warmth", "sharpness",
-                                     "boominess", "reverb"])
-def test_batched_feature(benchmark, feature):
-    """One feature at a time (the shared front end, resampling and loudness normalisation, included in each)."""
-    from bench.metrics.timbral import extract, warm
-
-    warm()
-    clips = _clips(BATCH)
-    with _one_thread():
-        benchmark.pedantic(extract, args=(clips, SR, (feature,)), rounds=2, iterations=1)
-    _record(benchmark, BATCH)
-
-
-def test_reference(benchmark):
-    pytest.importorskip("timbral_models")
-    from bench.metrics.audiocommons import timbral_features
-
-    clips = _clips(REF_CLIPS)
-    with _one_thread():
-        timbral_features(clips[0], SR)
-
-        def run():
-            for x in clips:
-                timbral_features(x, SR)
-
-        benchmark.pedantic(run, rounds=2, iterations=1)
-    _record(benchmark, REF_CLIPS)
-
-
-def test_speedup():
-    """Both on the same clips, back to back: the ratio of clips per second (printed; asserts only that it is
-    faster, as the absolute ratio depends on the machine's load)."""
-    pytest.importorskip("timbral_models")
-    from bench.metrics.audiocommons import timbral_features
-    from bench.metrics.timbral import extract, warm
-
-    warm()
-    clips = _clips(BATCH)
-    with _one_thread():
-        extract(clips[:2], SR)
-        t0 = time.process_time()
-        extract(clips, SR)
-        new = BATCH / (time.process_time() - t0)
-        timbral_features(clips[0], SR)
-        t0 = time.process_time()
-        for x in clips[:REF_CLIPS]:
-            timbral_features(x, SR)
-        ref = REF_CLIPS / (time.process_time() - t0)
-    print(f"\nbatched {new:.1f} clips/CPU-s, timbral_models {ref:.2f} clips/CPU-s: {new / ref:.1f}x")
-    assert new > ref
+        benchmark.extra_info["clips_per_s"] = len(xs) / benchmark.stats.stats.mean

@@ -1,6 +1,7 @@
 """The shared front end of the batched timbral models: checking and preparing clips (loudness normalisation to
 -24 LUFS with pyloudnorm, resampling to 44.1 kHz with librosa), the third-octave filter bank and Zwicker loudness
-of 4096-sample windows, and helpers shared by several models (Butterworth cascades, spectrograms, onsets)."""
+of 4096-sample windows, the batch the models work on, and helpers shared by several models (Butterworth cascades,
+Bark-band weights)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,6 @@ FS = 44100  # every model works at (at least) 44.1 kHz
 WINDOW = 4096  # the loudness models' window
 
 
-class Rejected(Exception):
-    """A clip that timbral_models refuses as a whole (its reason is recorded, its features are NaN)."""
-
-
 @dataclass
 class Clip:
     """One clip, ready for the models: ``a`` at 44.1 kHz normalised to -24 LUFS (what every model but reverb reads),
@@ -27,6 +24,35 @@ class Clip:
     a: np.ndarray
     raw: np.ndarray
     cache: dict = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """Clips of one length that the models score together: ``a`` stacks their normalised samples (clips x
+    samples); ``ops`` does the array work (:mod:`bench.metrics.timbral._ops`); ``cache`` holds what several models
+    compute from the whole batch (the STFT of ``a``...)."""
+
+    clips: list[Clip]
+    ops: object = None
+    cache: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if len({len(c.a) for c in self.clips}) != 1:
+            raise ValueError("timbral: a batch holds clips of one length")
+        self.a = np.stack([c.a for c in self.clips])
+        if self.ops is None:
+            from bench.metrics.timbral._ops import NumpyOps
+
+            self.ops = NumpyOps()
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def shared(self, name: str, compute):
+        """``compute()``, once per batch."""
+        if name not in self.cache:
+            self.cache[name] = compute()
+        return self.cache[name]
 
 
 def _loudness_gain(x: np.ndarray, sr: int) -> float:
@@ -43,46 +69,40 @@ def _loudness_gain(x: np.ndarray, sr: int) -> float:
     return gain
 
 
-def prepare(clips: list, sample_rate: int) -> tuple[list, list]:
-    """Clips -> (list of :class:`Clip` or None, list of reasons for the rejected ones)."""
+def refusal(x: np.ndarray) -> str | None:
+    """Why timbral_models refuses clip ``x`` as a whole (None: it does not); a clip that is not finite and mono is
+    an error."""
+    if x.ndim != 1 or not np.all(np.isfinite(x)):
+        raise ValueError("timbral: expects finite mono clips")
+    if x.size == 0:
+        return "empty clip"
+    if not np.any(x):
+        return "silent clip"
+    return None
+
+
+def prepare(clips: list[np.ndarray], sample_rate: int) -> tuple[list, list]:
+    """Clips of one length (float64, none refused by :func:`refusal`) -> (a :class:`Clip` or None for each, and
+    the reason of each None)."""
     import librosa
 
+    if sample_rate > FS:
+        raise ValueError(f"timbral: sample rates above {FS} Hz are not supported (got {sample_rate})")
+    with np.errstate(all="ignore"):
+        gains = np.array([_loudness_gain(x, sample_rate) for x in clips])
+    good = np.flatnonzero(np.isfinite(gains))
     out: list = [None] * len(clips)
-    reasons: list = [None] * len(clips)
-    xs = []
-    for i, x in enumerate(clips):
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim != 1 or not np.all(np.isfinite(x)):
-            raise ValueError("timbral: expects finite mono clips")
-        if x.size == 0:
-            reasons[i] = "empty clip"
-        elif not np.any(x):
-            reasons[i] = "silent clip"
-        xs.append(x)
-    by_len: dict[int, list[int]] = {}
-    for i, x in enumerate(xs):
-        if reasons[i] is None:
-            by_len.setdefault(len(x), []).append(i)
-    for _, idx in by_len.items():
-        block = np.stack([xs[i] for i in idx])
-        if sample_rate > FS:
-            raise ValueError(f"timbral: sample rates above {FS} Hz are not supported (got {sample_rate})")
-        with np.errstate(all="ignore"):
-            gains = np.array([_loudness_gain(xs[i], sample_rate) for i in idx])
-        good = np.isfinite(gains)
-        for i in np.asarray(idx)[~good]:
-            reasons[i] = "loudness normalisation failed (clip too quiet)"
-        idx = [i for i, ok in zip(idx, good, strict=True) if ok]
-        if not idx:
-            continue
-        block, gains = block[good], gains[good]
+    reasons: list = ["loudness normalisation failed (clip too quiet)"] * len(clips)
+    if len(good):
+        block = np.stack([clips[i] for i in good])
         # soxr (HQ) is not exactly linear, so the normalised and the raw clip are resampled separately, as in the
         # reference
-        both = np.concatenate([block * gains[:, None], block])
+        both = np.concatenate([block * gains[good][:, None], block])
         if sample_rate < FS:
             both = librosa.resample(both, orig_sr=sample_rate, target_sr=FS)
-        for r, i in enumerate(idx):
-            out[i] = Clip(a=both[r], raw=both[len(idx) + r])
+        for r, i in enumerate(good):
+            out[i] = Clip(a=both[r], raw=both[len(good) + r])
+            reasons[i] = None
     return out, reasons
 
 
@@ -96,12 +116,13 @@ def butter_ba(order: int, freq: float | tuple, btype: str, fs: float = FS):
 
 
 def cascade(x: np.ndarray, freq: float, btype: str, times: int = 3, fs: float = FS) -> np.ndarray:
-    """``times`` passes of the same 2nd-order Butterworth filter (the models' steep high/low-pass), along the last
-    axis."""
+    """``times`` (1-3) passes of the same 2nd-order Butterworth filter (the models' steep high/low-pass) along the
+    last axis: scipy.signal.lfilter's values, from one fused kernel."""
+    from bench.metrics.timbral._libkernels import biquad_cascade
+
     b, a = butter_ba(2, float(freq), btype, fs)
-    for _ in range(times):
-        x = sps.lfilter(b, a, x, axis=-1)
-    return x
+    x = np.asarray(x, dtype=np.float64)
+    return biquad_cascade(b, a, np.ascontiguousarray(x.reshape(-1, x.shape[-1])), times).reshape(x.shape)
 
 
 @functools.lru_cache(maxsize=4)
@@ -122,29 +143,33 @@ def _third_octave_design(fs: float):
     return designs, aa
 
 
-def _level_db(y: np.ndarray, m: int) -> np.ndarray:
+def _level_db(b, a, x: np.ndarray) -> np.ndarray:
+    """Level (dB) of each row of ``x`` filtered by (b, a); -inf where the filtered row is nowhere positive."""
+    from bench.metrics.timbral._libkernels import band_energy
+
+    ss, top = band_energy(b, a, x)
     with np.errstate(divide="ignore"):
-        lv = 20 * np.log10(np.sqrt(np.sum(y ** 2.0, axis=-1) / m))
-    return np.where(np.max(y, axis=-1) > 0, lv, -np.inf)
+        lv = 20 * np.log10(np.sqrt(ss / x.shape[1]))
+    return np.where(top > 0, lv, -np.inf)
 
 
 def third_octave_levels(win: np.ndarray, fs: float = FS, pref: float = 100.0) -> np.ndarray:
     """Levels (dB re ``pref``) of the 28 third-octave bands of each row of ``win`` (windows x samples)."""
+    from bench.metrics.timbral._libkernels import lfilter_rows
+
     designs, (C, D) = _third_octave_design(float(fs))
     W = win.shape[0]
     P = np.zeros((W, 28))
     k = 23  # 5 kHz: the top band of the decimated part
     for i in range(27, k, -1):
-        b, a = designs[i]
-        P[:, i] = _level_db(sps.lfilter(b, a, win, axis=-1), win.shape[1])
-    x = win
+        P[:, i] = _level_db(*designs[i], win)
+    x = np.ascontiguousarray(win)
     up, mid, low = designs[k + 3], designs[k + 2], designs[k + 1]
     for i in range(k, 1, -3):
-        x = sps.lfilter(C, D, x, axis=-1)[:, 1::2]
-        m = x.shape[1]
-        P[:, i] = _level_db(sps.lfilter(*up, x, axis=-1), m)
-        P[:, i - 1] = _level_db(sps.lfilter(*mid, x, axis=-1), m)
-        P[:, i - 2] = _level_db(sps.lfilter(*low, x, axis=-1), m)
+        x = np.ascontiguousarray(lfilter_rows(C, D, x)[:, 1::2])
+        P[:, i] = _level_db(*up, x)
+        P[:, i - 1] = _level_db(*mid, x)
+        P[:, i - 2] = _level_db(*low, x)
     return P + pref
 
 

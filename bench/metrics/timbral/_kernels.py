@@ -1,14 +1,19 @@
 """numba kernels for the parts of the timbral models that are sequential by nature (a recursion over samples, a
-state machine over critical bands or spectral peaks). Each is compiled once (cached on disk, see
-:func:`bench.metrics.timbral.warm`) and called over many windows / clips at a time.
+state machine over critical bands or spectral peaks, a sliding window) or that numpy would do in several passes.
+Each is compiled once (cached on disk, see :func:`bench.metrics.timbral.warm`) and called over many windows / clips
+at a time. None may be recursive: numba cannot reload a recursive function from its cache (the process crashes).
 
 They follow timbral_models 0.4.0's algorithms step for step, including its rounding and indexing conventions,
-because the features are regressions on these intermediate values and small departures show up in the scores."""
+because the features are regressions on these intermediate values and small departures show up in the scores;
+where they stand in for a library routine (scipy's lfilter, numpy's sum, librosa's overlap-add and soft mask) they
+repeat its arithmetic operation for operation, so the values are the library's to the bit."""
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from bench.metrics.timbral._libkernels import pairwise_sum
 
 # ISO 532 B / DIN 45631 (Zwicker) tables, as the AudioCommons loudness model uses them
 RAP = np.array([45, 55, 65, 71, 80, 90, 100, 120], dtype=np.float64)
@@ -180,6 +185,77 @@ def zwicker(P):
 
 
 @njit(cache=True)
+def _subframe(x, base, down, n, buf, sq):
+    """(variance as numpy computes it, maximum, minimum) of ``x[base::down][:n]``."""
+    hi = -np.inf
+    lo = np.inf
+    for i in range(n):
+        v = x[base + i * down]
+        buf[i] = v
+        hi = max(hi, v)
+        lo = min(lo, v)
+    mean = pairwise_sum(buf, 0, n) / n
+    for i in range(n):
+        d = buf[i] - mean
+        sq[i] = d * d
+    return pairwise_sum(sq, 0, n) / n, hi, lo
+
+
+@njit(cache=True)
+def decay_runs(x, starts, down, ns, nsub):
+    """For each frame of the blind RT60 estimate (frame ``f`` is ``x[starts[f]::down]``), how many of its
+    ``nsub`` sub-frames in a row, from the first, are followed by one with a smaller variance (numpy's, to the bit),
+    a smaller maximum and a larger minimum. The first sub-frame is ``ns`` samples, the others ``ns + 1`` (one
+    sample of overlap), the k-th (from 0) starting at ``k * ns``. A frame's sub-frames are examined only until the
+    first that does not decay (most frames stop after one or two)."""
+    F = starts.shape[0]
+    run = np.zeros(F, dtype=np.int64)
+    buf = np.empty(ns + 1)
+    sq = np.empty(ns + 1)
+    for f in range(F):
+        v0, h0, l0 = _subframe(x, starts[f], down, ns, buf, sq)
+        for k in range(1, nsub):
+            v1, h1, l1 = _subframe(x, starts[f] + k * ns * down, down, ns + 1, buf, sq)
+            if not (v1 < v0 and h1 < h0 and l1 > l0):
+                break
+            run[f] += 1
+            v0, h0, l0 = v1, h1, l1
+    return run
+
+
+@njit(cache=True)
+def rt_histogram(ml, tq, limits, size):
+    """The blind RT60 estimate's running mode, frame by frame: each frame's maximum-likelihood RT60 (``ml``; < 0:
+    none) goes into a histogram over the quantised values ``tq`` that forgets entries older than ``size``
+    estimates; the mode is smoothed over frames (0.995 / 0.005). Returns the smoothed estimate of every frame."""
+    hist = np.zeros(tq.shape[0])
+    ring = np.zeros(size, dtype=np.int64)  # the last ``size`` bins filled, oldest at ``head``
+    head = 0
+    counter = 0
+    rt_last = 0.3
+    rt_raw = 0.3
+    est = np.empty(ml.shape[0])
+    for f in range(ml.shape[0]):
+        r = ml[f]
+        if r >= 0:
+            counter += 1
+            index = 0
+            for q in range(limits.shape[0] - 1):
+                if r >= limits[q] and r <= limits[q + 1]:
+                    index = q
+                    break
+            hist[index] += 1
+            if counter > size + 1:
+                hist[ring[head]] -= 1
+            ring[head] = index
+            head = (head + 1) % size
+            rt_raw = tq[np.argmax(hist)]
+        rt_last = 0.995 * rt_last + 0.005 * rt_raw
+        est[f] = rt_last
+    return est
+
+
+@njit(cache=True)
 def hold_envelope(a, decay, hold_samples):
     """Sample-and-hold envelope of |signal| ``a``: follows rises at once, holds a peak for ``hold_samples``, then
     decays linearly by ``decay`` per sample (never below the signal)."""
@@ -292,25 +368,31 @@ def mirpeaks(array, unprocessed, freq, cthr):
 @njit(cache=True)
 def roughness_frames(norm_spec, spec, freq, cthr):
     """Vassilakis roughness of each column of a magnitude spectrogram: peaks picked on the normalised spectrogram,
-    summed over peak pairs with Plomp-Levelt dissonance curves."""
+    summed over peak pairs with Plomp-Levelt dissonance curves. Per pair (a, b), ``(va vb)^0.1 (2 vb / (va +
+    vb))^3.11 / 2`` is taken as one exponential of the peaks' logarithms (the same value to rounding, at a third
+    of the cost of the two powers)."""
     T = spec.shape[1]
     out = np.zeros(T)
+    log2 = np.log(2.0)
     for t in range(T):
         _, lev, f = mirpeaks(np.ascontiguousarray(norm_spec[:, t]), np.ascontiguousarray(spec[:, t]), freq, cthr)
         P = lev.shape[0]
         if P <= 1:
             continue
+        logv = np.log(lev)
         acc = 0.0
         for a in range(P):  # row a (f1, v1) against column b <= a (f2, v2): the lower triangle
+            fa = f[a]
+            va = lev[a]
+            la = logv[a]
             for b in range(a + 1):
-                fa = f[a]
                 fb = f[b]
                 s = 0.24 / (0.0207 * min(fa, fb) + 18.96)
                 d = abs(fb - fa)
                 pd = np.exp(-3.51 * s * d) - np.exp(-5.75 * s * d)
-                va = lev[a]
-                vb = lev[b]
-                acc += ((va * vb) ** 0.1) * (0.5 * ((2 * vb) / (va + vb)) ** 3.11) * pd
+                lb = logv[b]
+                amp = np.exp(0.1 * (la + lb) + 3.11 * (log2 + lb - np.log(va + lev[b])))
+                acc += 0.5 * amp * pd
         out[t] = acc
     return out
 
@@ -357,74 +439,76 @@ def look_back(loc, env, time_thresh, hyst_thresh, hyst_samples, nperseg):
 
 
 @njit(cache=True)
-def running_median(x, k):
-    """Median of every ``k``-sample window (``k`` odd, centred) along the rows of 2-D ``x``, with the edges mirrored
-    as scipy.ndimage's mode 'reflect' (d c b a | a b c d); the same values as scipy.ndimage.median_filter, from a
-    sorted window updated one sample at a time."""
-    rows, n = x.shape
-    h = k // 2
-    out = np.empty_like(x)
-    buf = np.empty(k)
-    ext = np.empty(n + 2 * h)
-    for r in range(rows):
-        for q in range(n + 2 * h):
-            m = (q - h) % (2 * n)
-            if m >= n:
-                m = 2 * n - 1 - m
-            ext[q] = x[r, m]
-        buf[:] = np.sort(ext[:k])
-        out[r, 0] = buf[h]
-        for i in range(1, n):
-            old = ext[i - 1]
-            new = ext[i + k - 1]
-            pos = np.searchsorted(buf, old)
-            # remove buf[pos], insert new, keeping buf sorted
-            if new >= old:
-                j = pos
-                while j + 1 < k and buf[j + 1] < new:
-                    buf[j] = buf[j + 1]
-                    j += 1
-                buf[j] = new
-            else:
-                j = pos
-                while j > 0 and buf[j - 1] > new:
-                    buf[j] = buf[j - 1]
-                    j -= 1
-                buf[j] = new
-            out[r, i] = buf[h]
-    return out
+def _edges(row, e, thresh):
+    """:func:`spectral_edges` of one row (float64 magnitudes, DC bin 0) with error bound ``e``."""
+    nb = row.shape[0]
+    s = pairwise_sum(row, 0, nb)  # numpy's sum, as timbral_models takes it
+    target = s * 0.05
+    slack_t = 0.05 * (np.sqrt(nb) * e + 1e-12 * s)  # the target's own uncertainty
+    sure = True
+    c = 1
+    cum = row[0]
+    before = cum
+    while cum < target and c < nb:
+        before = cum
+        cum += row[c]
+        c += 1
+    if e > 0:
+        # the crossing must be clear at c (unless the loop ran out of bins) and not yet at c - 1
+        crossed = c == nb or cum - target > np.sqrt(c) * e + 1e-12 * cum + slack_t
+        not_before = c == 1 or target - before > np.sqrt(c - 1) * e + 1e-12 * before + slack_t
+        sure = c > 1 and crossed and not_before
+    last = -1
+    for b in range(nb - 1, -1, -1):
+        if row[b] >= thresh - e:
+            last = b
+            break
+    if e > 0 and last >= 0 and not row[last] >= thresh + e:
+        sure = False
+    return s, c, last, sure
 
 
 @njit(cache=True)
-def bandwidth_frames(spec, f, thresh):
-    """Per frame (columns of a magnitude spectrogram): the highest frequency at or above ``thresh`` minus the
-    frequency where the cumulative magnitude first reaches 5 % of the frame's total; 0 for frames whose total is
-    under 10 % of the clip's range of totals above its minimum, and for frames with nothing above ``thresh``."""
-    nb, T = spec.shape
+def spectral_edges(spec, err, thresh):
+    """Per frame (rows of a magnitude spectrogram whose DC bin is 0): the total magnitude (numpy's sum, in float64),
+    the roll-on index ``c`` (the first c >= 1 at which the magnitude summed over bins below c reaches 5 %
+    of the total) and the roll-off bin (the last bin at or above ``thresh``; -1 if none), as timbral_models'
+    bandwidth defines them.
+
+    With ``err[t] > 0`` the magnitudes of row t are approximations whose errors have a 2-norm of at most
+    ``err[t]`` (so each is within err[t] and a sum over m bins within sqrt(m) err[t]; see ``_ops.bandwidth``),
+    and ``sure[t]`` says whether both indices are certainly those of the exact magnitudes: every comparison that
+    decides them clears its threshold by more than that error. With ``err`` 0 the indices are exact and ``sure`` is
+    all True."""
+    T, nb = spec.shape
     lvl = np.zeros(T)
+    on = np.ones(T, dtype=np.int64)
+    off = np.full(T, -1, dtype=np.int64)
+    sure = np.ones(T, dtype=np.bool_)
+    row = np.empty(nb)
     for t in range(T):
-        s = 0.0
         for b in range(nb):
-            s += spec[b, t]
-        lvl[t] = s
-    mn, mx = lvl.min(), lvl.max()
-    floor = 0.1 * (mx - mn) + mn
-    out = np.zeros(T)
+            row[b] = spec[t, b]
+        lvl[t], on[t], off[t], sure[t] = _edges(row, err[t], thresh)
+    return lvl, on, off, sure
+
+
+@njit(cache=True)
+def spectral_edges_complex(R, scale, err, thresh):
+    """:func:`spectral_edges` of the magnitudes ``sqrt(re^2 + im^2) * scale`` of complex spectra ``R`` given as
+    (re, im) pairs (rows x 2 bins), computed in ``R``'s precision, the DC bin set to 0."""
+    T, nb = R.shape[0], R.shape[1] // 2
+    lvl = np.zeros(T)
+    on = np.ones(T, dtype=np.int64)
+    off = np.full(T, -1, dtype=np.int64)
+    sure = np.ones(T, dtype=np.bool_)
+    row = np.empty(nb)
+    sc = R.dtype.type(scale)
     for t in range(T):
-        tp = lvl[t]
-        if not tp > floor:
-            continue
-        target = tp * 0.05
-        c = 1
-        cum = spec[0, t]
-        while cum < target and c < nb:
-            cum += spec[c, t]
-            c += 1
-        last = -1
-        for b in range(nb - 1, -1, -1):
-            if spec[b, t] >= thresh:
-                last = b
-                break
-        if last >= 0:
-            out[t] = f[last] - f[c - 1]
-    return out
+        row[0] = 0.0
+        for b in range(1, nb):
+            re = R[t, 2 * b]
+            im = R[t, 2 * b + 1]
+            row[b] = np.sqrt(re * re + im * im) * sc
+        lvl[t], on[t], off[t], sure[t] = _edges(row, err[t], thresh)
+    return lvl, on, off, sure

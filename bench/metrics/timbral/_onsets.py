@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench.metrics.timbral import _kernels as K
+from bench.metrics.timbral import _libkernels as L
 
 
 class OnsetError(Exception):
@@ -17,13 +18,13 @@ def envelope(x: np.ndarray, fs: float, decay_time: float = 0.2, hold_time: float
     return K.hold_envelope(a, float(a.max() / (decay_time * fs)), float(hold_time * fs))
 
 
-def onset_strengths(signals: np.ndarray, fs: float) -> list[np.ndarray]:
-    """librosa's onset strength (its defaults) of each row: the mel spectrograms in one batch, the rest per row
-    (librosa's dB conversion limits the range relative to the maximum of the whole array it is given)."""
+def onset_strengths(mel: np.ndarray, fs: float) -> list[np.ndarray]:
+    """librosa's onset strength (its defaults) of each mel power spectrogram (rows x mels x frames, as librosa's
+    melspectrogram of a signal), one at a time (librosa's dB conversion limits the range relative to the maximum
+    of the whole array it is given)."""
     import librosa
 
-    mel = librosa.feature.melspectrogram(y=signals, sr=fs, fmax=0.5 * fs)
-    return [librosa.onset.onset_strength(S=librosa.power_to_db(np.abs(m)), sr=fs) for m in mel]
+    return [librosa.onset.onset_strength(S=librosa.power_to_db(m), sr=fs) for m in mel]
 
 
 def onsets(env: np.ndarray, oenv: np.ndarray, fs: float, nperseg: int = 512) -> list[int]:
@@ -122,11 +123,6 @@ def attack_time(env: np.ndarray, fs: float, *, fixed: bool = False, max_attack: 
 
 
 def rms_envelope(x: np.ndarray, step: int, hop: int) -> np.ndarray:
-    n = len(x)
-    starts = np.arange(0, max(n - step, 0), hop)
-    starts = starts[starts < n - step]
-    sq = x * x
-    body = np.sqrt(np.mean(sq[starts[:, None] + np.arange(step)], axis=1)) if len(starts) else np.zeros(0)
-    last = len(starts) * hop
-    tail = np.sqrt(np.mean(sq[last:])) if last < n else np.nan
-    return np.concatenate([body, [tail]])
+    """RMS of ``step``-sample windows every ``hop`` samples while a whole window fits before the last sample,
+    then of the rest (NaN if nothing is left): numpy's means, to the bit."""
+    return L.rms_windows(np.ascontiguousarray(x, dtype=np.float64), step, hop)

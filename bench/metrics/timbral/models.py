@@ -1,16 +1,20 @@
 """The eight AudioCommons timbral models (timbral_models 0.4.0's definitions), each over a batch of prepared clips.
 
-Each ``<feature>(clips)`` takes a list of :class:`~bench.metrics.timbral._front.Clip` and returns one float per
-clip, unclipped (timbral_models' default ``clip_output=False``). A model that cannot score a clip raises
+Each ``<feature>(batch)`` takes a :class:`~bench.metrics.timbral._front.Batch` (clips of one length) and returns one
+float per clip, unclipped (timbral_models' default ``clip_output=False``). A model that cannot score a clip raises
 :class:`FeatureError` for that clip through :func:`per_clip`, so that one bad clip costs only its own value."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-import scipy.signal as sps
+from numpy.lib.stride_tricks import sliding_window_view
 
 from bench.metrics.timbral import _front as F
 from bench.metrics.timbral import _kernels as K
+from bench.metrics.timbral import _libkernels as L
+from bench.metrics.timbral import _ops as W
 
 
 class FeatureError(Exception):
@@ -46,9 +50,10 @@ def _loud(c):
     return c.cache
 
 
-def sharpness(clips):
+def sharpness(batch):
     """Fastl's sharpness of each window's specific loudness, averaged with the windows' energy as weights; log10
     and a linear map."""
+    clips = batch.clips
     F.loudness_windows(clips)
     g, bark = _sharp_weights()
     out = []
@@ -80,9 +85,10 @@ def _boom_weights():
     return _BOOM
 
 
-def boominess(clips):
+def boominess(batch):
     """Hatano and Hashimoto's booming index per window (a log-sum of weighted specific loudness scaled by the share
     of loudness under 280 Hz), energy-weighted over windows, with the low-Bark level; log10 and a linear map."""
+    clips = batch.clips
     F.loudness_windows(clips)
     w, below = _boom_weights()
     lw = F.normal_weights(0, 70)
@@ -103,64 +109,60 @@ def boominess(clips):
 # --- spectral models ------------------------------------------------------------------------------------------
 
 
-def _spec(x: np.ndarray, nfft: int) -> tuple[np.ndarray, np.ndarray]:
-    """Power spectra of Hamming-windowed frames of ``nfft`` samples every ``nfft/4`` (scipy's 'spectrum' scaling,
-    mean removed per frame), along the last axis; a clip shorter than ``nfft`` is one frame of its own length
-    zero-padded to ``nfft``. Returns (freqs, spectra [..., freq, frame])."""
+def _frames(x: np.ndarray, nfft: int, window="hamming", overlap: float = 0.75) -> tuple[np.ndarray, np.ndarray]:
+    """What scipy.signal.spectrogram(x, FS, window, nfft, overlap * nfft, nfft, 'constant') Fourier transforms:
+    windowed frames of ``nfft`` samples every ``(1 - overlap) * nfft``, each frame's mean removed first (a clip
+    shorter than ``nfft`` is one frame of its own length), as (..., frames, samples); and the window."""
     n = x.shape[-1]
-    if n >= nfft:
-        f, _, s = sps.spectrogram(x, F.FS, "hamming", nfft, int(3 * nfft / 4), nfft, "constant", True, "spectrum")
-    else:
-        f, _, s = sps.spectrogram(x, F.FS, "hamming", n, n - 1, nfft, "constant", True, "spectrum")
-    return f, s
+    nper, hop = (nfft, nfft - int(overlap * nfft)) if n >= nfft else (n, max(1, n - int(overlap * n)))
+    win = W.window(window, nper)
+    fr = sliding_window_view(x, nper, axis=-1)[..., ::hop, :]
+    return win * (fr - fr.mean(axis=-1, keepdims=True)), win
 
 
-def _by_length(clips):
-    groups: dict[int, list[int]] = {}
-    for i, c in enumerate(clips):
-        groups.setdefault(len(c.a), []).append(i)
-    return groups.values()
+def _frame_power(x: np.ndarray, nfft: int) -> np.ndarray:
+    """The sum over frequency of each power spectrum of :func:`_frames` (x) and :func:`_power`, from the frames'
+    energy (Parseval: the one-sided spectrum with its inner bins doubled sums to the whole spectrum's power,
+    ``nfft`` times the frame's energy)."""
+    n = x.shape[-1]
+    nper, hop = (nfft, nfft // 4) if n >= nfft else (n, 1)
+    win = W.window("hamming", nper)
+    return L.frame_energy(np.ascontiguousarray(x), nper, hop, win) * (nfft / win.sum() ** 2)
 
 
-def brightness(clips):
+def brightness(batch):
     """The energy ratio above 2 kHz and the spectral centroid above 100 Hz, per frame, weighted by frame power; log10
     of both and a linear map."""
-    out = [np.nan] * len(clips)
-    for idx in _by_length(clips):
-        x = F.cascade(np.stack([clips[i].a for i in idx]), 20, "high")
-        ratio_hp = F.cascade(x, 2000, "high")
-        cent_hp = F.cascade(x, 100, "high")
-        peak = np.max(np.abs(x), axis=1, keepdims=True)
-        ratio_hp, cent_hp, x = ratio_hp / peak, cent_hp / peak, x / peak
-        nfft = 2048
-        if x.shape[1] < nfft:  # short clips: the reference's one-frame spectrum
-            freq, s_all = _spec(x, nfft)
-            _, s_r = _spec(ratio_hp, nfft)
-            _, s_c = _spec(cent_hp, nfft)
-        else:
-            freq, s_all = _spec(x, nfft)
-            _, s_r = _spec(ratio_hp, nfft)
-            _, s_c = _spec(cent_hp, nfft)
-        tp = s_all.sum(axis=1)  # (clips, frames)
-        hp = s_r.sum(axis=1)
-        ctp = s_c.sum(axis=1)
-        csum = np.einsum("cft,f->ct", s_c, freq[: s_c.shape[1]])
-        for r, i in enumerate(idx):
-            m = tp[r] > 0
-            mc = ctp[r] > 0
-            try:
-                ratio = _wavg(hp[r][m] / tp[r][m], tp[r][m])
-                cent = _wavg(csum[r][mc] / ctp[r][mc], ctp[r][mc])
-            except FeatureError:
-                continue
-            out[i] = 4.613128018020465 * np.log10(ratio) + 17.378889309312974 * np.log10(cent) + 17.434733750553022
+    nfft = 2048
+    out = [np.nan] * len(batch)
+    x = F.cascade(batch.a, 20, "high")
+    ratio_hp = F.cascade(x, 2000, "high")
+    cent_hp = F.cascade(x, 100, "high")
+    peak = np.max(np.abs(x), axis=1, keepdims=True)
+    freq = np.fft.rfftfreq(nfft, 1.0 / F.FS)
+    for r in range(len(batch)):
+        tp = _frame_power(x[r] / peak[r], nfft)
+        hp = _frame_power(ratio_hp[r] / peak[r], nfft)
+        fc, win = _frames(cent_hp[r] / peak[r], nfft)
+        s_c = batch.ops.power(fc, 1.0 / win.sum() ** 2, nfft)
+        ctp = s_c.sum(axis=-1)
+        csum = s_c @ freq
+        m = tp > 0
+        mc = ctp > 0
+        try:
+            ratio = _wavg(hp[m] / tp[m], tp[m])
+            cent = _wavg(csum[mc] / ctp[mc], ctp[mc])
+        except FeatureError:
+            continue
+        out[r] = 4.613128018020465 * np.log10(ratio) + 17.378889309312974 * np.log10(cent) + 17.434733750553022
     return out
 
 
-def roughness(clips):
+def roughness(batch):
     """Vassilakis roughness: 50-ms Hamming frames (half overlap, FFT 4096), peaks picked on the spectrogram
     normalised to its global range, pairwise roughness summed per frame and averaged over frames; log10 and a linear
     map (0 below a mean roughness of 0.01)."""
+    clips = batch.clips
     step = int(F.FS * 0.05)
     win = np.hamming(step + 2)[1:-1]
     olap = step / 2
@@ -168,28 +170,26 @@ def roughness(clips):
     spec_len = nfft // 2 + 1
     freq = F.FS / 2 * np.linspace(0, 1, spec_len)
     out = [np.nan] * len(clips)
-    for idx in _by_length(clips):
-        x = np.pad(np.stack([clips[i].a for i in idx]), ((0, 0), (512, 0)))
-        n = x.shape[1]
-        num_frames = int(n / (step - olap))
-        frames = np.zeros((len(idx), num_frames, nfft))
-        if n > step:
-            starts = []
-            i = 0
-            while int(i * (step / 2.0)) + step <= n:
-                starts.append(int(i * (step / 2.0)))
-                i += 1
-            starts = np.array(starts)
-            frames[:, : len(starts), :step] = x[:, starts[:, None] + np.arange(step)] * win
-        else:
-            frames[:, 0, :n] = x
-        spec = np.abs(np.fft.rfft(frames, axis=-1))  # (clips, frames, bins)
-        for r, i in enumerate(idx):
-            s = spec[r].T  # bins x frames
-            lo, hi = s.min(), s.max()
-            ns = (s - lo) / (hi - lo)
-            mean_r = float(np.mean(K.roughness_frames(ns, s, freq, 0.01)))
-            out[i] = 0.0 if mean_r < 0.01 else np.log10(mean_r) * 13.98779569 + 48.97606571545886
+    x = np.pad(batch.a, ((0, 0), (512, 0)))
+    n = x.shape[1]
+    if n > step:
+        starts = []
+        i = 0
+        while int(i * (step / 2.0)) + step <= n:
+            starts.append(int(i * (step / 2.0)))
+            i += 1
+        frames = x[:, np.array(starts)[:, None] + np.arange(step)] * win  # zero-padded to nfft by the transform
+    else:
+        frames = x[:, None, :]
+    spec = batch.ops.magnitude(frames, nfft)  # (clips, frames, bins)
+    num_frames = int(n / (step - olap))  # the reference's frame count: frames past the last full one are silent
+    for r in range(len(clips)):
+        s = np.zeros((spec.shape[2], num_frames))  # bins x frames
+        s[:, :spec.shape[1]] = spec[r].T
+        lo, hi = s.min(), s.max()
+        ns = (s - lo) / (hi - lo)
+        mean_r = float(np.mean(K.roughness_frames(ns, s, freq, 0.01)))
+        out[r] = 0.0 if mean_r < 0.01 else np.log10(mean_r) * 13.98779569 + 48.97606571545886
     return out
 
 
@@ -211,7 +211,8 @@ def _rt60(x: np.ndarray, fs: float = F.FS) -> float:
     """Blind RT60 estimate (Loellmann et al.; Jan and Wang's Laplacian likelihood), frame by frame: a frame whose
     sub-frames decay steadily (falling variance and shrinking range) for at least ``nos_min`` sub-frames gets a
     maximum-likelihood decay rate; these feed a histogram whose mode, smoothed over frames, is the estimate. The
-    per-frame tests and likelihoods are computed for all frames at once; only the histogram runs frame by frame."""
+    decay runs and the histogram are numba kernels; the likelihoods are computed for all frames with one run length
+    at once."""
     p = _rt_params(fs)
     Ns, down = p["N_sub"], p["down"]
     BL = p["N"] * down
@@ -220,58 +221,37 @@ def _rt60(x: np.ndarray, fs: float = F.FS) -> float:
     if BL >= L:
         return float(tq[0])
     starts = np.arange(0, L - BL + 1, p["N_shift"])
-    fr = x[starts[:, None] + np.arange(0, BL, down)]  # frames, downsampled by taking every other sample
-    # sub-frame statistics: the first is Ns samples, the others Ns + 1 (one sample of overlap)
-    subs = [fr[:, :Ns]] + [fr[:, (k - 1) * Ns: k * Ns + 1] for k in range(2, p["nos_max"])]
-    var = np.stack([s.var(axis=1) for s in subs], axis=1)
-    mx = np.stack([s.max(axis=1) for s in subs], axis=1)
-    mn = np.stack([s.min(axis=1) for s in subs], axis=1)
-    dec = (var[:, 1:] < var[:, :-1]) & (mx[:, 1:] < mx[:, :-1]) & (mn[:, 1:] > mn[:, :-1])
-    # consecutive decays from the start; the reference only scores a run that stops (a break) at >= nos_min
-    run = np.cumprod(dec, axis=1).sum(axis=1)
-    scored = (run >= p["nos_min"]) & (run < dec.shape[1])
+    nsub = p["nos_max"] - 1
+    run = K.decay_runs(x, starts, down, Ns, nsub)  # consecutive decays from the first sub-frame
+    # the reference only scores a run that stops (a break) at >= nos_min
+    scored = (run >= p["nos_min"]) & (run < nsub - 1)
     ml = np.full(len(starts), -1.0)
     a = p["a"]
     for cnt in np.unique(run[scored]):
         rows = np.where(scored & (run == cnt))[0]
-        n = cnt * Ns
-        h = np.abs(fr[rows, :n])
-        k = np.arange(n)
-        sum1 = h @ (a[None, :] ** (-1.0 * k[:, None]))  # (rows, rates)
+        n = int(cnt * Ns)
+        h = np.abs(x[starts[rows, None] + np.arange(0, n * down, down)])  # the frames' first n samples
+        sum1 = h @ _decay_powers(fs, n)  # (rows, rates)
         sigma = sum1 / n
         ll = -n * np.log(2) - n * np.log(sigma) - np.log(a)[None, :] * (n * (n - 1) / 2.0) - sum1 / sigma
         ml[rows] = tq[np.argmax(ll, axis=1)]
-    # the histogram and the smoothing are sequential (cheap scalar work per frame)
     limits = np.arange(0.2 - 0.1 / 2.0, 1.1 + 0.1, 0.1)
-    hist = np.zeros(len(tq))
-    buf = np.zeros(p["buffer_size"])
-    counter = 0
-    rt_last = rt_raw = 0.3
-    est = np.empty(len(starts))
-    for f in range(len(starts)):
-        r = ml[f]
-        if r >= 0:
-            counter += 1
-            index = int(np.argmax((r >= limits[:-1]) & (r <= limits[1:])))
-            hist[index] += 1
-            if counter > p["buffer_size"] + 1:
-                hist[int(buf[0])] -= 1
-            buf = np.append(buf[1:], index)
-            rt_raw = tq[int(np.argmax(hist))]
-        rt_last = 0.995 * rt_last + 0.005 * rt_raw
-        est[f] = rt_last
+    est = K.rt_histogram(ml, tq, limits, p["buffer_size"])
     keep = ml > 0
     return float(np.mean(est[keep])) if keep.any() else float(tq[0])
 
 
-def reverb_rt60(clips):
-    return [_rt60(c.raw) for c in clips]
+@functools.lru_cache(maxsize=16)
+def _decay_powers(fs: float, n: int) -> np.ndarray:
+    """a^-k for the candidate decay rates a (columns) and k = 0..n-1 (rows)."""
+    a = _rt_params(fs)["a"]
+    return a[None, :] ** (-1.0 * np.arange(n)[:, None])
 
 
-def reverb(clips):
+def reverb(batch):
     """1 if the logistic model of the estimated RT60 gives a probability of at least 0.5 (reverberant), else 0."""
     out = []
-    for rt in reverb_rt60(clips):
+    for rt in (_rt60(c.raw) for c in batch.clips):
         logit = 2.97126461 * rt - 1.45082989
         prob = np.exp(logit) / (1.0 + np.exp(logit))
         out.append(0 if prob < 0.5 else 1)
@@ -283,17 +263,16 @@ def reverb(clips):
 from bench.metrics.timbral import _onsets as O  # noqa: E402
 
 
-def _strengths(signals: list[np.ndarray]) -> list[np.ndarray]:
-    """Onset strength of each signal, computed in one librosa call per group of equal length."""
-    out: list = [None] * len(signals)
-    groups: dict[int, list[int]] = {}
-    for i, s in enumerate(signals):
-        groups.setdefault(len(s), []).append(i)
-    for idx in groups.values():
-        st = O.onset_strengths(np.stack([signals[i] for i in idx]), F.FS)
-        for r, i in enumerate(idx):
-            out[i] = st[r]
-    return out
+def _stft(batch):
+    """The STFT of the batch's clips (librosa's): shared by the harmonic/percussive split (hardness) and the onset
+    strength of the clips (warmth)."""
+    return batch.shared("stft", lambda: batch.ops.stft(batch.a))
+
+
+def _strengths_of(batch, signals: np.ndarray | None = None) -> list[np.ndarray]:
+    """librosa's onset strength of each row of ``signals`` (default: the batch's clips, from the shared STFT)."""
+    spec = _stft(batch) if signals is None else batch.ops.stft(signals)
+    return O.onset_strengths(batch.ops.mel(spec), F.FS)
 
 
 def _segments(arr, marks):
@@ -303,16 +282,16 @@ def _segments(arr, marks):
 
 
 def _r2(x, y) -> float:
-    """R^2 of the least-squares line through (x, y) (what sklearn's LinearRegression.score gives)."""
+    """R^2 of the least-squares line through (x, y) (what sklearn's LinearRegression.score gives): for a line with
+    an intercept, the squared correlation, from centred sums."""
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise FeatureError("non-finite values in the decay fit")
-    A = np.stack([x, np.ones_like(x)], axis=1)
-    coef, *_ = np.linalg.lstsq(A, y, rcond=None)
-    res = np.sum((y - A @ coef) ** 2)
-    tot = np.sum((y - y.mean()) ** 2)
-    if tot == 0:
-        return 1.0 if res == 0 else 0.0
-    return float(1 - res / tot)
+    dx, dy = x - x.mean(), y - y.mean()
+    syy = np.dot(dy, dy)
+    if syy == 0:
+        return 1.0
+    sxx = np.dot(dx, dx)
+    return float(np.dot(dx, dy) ** 2 / (sxx * syy)) if sxx > 0 else 0.0
 
 
 def _warmth_one(c, oenv) -> float:
@@ -326,16 +305,15 @@ def _warmth_one(c, oenv) -> float:
     if len(ons) == 1:
         ons = [0]
     rmss, ratios, scs, decays = [], [], [], []
+    freq = np.fft.rfftfreq(8192, 1.0 / F.FS)
+    with np.errstate(divide="ignore"):
+        log_freq = np.log10(freq)
     for _, seg in _segments(x, ons):
         rmss.append(np.sqrt(np.mean(seg * seg)))
-        n = len(seg)
-        if n < 8192:
-            freq, _, spec = sps.spectrogram(seg, F.FS, nperseg=n, nfft=8192)
-        else:
-            freq, _, spec = sps.spectrogram(seg, F.FS, nperseg=8192, nfft=8192)
-            if spec.shape[1] > 1:
-                spec = np.sum(spec, axis=1)
-        spec = np.asarray(spec, dtype=np.float64).flatten()
+        # scipy.signal.spectrogram(seg, FS, nperseg=min(len, 8192), nfft=8192): its Tukey window, 1/8 overlap and
+        # density scaling; the frames' spectra summed
+        frames, win = _frames(seg, 8192, ("tukey", 0.25), overlap=0.125)
+        spec = W.power(frames, 1.0 / (F.FS * (win * win).sum()), 8192).sum(axis=0)
         spec = spec / np.max(np.abs(spec))
         pidx, _, px = K.mirpeaks(spec, spec, freq, 0.2)
         if len(px) == 0:
@@ -350,40 +328,37 @@ def _warmth_one(c, oenv) -> float:
             ratios.append(0)
         scs.append(np.sum(freq * spec) / float(np.sum(spec)))
         with np.errstate(divide="ignore"):
-            decays.append(_r2(np.log10(freq[up_idx:]), np.log10(spec[up_idx:])))
+            decays.append(_r2(log_freq[up_idx:], np.log10(spec[up_idx:])))
     feats = np.array([np.log10(np.mean(scs)), weighted_hf, mean_wr, np.mean(decays), _wavg(ratios, rmss), 1.0])
     coef = np.array([-4.464258317026696, -0.08819320850778556, 0.29156539973575546, 17.274733561081554,
                      8.403340066029507, 45.21212125085579])
     return float(np.sum(feats * coef))
 
 
-def warmth(clips):
+def warmth(batch):
     """Spectral centroid, warm-region and high-frequency loudness, the fit of the spectrum's decay above the warm
     region and the low-frequency energy ratio, per onset segment; a linear map."""
-    F.loudness_windows(clips)
-    strengths = _strengths([c.a for c in clips])
-    return per_clip(clips, lambda i, c: _warmth_one(c, strengths[i]))
+    F.loudness_windows(batch.clips)
+    strengths = _strengths_of(batch)
+    return per_clip(batch.clips, lambda i, c: _warmth_one(c, strengths[i]))
 
 
-def _depth_one(x, oenv) -> float:
-    lpc = F.cascade(x, 2000, "low")
-    lpr = F.cascade(x, 500, "low")
+def _depth_one(ops, x, lpc, lpr, oenv) -> float:
     peak = np.max(np.abs(x))
     x, lpc, lpr = x / peak, lpc / peak, lpr / peak
     nfft = 4096
-    if len(x) > nfft:
-        args = ("hamming", nfft, int(3 * nfft / 4), nfft, "constant", True, "spectrum")
-    else:
-        args = ("hamming", len(x), len(x) - 1, nfft, "constant", True, "spectrum")
-    freq, _, spec = sps.spectrogram(x, F.FS, *args)
-    _, _, sc = sps.spectrogram(lpc, F.FS, *args)
-    _, _, sr_ = sps.spectrogram(lpr, F.FS, *args)
+    fx, win = _frames(x, nfft)
+    scale = 1.0 / win.sum() ** 2
+    spec = ops.power(fx, scale, nfft)  # (frames, bins)
+    fc, _ = _frames(lpc, nfft)
+    sc = ops.power(fc, scale, nfft)
+    freq = np.fft.rfftfreq(nfft, 1.0 / F.FS)
     thr = 10 ** (-60 / 20.0)
-    tp = spec.sum(axis=0)
+    tp = spec.sum(axis=1)
     m = tp > thr
     with np.errstate(all="ignore"):
-        cent = np.where(m, (sc * freq[:, None]).sum(axis=0) / sc.sum(axis=0), 0.0)
-        ratio = np.where(m, sr_.sum(axis=0) / tp, 0.0)
+        cent = np.where(m, (sc @ freq) / sc.sum(axis=1), 0.0)
+        ratio = np.where(m, _frame_power(lpr, nfft) / tp, 0.0)
     m1 = min(_wavg(cent, tp), 2000.0)
     m2 = _wavg(ratio, tp)
     env = O.envelope(x, F.FS)
@@ -400,7 +375,7 @@ def _depth_one(x, oenv) -> float:
         post = seg[int(np.argmax(seg)):]
         durs.append(len(post) / tc if post.min() >= decay_thr else np.where(post < decay_thr)[0][0] / tc)
     m3 = np.log10(np.mean(durs))
-    alls = spec.sum(axis=1)
+    alls = spec.sum(axis=0)
     norm = (alls - alls.min()) / (alls.max() - alls.min())
     _, _, pf = K.mirpeaks(norm, norm, freq, 0.01)
     if len(pf) == 0:
@@ -413,68 +388,32 @@ def _depth_one(x, oenv) -> float:
     return float(np.sum(feats * coef))
 
 
-def depth(clips):
+def depth(batch):
     """Low-pass centroid and low-frequency energy ratio (per frame, power-weighted), decay duration after each
     onset and the lowest spectral peak; a linear map."""
-    out = [np.nan] * len(clips)
-    hp = [None] * len(clips)
-    for idx in _by_length(clips):
-        x = F.cascade(np.stack([clips[i].a for i in idx]), 20, "high")
-        for r, i in enumerate(idx):
-            hp[i] = x[r]
-    strengths = _strengths([h / np.max(np.abs(h)) for h in hp])
-    out = per_clip(clips, lambda i, c: _depth_one(hp[i], strengths[i]))
-    return out
+    hp = F.cascade(batch.a, 20, "high")
+    lpc = F.cascade(hp, 2000, "low")
+    lpr = F.cascade(hp, 500, "low")
+    strengths = _strengths_of(batch, hp / np.max(np.abs(hp), axis=1, keepdims=True))
+    return per_clip(batch.clips, lambda i, c: _depth_one(batch.ops, hp[i], lpc[i], lpr[i], strengths[i]))
 
 
-def _hpss(D: np.ndarray, kernel: int = 31):
-    """librosa.decompose.hpss(D) with its defaults (median filters of 31 frames / 31 bins, soft masks of power 2),
-    its median filters replaced by :func:`~bench.metrics.timbral._kernels.running_median` (the same values)."""
-    import librosa
-
-    S, phase = librosa.magphase(D)
-    shape = S.shape  # (..., bins, frames)
-    rows = np.ascontiguousarray(S).reshape(-1, shape[-1])
-    harm = K.running_median(rows, kernel).reshape(shape)
-    cols = np.ascontiguousarray(np.swapaxes(S, -1, -2))
-    perc = np.swapaxes(K.running_median(cols.reshape(-1, shape[-2]), kernel).reshape(cols.shape), -1, -2)
-    mask_h = librosa.util.softmask(harm, perc, power=2.0, split_zeros=True)
-    mask_p = librosa.util.softmask(perc, harm, power=2.0, split_zeros=True)
-    return (S * mask_h) * phase, (S * mask_p) * phase
-
-
-def _hp_ratio(xs: np.ndarray) -> list:
-    """Share of the percussive part's frame energy (librosa's harmonic/percussive separation, default settings)."""
-    import librosa
-
-    D = librosa.stft(xs)
-    H, P = _hpss(D)
-    p = librosa.istft(P)
-    h = librosa.istft(H)
+def _hp_ratio(batch) -> list:
+    """Share of the percussive part's frame energy (librosa's harmonic/percussive separation, default settings).
+    The harmonic part's signal is the clip minus the percussive part's: librosa's iSTFT reconstructs the clip from
+    its STFT (to ~1e-16), the two masks sum to one and the iSTFT is linear, so this equals iSTFT(H) to rounding
+    and saves an iSTFT."""
+    if batch.a.shape[1] < HPSS_MIN:
+        return [None] * len(batch)
+    p = batch.ops.percussive(_stft(batch))
+    h = batch.a[:, :p.shape[1]] - p
     out = []
-    for r in range(xs.shape[0]):
+    for r in range(len(batch)):
         pe = O.rms_envelope(p[r], 1024, 512)
         he = O.rms_envelope(h[r], 1024, 512)
         m = (pe != 0) | (he != 0)
         out.append(_wavg(pe[m] / (pe[m] + he[m]), pe[m] + he[m]) if m.any() else None)
     return out
-
-
-def _bandwidth(x: np.ndarray, thresh: float) -> np.ndarray:
-    """Per-frame bandwidth (roll-off at ``thresh`` minus the 5 % roll-on) of one signal's 4096-sample boxcar frames
-    every 128 samples (scipy's spectrogram with mean removal, 'density' scaling and magnitudes). With a boxcar
-    window, removing each frame's mean only zeroes its DC bin, which is set directly rather than subtracted."""
-    from numpy.lib.stride_tricks import sliding_window_view
-    from scipy import fft
-
-    nper, hop = 4096, 128
-    if len(x) < nper:
-        raise FeatureError("clip shorter than the bandwidth frame")
-    frames = sliding_window_view(x, nper)[::hop]
-    spec = np.abs(fft.rfft(frames, axis=-1)) * np.sqrt(1.0 / (F.FS * nper))
-    spec[:, 0] = 0.0
-    f = np.fft.rfftfreq(nper, 1.0 / F.FS)
-    return K.bandwidth_frames(np.ascontiguousarray(spec.T), f, thresh)
 
 
 def _centroid(seg: np.ndarray) -> float | None:
@@ -491,10 +430,6 @@ HPSS_MIN = 2048  # librosa's default n_fft
 
 
 def _hardness_one(c, x, hp_ratio, oenv, bw) -> float:
-    if len(c.a) < HPSS_MIN:
-        # timbral_models' harmonic/percussive ratio of a clip shorter than one STFT frame comes out different on
-        # each call (librosa reads memory it never wrote): there is no reference value to match
-        raise FeatureError(f"clip shorter than {HPSS_MIN} samples at 44.1 kHz (no defined harmonic/percussive ratio)")
     d = _loud(c)
     mid = np.log10(_wavg(d["Nspec"] @ F.normal_weights(70, 140), d["rms"]))
     if hp_ratio is None:
@@ -509,8 +444,6 @@ def _hardness_one(c, x, hp_ratio, oenv, bw) -> float:
     bfs = F.FS / 128.0
     bmarks = list(np.array(shifted / 128.0).astype(int))
     bw_max, attacks, strengths, strengths_bw, cents = [], [], [], [], []
-    if bw is None:
-        raise FeatureError("clip shorter than the bandwidth frame")
     for q, seg in _segments(bw, bmarks):
         if seg.size == 0:
             raise FeatureError("empty bandwidth segment")
@@ -555,24 +488,26 @@ def _hardness_one(c, x, hp_ratio, oenv, bw) -> float:
     return float(np.sum(feats * coef))
 
 
-def hardness(clips):
+def hardness(batch):
     """Bandwidth reached during each onset's attack, attack centroid and time, mid-Bark loudness, percussive energy
     share and onset strength; a linear map."""
+    clips = batch.clips
     F.loudness_windows(clips)
-    n = len(clips)
-    hp: list = [None] * n
-    bws: list = [None] * n
-    padded = [np.pad(c.a, (4097, 0)) for c in clips]
-    for idx in _by_length(clips):
-        block = np.stack([clips[i].a for i in idx])
-        for i, v in zip(idx, _hp_ratio(block), strict=True):
-            hp[i] = v
-            try:
-                bws[i] = _bandwidth(padded[i], 10 ** (-75 / 20.0))
-            except FeatureError:
-                bws[i] = None
-    strengths = _strengths(padded)
-    return per_clip(clips, lambda i, c: _hardness_one(c, padded[i], hp[i], strengths[i], bws[i]))
+    hp = _hp_ratio(batch)
+    padded = np.pad(batch.a, ((0, 0), (4097, 0)))
+    strengths = _strengths_of(batch, padded)
+
+    def one(i, c):
+        if len(c.a) < HPSS_MIN:
+            # timbral_models' harmonic/percussive ratio of a clip shorter than one STFT frame comes out different on
+            # each call (librosa reads memory it never wrote): there is no reference value to match
+            raise FeatureError(f"clip shorter than {HPSS_MIN} samples at 44.1 kHz (no defined harmonic/percussive "
+                               "ratio)")
+        if len(padded[i]) < W.BANDWIDTH_FRAME:
+            raise FeatureError("clip shorter than the bandwidth frame")
+        return _hardness_one(c, padded[i], hp[i], strengths[i], batch.ops.bandwidth(padded[i], 10 ** (-75 / 20.0)))
+
+    return per_clip(clips, one)
 
 
 # --- per-clip error handling ------------------------------------------------------------------------------------

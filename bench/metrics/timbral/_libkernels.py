@@ -1,0 +1,332 @@
+"""numba versions of the library routines the timbral models lean on (numpy's pairwise sum and means, scipy's
+lfilter, librosa's HPSS median filters and soft mask, its overlap-add and mel bank), repeating each routine's
+arithmetic operation for operation so that the values are the library's to the bit (the tests compare them), but
+fused, without the temporary arrays, or over many rows or clips at once. Compiled once and cached on disk like
+``_kernels`` (and, like them, never recursive: numba cannot reload a recursive function from its cache)."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def _block_sum(a, lo, n):
+    """numpy's pairwise summation of a run of at most 128 values: eight interleaved partial sums (under 8 values:
+    one running sum)."""
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    m = n - n % 8
+    while i < m:
+        j = lo + i
+        r0 += a[j]
+        r1 += a[j + 1]
+        r2 += a[j + 2]
+        r3 += a[j + 3]
+        r4 += a[j + 4]
+        r5 += a[j + 5]
+        r6 += a[j + 6]
+        r7 += a[j + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@njit(cache=True)
+def pairwise_sum(a, lo, n):
+    """``np.sum(a[lo:lo + n])`` for contiguous float64 ``a``, with numpy's pairwise summation (runs of up to 128
+    values summed by :func:`_block_sum`, longer ones halved at a multiple of 8 and the halves' sums added), so
+    the rounding is numpy's. The halving is walked with an explicit stack: numba's cache cannot hold recursive
+    functions (a cached one crashes the process that loads it)."""
+    if n <= 128:
+        return _block_sum(a, lo, n)
+    seg_lo = np.empty(64, np.int64)
+    seg_n = np.empty(64, np.int64)
+    stage = np.zeros(64, np.int64)  # 0: left half next, 1: right half next, 2: both summed
+    sums = np.empty(64)
+    top, ns = 0, 0
+    seg_lo[0], seg_n[0] = lo, n
+    while top >= 0:
+        m = seg_n[top]
+        if m <= 128:
+            sums[ns] = _block_sum(a, seg_lo[top], m)
+            ns += 1
+            top -= 1
+            continue
+        half = m // 2
+        half -= half % 8
+        if stage[top] == 0:
+            stage[top] = 1
+            seg_lo[top + 1], seg_n[top + 1], stage[top + 1] = seg_lo[top], half, 0
+            top += 1
+        elif stage[top] == 1:
+            stage[top] = 2
+            seg_lo[top + 1], seg_n[top + 1], stage[top + 1] = seg_lo[top] + half, m - half, 0
+            top += 1
+        else:
+            sums[ns - 2] = sums[ns - 2] + sums[ns - 1]
+            ns -= 1
+            top -= 1
+    return sums[0]
+
+
+@njit(cache=True)
+def rms_windows(x, step, hop):
+    """See ``_onsets.rms_envelope``."""
+    n = x.shape[0]
+    sq = x * x
+    count = 0
+    while count * hop < n - step:
+        count += 1
+    out = np.empty(count + 1)
+    for w in range(count):
+        out[w] = np.sqrt(pairwise_sum(sq, w * hop, step) / step)
+    last = count * hop
+    out[count] = np.sqrt(pairwise_sum(sq, last, n - last) / (n - last)) if last < n else np.nan
+    return out
+
+
+@njit(cache=True)
+def frame_energy(x, nper, hop, win):
+    """Energy of each frame of ``x`` (``nper`` samples every ``hop``) after removing its mean (numpy's) and applying
+    ``win``: what a spectrogram's power spectrum of the frame sums to, divided by its length and scale."""
+    T = (x.shape[0] - nper) // hop + 1
+    out = np.empty(T)
+    for t in range(T):
+        s = t * hop
+        mean = pairwise_sum(x, s, nper) / nper
+        e = 0.0
+        for i in range(nper):
+            v = win[i] * (x[s + i] - mean)
+            e += v * v
+        out[t] = e
+    return out
+
+
+@njit(cache=True)
+def _lfilter_row(b, a, x, y):
+    """``y = scipy.signal.lfilter(b, a, x)`` for one row, with scipy's operations in scipy's order (transposed direct
+    form II; ``b`` and ``a`` already divided by ``a[0]``). Orders 2 and 8 (the models' filters) keep their state in
+    registers; others use a state array."""
+    n = x.shape[0]
+    if b.shape[0] == 3:
+        b0, b1, b2 = b[0], b[1], b[2]
+        a1, a2 = a[1], a[2]
+        z0 = z1 = 0.0
+        for k in range(n):
+            v = x[k]
+            o = z0 + b0 * v
+            z0 = z1 + v * b1 - o * a1
+            z1 = v * b2 - o * a2
+            y[k] = o
+    elif b.shape[0] == 9:
+        b0, b1, b2, b3, b4, b5, b6, b7, b8 = b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8]
+        a1, a2, a3, a4, a5, a6, a7, a8 = a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]
+        z0 = z1 = z2 = z3 = z4 = z5 = z6 = z7 = 0.0
+        for k in range(n):
+            v = x[k]
+            o = z0 + b0 * v
+            z0 = z1 + v * b1 - o * a1
+            z1 = z2 + v * b2 - o * a2
+            z2 = z3 + v * b3 - o * a3
+            z3 = z4 + v * b4 - o * a4
+            z4 = z5 + v * b5 - o * a5
+            z5 = z6 + v * b6 - o * a6
+            z6 = z7 + v * b7 - o * a7
+            z7 = v * b8 - o * a8
+            y[k] = o
+    else:
+        m = b.shape[0]
+        z = np.zeros(m)
+        for k in range(n):
+            v = x[k]
+            o = z[0] + b[0] * v
+            for j in range(m - 2):
+                z[j] = z[j + 1] + v * b[j + 1] - o * a[j + 1]
+            z[m - 2] = v * b[m - 1] - o * a[m - 1]
+            y[k] = o
+
+
+@njit(cache=True)
+def lfilter_rows(b, a, x):
+    """scipy.signal.lfilter(b, a, x, axis=-1) for 2-D C-contiguous ``x`` (its values, to the bit)."""
+    bn = b / a[0]
+    an = a / a[0]
+    out = np.empty_like(x)
+    for r in range(x.shape[0]):
+        _lfilter_row(bn, an, x[r], out[r])
+    return out
+
+
+@njit(cache=True)
+def band_energy(b, a, x):
+    """For each row of ``x`` filtered by (b, a) as :func:`lfilter_rows`: the sum of squares (numpy's pairwise sum
+    of ``y ** 2``, to the bit) and the maximum, without keeping the filtered rows."""
+    bn = b / a[0]
+    an = a / a[0]
+    rows, n = x.shape
+    y = np.empty(n)
+    ss = np.empty(rows)
+    mx = np.empty(rows)
+    for r in range(rows):
+        _lfilter_row(bn, an, x[r], y)
+        top = -np.inf
+        for k in range(n):
+            top = max(top, y[k])
+            y[k] = y[k] * y[k]
+        ss[r] = pairwise_sum(y, 0, n)
+        mx[r] = top
+    return ss, mx
+
+
+@njit(cache=True)
+def biquad_cascade(b, a, x, passes):
+    """``passes`` runs of the 2nd-order filter (b, a) along the rows of 2-D ``x``, as scipy.signal.lfilter computes
+    each (transposed direct form II, coefficients divided by ``a[0]``, the same operations in the same order), the
+    passes fused sample by sample. ``passes`` is 1 to 3."""
+    rows, n = x.shape
+    out = np.empty_like(x)
+    b0, b1, b2 = b[0] / a[0], b[1] / a[0], b[2] / a[0]
+    a1, a2 = a[1] / a[0], a[2] / a[0]
+    for r in range(rows):
+        p0 = p1 = q0 = q1 = s0 = s1 = 0.0
+        for k in range(n):
+            v = x[r, k]
+            y = p0 + b0 * v
+            p0 = p1 + v * b1 - y * a1
+            p1 = v * b2 - y * a2
+            v = y
+            if passes > 1:
+                y = q0 + b0 * v
+                q0 = q1 + v * b1 - y * a1
+                q1 = v * b2 - y * a2
+                v = y
+            if passes > 2:
+                y = s0 + b0 * v
+                s0 = s1 + v * b1 - y * a1
+                s1 = v * b2 - y * a2
+                v = y
+            out[r, k] = v
+    return out
+
+
+@njit(cache=True)
+def median_filter(x, out, k):
+    """Median of every ``k``-sample window (``k`` odd, centred) along axis 0 of 2-D ``x`` into ``out``, edges
+    mirrored as scipy.ndimage's mode 'reflect' (d c b a | a b c d): the values of scipy.ndimage.median_filter.
+
+    The columns (lanes) are filtered 64 at a time, each keeping its window sorted: a step removes the sample that
+    leaves and inserts the one that enters with a branch-free merge over the window (one compare-and-select pass),
+    which the compiler vectorises across the lanes; the first window is built the same way, from infinities. ``x``
+    and ``out`` may be transposed views. The samples must not be NaN or infinite."""
+    n, L = x.shape
+    h = k // 2
+    src = np.empty(n + 2 * h, np.int64)  # the mirrored index of every position of the extended axis
+    for q in range(n + 2 * h):
+        m = (q - h) % (2 * n)
+        if m >= n:
+            m = 2 * n - 1 - m
+        src[q] = m
+    C = 64
+    buf = np.empty((k, C))
+    prev = np.empty(C)
+    old = np.empty(C)
+    new = np.empty(C)
+    for l0 in range(0, L, C):
+        c = min(C, L - l0)
+        buf[:, :] = np.inf  # the first k steps each replace an infinity with a sample: the first window, sorted
+        for step in range(n + k - 1):
+            for lane in range(c):
+                old[lane] = np.inf if step < k else x[src[step - k], l0 + lane]
+                new[lane] = x[src[step], l0 + lane]
+                prev[lane] = -np.inf
+            # sorted window without `old` (d), then with `new` merged in: out[j] = max(d[j - 1], min(d[j], new))
+            for j in range(k):
+                bj = buf[j]
+                if j + 1 < k:
+                    bj1 = buf[j + 1]
+                    for lane in range(c):
+                        a = bj[lane]
+                        d = a if a < old[lane] else bj1[lane]
+                        m = d if d < new[lane] else new[lane]
+                        p = prev[lane]
+                        bj[lane] = m if m > p else p
+                        prev[lane] = d
+                else:
+                    for lane in range(c):
+                        a = bj[lane]
+                        d = a if a < old[lane] else np.inf
+                        m = d if d < new[lane] else new[lane]
+                        p = prev[lane]
+                        bj[lane] = m if m > p else p
+            if step >= k - 1:
+                for lane in range(c):
+                    out[step - k + 1, l0 + lane] = buf[h, lane]
+
+
+@njit(cache=True, error_model="numpy")
+def percussive_stft(D, mag, harm, perc, out):
+    """The percussive part of an STFT as librosa's ``hpss`` gives it (soft mask of power 2, zeros split evenly):
+    ``(mag * mask) * phase`` with librosa's magphase and softmask, operation for operation. ``D`` and ``out`` are
+    complex arrays viewed as float64 (re, im pairs); ``mag``, ``harm``, ``perc`` the magnitudes and their
+    harmonic (time) and percussive (frequency) medians, all C-contiguous and of one shape."""
+    Dv = D.reshape(-1)
+    ov = out.reshape(-1)
+    s_ = mag.reshape(-1)
+    h_ = harm.reshape(-1)
+    p_ = perc.reshape(-1)
+    tiny = 2.2250738585072014e-308  # np.finfo(float64).tiny
+    for i in range(s_.shape[0]):
+        s = s_[i]
+        x = p_[i]
+        r = h_[i]
+        z = x if x > r else r
+        a = x / z
+        a = a * a
+        b = r / z
+        b = b * b
+        m = 0.5 if z < tiny else a / (a + b)
+        nz = 1.0 if s == 0 else 0.0
+        re = Dv[2 * i] / (s + nz) + nz
+        im = Dv[2 * i + 1] / (s + nz)
+        sm = s * m
+        ov[2 * i] = sm * re
+        ov[2 * i + 1] = sm * im
+
+
+@njit(cache=True)
+def overlap_add(frames, hop, out):
+    """Add the rows of ``frames`` into ``out`` every ``hop`` samples, in order (librosa's overlap-add)."""
+    T, n = frames.shape
+    L = out.shape[0]
+    for t in range(T):
+        s = t * hop
+        for i in range(min(n, L - s)):
+            out[s + i] += frames[t, i]
+
+
+@njit(cache=True)
+def mel_power(S, basis, lo, hi):
+    """The mel spectrograms (clips x mels x frames) of power spectrograms ``S`` (clips x frames x bins) for a mel
+    filter bank whose row m is zero outside bins ``lo[m]:hi[m]``, summing only the nonzero weights."""
+    C, T, _ = S.shape
+    M = basis.shape[0]
+    out = np.zeros((C, M, T))
+    for c in range(C):
+        for t in range(T):
+            row = S[c, t]
+            for m in range(M):
+                acc = 0.0
+                for f in range(lo[m], hi[m]):
+                    acc += basis[m, f] * row[f]
+                out[c, m, t] = acc
+    return out
