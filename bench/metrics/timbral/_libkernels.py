@@ -330,3 +330,36 @@ def mel_power(S, basis, lo, hi):
                     acc += basis[m, f] * row[f]
                 out[c, m, t] = acc
     return out
+
+
+@njit(cache=True)
+def detrended_frames(x, nper, hop, win, nfft):
+    """The frames scipy's spectrogram transforms (``nper`` samples of ``x`` every ``hop``, each frame's mean removed
+    as numpy's ``mean`` computes it, times ``win``), zero-padded to ``nfft`` columns: ``win * (fr - fr.mean(-1))``
+    of the sliding frames, to the bit, written once into the array the FFT reads."""
+    T = (x.shape[0] - nper) // hop + 1
+    out = np.zeros((T, nfft))
+    for t in range(T):
+        s = t * hop
+        mean = pairwise_sum(x, s, nper) / nper
+        for i in range(nper):
+            out[t, i] = win[i] * (x[s + i] - mean)
+    return out
+
+
+@njit(cache=True)
+def one_sided_power(X, scale):
+    """``(re * re + im * im) * scale`` of complex spectra ``X`` (rows x bins) with the inner bins (all but the first
+    and the last) doubled afterwards, as scipy's spectrogram scales a one-sided power spectrum; ``X`` viewed as
+    float64 (re, im) pairs."""
+    T, nb = X.shape[0], X.shape[1] // 2
+    out = np.empty((T, nb))
+    for t in range(T):
+        for b in range(nb):
+            re = X[t, 2 * b]
+            im = X[t, 2 * b + 1]
+            v = (re * re + im * im) * scale
+            if 0 < b < nb - 1:
+                v = v * 2
+            out[t, b] = v
+    return out
