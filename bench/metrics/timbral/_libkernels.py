@@ -336,19 +336,21 @@ def overlap_add(frames, hop, out):
 
 
 @njit(cache=True)
-def mel_power(S, basis, lo, hi):
-    """The mel spectrograms (clips x mels x frames) of power spectrograms ``S`` (clips x frames x bins) for a mel
+def mel_power(mag, basis, lo, hi):
+    """The mel spectrograms (clips x mels x frames) of the power spectrograms ``mag ** 2`` of magnitude
+    spectrograms ``mag`` (clips x frames x bins), squared as they are read (numpy's square is ``v * v``), for a mel
     filter bank whose row m is zero outside bins ``lo[m]:hi[m]``, summing only the nonzero weights."""
-    C, T, _ = S.shape
+    C, T, _ = mag.shape
     M = basis.shape[0]
     out = np.zeros((C, M, T))
     for c in range(C):
         for t in range(T):
-            row = S[c, t]
+            row = mag[c, t]
             for m in range(M):
                 acc = 0.0
                 for f in range(lo[m], hi[m]):
-                    acc += basis[m, f] * row[f]
+                    v = row[f]
+                    acc += basis[m, f] * (v * v)
                 out[c, m, t] = acc
     return out
 

@@ -207,7 +207,7 @@ class NumpyOps:
 
     def mel(self, spec) -> np.ndarray:
         """Mel power spectrograms (clips, 128 mels, frames) of :meth:`stft`'s STFT, as librosa's melspectrogram."""
-        return L.mel_power(spec[1] ** 2, *mel_basis())
+        return L.mel_power(spec[1], *mel_basis())
 
     def power(self, frames: np.ndarray, scale: float, nfft: int) -> np.ndarray:
         return power(frames, scale, nfft)
