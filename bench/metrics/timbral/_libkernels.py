@@ -101,11 +101,32 @@ def frame_energy(x, nper, hop, win):
     ``win``: what a spectrogram's power spectrum of the frame sums to, divided by its length and scale."""
     T = (x.shape[0] - nper) // hop + 1
     out = np.empty(T)
+    m = nper - nper % 8
     for t in range(T):
         s = t * hop
         mean = pairwise_sum(x, s, nper) / nper
-        e = 0.0
-        for i in range(nper):
+        # eight interleaved partial sums (the energy stands in for a sum over the spectrum, so it agrees with the
+        # reference to rounding whatever the order; one running sum would wait on each addition)
+        e0 = e1 = e2 = e3 = e4 = e5 = e6 = e7 = 0.0
+        for i in range(0, m, 8):
+            v0 = win[i] * (x[s + i] - mean)
+            v1 = win[i + 1] * (x[s + i + 1] - mean)
+            v2 = win[i + 2] * (x[s + i + 2] - mean)
+            v3 = win[i + 3] * (x[s + i + 3] - mean)
+            v4 = win[i + 4] * (x[s + i + 4] - mean)
+            v5 = win[i + 5] * (x[s + i + 5] - mean)
+            v6 = win[i + 6] * (x[s + i + 6] - mean)
+            v7 = win[i + 7] * (x[s + i + 7] - mean)
+            e0 += v0 * v0
+            e1 += v1 * v1
+            e2 += v2 * v2
+            e3 += v3 * v3
+            e4 += v4 * v4
+            e5 += v5 * v5
+            e6 += v6 * v6
+            e7 += v7 * v7
+        e = ((e0 + e1) + (e2 + e3)) + ((e4 + e5) + (e6 + e7))
+        for i in range(m, nper):
             v = win[i] * (x[s + i] - mean)
             e += v * v
         out[t] = e
@@ -315,18 +336,53 @@ def overlap_add(frames, hop, out):
 
 
 @njit(cache=True)
-def mel_power(S, basis, lo, hi):
-    """The mel spectrograms (clips x mels x frames) of power spectrograms ``S`` (clips x frames x bins) for a mel
+def mel_power(mag, basis, lo, hi):
+    """The mel spectrograms (clips x mels x frames) of the power spectrograms ``mag ** 2`` of magnitude
+    spectrograms ``mag`` (clips x frames x bins), squared as they are read (numpy's square is ``v * v``), for a mel
     filter bank whose row m is zero outside bins ``lo[m]:hi[m]``, summing only the nonzero weights."""
-    C, T, _ = S.shape
+    C, T, _ = mag.shape
     M = basis.shape[0]
     out = np.zeros((C, M, T))
     for c in range(C):
         for t in range(T):
-            row = S[c, t]
+            row = mag[c, t]
             for m in range(M):
                 acc = 0.0
                 for f in range(lo[m], hi[m]):
-                    acc += basis[m, f] * row[f]
+                    v = row[f]
+                    acc += basis[m, f] * (v * v)
                 out[c, m, t] = acc
+    return out
+
+
+@njit(cache=True)
+def detrended_frames(x, nper, hop, win, nfft):
+    """The frames scipy's spectrogram transforms (``nper`` samples of ``x`` every ``hop``, each frame's mean removed
+    as numpy's ``mean`` computes it, times ``win``), zero-padded to ``nfft`` columns: ``win * (fr - fr.mean(-1))``
+    of the sliding frames, to the bit, written once into the array the FFT reads."""
+    T = (x.shape[0] - nper) // hop + 1
+    out = np.zeros((T, nfft))
+    for t in range(T):
+        s = t * hop
+        mean = pairwise_sum(x, s, nper) / nper
+        for i in range(nper):
+            out[t, i] = win[i] * (x[s + i] - mean)
+    return out
+
+
+@njit(cache=True)
+def one_sided_power(X, scale):
+    """``(re * re + im * im) * scale`` of complex spectra ``X`` (rows x bins) with the inner bins (all but the first
+    and the last) doubled afterwards, as scipy's spectrogram scales a one-sided power spectrum; ``X`` viewed as
+    float64 (re, im) pairs."""
+    T, nb = X.shape[0], X.shape[1] // 2
+    out = np.empty((T, nb))
+    for t in range(T):
+        for b in range(nb):
+            re = X[t, 2 * b]
+            im = X[t, 2 * b + 1]
+            v = (re * re + im * im) * scale
+            if 0 < b < nb - 1:
+                v = v * 2
+            out[t, b] = v
     return out

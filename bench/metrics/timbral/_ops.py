@@ -122,9 +122,9 @@ def power(frames: np.ndarray, scale: float, nfft: int) -> np.ndarray:
     """One-sided power spectra (scaled by ``scale``, inner bins doubled, as scipy's spectrogram) of ``frames``:
     (..., frames, bins)."""
     X = sp_fft.rfft(frames, n=nfft, axis=-1)
-    s = (X.real * X.real + X.imag * X.imag) * scale
-    s[..., 1:-1] *= 2
-    return s
+    shape = X.shape
+    X = np.ascontiguousarray(X.reshape(-1, shape[-1]))
+    return L.one_sided_power(X.view(np.float64), float(scale)).reshape(shape)
 
 
 def bandwidth(x: np.ndarray, thresh: float, exact: bool = False, block: int = 64) -> np.ndarray:
@@ -207,7 +207,7 @@ class NumpyOps:
 
     def mel(self, spec) -> np.ndarray:
         """Mel power spectrograms (clips, 128 mels, frames) of :meth:`stft`'s STFT, as librosa's melspectrogram."""
-        return L.mel_power(spec[1] ** 2, *mel_basis())
+        return L.mel_power(spec[1], *mel_basis())
 
     def power(self, frames: np.ndarray, scale: float, nfft: int) -> np.ndarray:
         return power(frames, scale, nfft)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from bench.metrics.timbral import _front as F
 from bench.metrics.timbral import _kernels as K
@@ -112,12 +111,12 @@ def boominess(batch):
 def _frames(x: np.ndarray, nfft: int, window="hamming", overlap: float = 0.75) -> tuple[np.ndarray, np.ndarray]:
     """What scipy.signal.spectrogram(x, FS, window, nfft, overlap * nfft, nfft, 'constant') Fourier transforms:
     windowed frames of ``nfft`` samples every ``(1 - overlap) * nfft``, each frame's mean removed first (a clip
-    shorter than ``nfft`` is one frame of its own length), as (..., frames, samples); and the window."""
+    shorter than ``nfft`` is one frame of its own length), as (frames, nfft) zero-padded on the right (what the
+    transform pads them to); and the window. ``x``: one signal."""
     n = x.shape[-1]
     nper, hop = (nfft, nfft - int(overlap * nfft)) if n >= nfft else (n, max(1, n - int(overlap * n)))
     win = W.window(window, nper)
-    fr = sliding_window_view(x, nper, axis=-1)[..., ::hop, :]
-    return win * (fr - fr.mean(axis=-1, keepdims=True)), win
+    return L.detrended_frames(np.ascontiguousarray(x, dtype=np.float64), nper, hop, win, nfft), win
 
 
 def _frame_power(x: np.ndarray, nfft: int) -> np.ndarray:
@@ -130,12 +129,17 @@ def _frame_power(x: np.ndarray, nfft: int) -> np.ndarray:
     return L.frame_energy(np.ascontiguousarray(x), nper, hop, win) * (nfft / win.sum() ** 2)
 
 
+def _highpassed(batch) -> np.ndarray:
+    """The clips through the 20 Hz high-pass cascade that brightness and depth both start from: once per batch."""
+    return batch.shared("highpass20", lambda: F.cascade(batch.a, 20, "high"))
+
+
 def brightness(batch):
     """The energy ratio above 2 kHz and the spectral centroid above 100 Hz, per frame, weighted by frame power; log10
     of both and a linear map."""
     nfft = 2048
     out = [np.nan] * len(batch)
-    x = F.cascade(batch.a, 20, "high")
+    x = _highpassed(batch)
     ratio_hp = F.cascade(x, 2000, "high")
     cent_hp = F.cascade(x, 100, "high")
     peak = np.max(np.abs(x), axis=1, keepdims=True)
@@ -391,7 +395,7 @@ def _depth_one(ops, x, lpc, lpr, oenv) -> float:
 def depth(batch):
     """Low-pass centroid and low-frequency energy ratio (per frame, power-weighted), decay duration after each
     onset and the lowest spectral peak; a linear map."""
-    hp = F.cascade(batch.a, 20, "high")
+    hp = _highpassed(batch)
     lpc = F.cascade(hp, 2000, "low")
     lpr = F.cascade(hp, 500, "low")
     strengths = _strengths_of(batch, hp / np.max(np.abs(hp), axis=1, keepdims=True))
