@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,6 +185,10 @@ class Evaluator:
         self.metrics = metrics
         self.sample_rate, self.device, self.warn = sample_rate, device, warn
         self._ranker: Metric | None = None
+        self.parts = None  # a bench.perf.profile.Parts that times answers and each metric, when a job sets one
+
+    def _part(self, name: str):
+        return self.parts.part(name) if self.parts is not None else nullcontext()
 
     def ranker(self) -> Metric:
         """MR-STFT, which chooses a system's best candidate: the run's own metric when it has one."""
@@ -195,10 +200,11 @@ class Evaluator:
     def answers(self, name: str, system: System, task, examples: list) -> tuple[dict[str, list[Estimate]], float]:
         """Every answer of ``system`` on ``examples``, checked, and the seconds it took."""
         t0 = time.perf_counter()
-        if system.sees_truth:
-            estimates = oracle_estimates(examples)
-        else:
-            estimates = system.match_examples([ex.query() for ex in examples], task.effect)
+        with self._part("answers"):
+            if system.sees_truth:
+                estimates = oracle_estimates(examples)
+            else:
+                estimates = system.match_examples([ex.query() for ex in examples], task.effect)
         seconds = time.perf_counter() - t0
         check_estimates(name, estimates, examples, task.effect)
         answers = {name: estimates}
@@ -230,13 +236,15 @@ class Evaluator:
         for m in self.metrics:  # slow metrics (AudioCommons' worker pool) start now and run while the others score
             k = m.limit(len(examples))
             try:
-                m.prefetch(estimates[:k], examples[:k])
+                with self._part(f"metric {m.name}"):
+                    m.prefetch(estimates[:k], examples[:k])
             except Exception as e:  # score_batch will meet the same problem and record it
                 self.warn(f"metric {m.name} could not start early on {where}: {type(e).__name__}: {e}")
         for m in self.metrics:
             k = m.limit(len(examples))
             try:
-                scored = m.score_batch(estimates[:k], examples[:k])
+                with self._part(f"metric {m.name}"):
+                    scored = m.score_batch(estimates[:k], examples[:k])
             except Exception as e:  # one metric failing must not lose the others
                 self.warn(f"metric {m.name} failed on {where}: {type(e).__name__}: {e}")
                 continue

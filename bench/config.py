@@ -46,6 +46,9 @@ class RunConfig:
     report: bool = True  # build the report at the end of `run`
     audio_examples: int = 4  # per task, the first N examples' audio (every system's output) kept for the report
     executor: str = "local"  # local | ray (RAY_ADDRESS, else a local cluster) | ray://HOST:PORT (docs/scaling.md)
+    # local: jobs (trainings, cells) side by side in this many worker processes, each with its share of the cores as
+    # torch threads (bench/executors/pool.py); 0: one per core (inline on a one-core machine); 1: inline, in the driver
+    processes: int = 0
     cell_timeout_s: float = 0.0  # a cell still running after this many seconds is ended and recorded (0: never)
     # torch's intra-op threads in every training and cell job (0: torch's default: this machine's cores, or a Ray
     # task's CPUs). Float sums depend on it: give it for scores bit-identical across machines and executors
@@ -350,6 +353,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"run.audio_examples: must be >= 0, got {r.audio_examples}")
     if r.workers < 0:
         raise ConfigError(f"run.workers: must be >= 0 (0 = all cores), got {r.workers}")
+    if r.processes < 0:
+        raise ConfigError(f"run.processes: must be >= 0 (0 = one per core, 1 = inline), got {r.processes}")
     if r.torch_threads < 0:
         raise ConfigError(f"run.torch_threads: must be >= 0 (0 = torch's default), got {r.torch_threads}")
     if r.cell_timeout_s < 0:

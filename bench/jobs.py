@@ -126,19 +126,22 @@ class Failed:
 
 # --- per-process state ------------------------------------------------------------------------------------------
 
-_PLANS: OrderedDict = OrderedDict()  # (config hash, device) -> (plan, evaluator, warnings list)
+_PLANS: OrderedDict = OrderedDict()  # (config hash, device, cpus) -> (plan, evaluator, warnings list)
 _SYSTEMS: OrderedDict = OrderedDict()  # (config hash, name, seed, checkpoint digest, device) -> system
 KEEP_SYSTEMS = 3
 
 
-def _plan(cfg: Config, device: str):
+def _plan(cfg: Config, device: str, cpus: float = 0):
     from bench.cell import Evaluator, build_metrics
 
-    key = (cfg.hash(), device)
+    key = (cfg.hash(), device, cpus)
     if key not in _PLANS:
         warnings: list[str] = []
-        evaluator = Evaluator(build_metrics(cfg, device), sample_rate=cfg.run.sample_rate, device=device,
-                              warn=warnings.append)
+        metrics = build_metrics(cfg, device)
+        for m in metrics:  # a metric with its own worker processes (AudioCommons) keeps to the job's share
+            if cpus and hasattr(m, "workers") and not getattr(m.cfg, "workers", 1):
+                m.workers = max(1, int(cpus))
+        evaluator = Evaluator(metrics, sample_rate=cfg.run.sample_rate, device=device, warn=warnings.append)
         _PLANS[key] = (quiet_plan(cfg, device), evaluator, warnings)
         while len(_PLANS) > 2:
             _close(_PLANS.popitem(last=False)[1][1])
@@ -243,9 +246,42 @@ class Trained:
     device: str
     seconds: float
     where: dict = field(default_factory=where)
+    profile: dict = field(default_factory=dict)  # what the job measured where it ran (bench.perf.profile.measure)
 
 
-def train(job: TrainJob) -> Trained | Failed:
+def measured(fn):
+    """A job that measures itself where it runs (wall, CPU, and the shared data it made: test sets, AudioCommons
+    clips) into its result's ``profile``; cheap (a few system calls), so always on."""
+    import functools
+
+    @functools.wraps(fn)
+    def run(job, *args):
+        from bench import tasks
+        from bench.perf.profile import Parts, measure
+
+        made0, ac0 = dict(tasks.MADE), _ac_computed()
+        parts = Parts()
+        prof: dict = {}
+        with measure(prof):
+            result = fn(job, *args, parts=parts)
+        prof["parts"] = parts.as_dict()
+        made = {k: v - made0.get(k, 0) for k, v in tasks.MADE.items() if v - made0.get(k, 0)}
+        if made:
+            prof["examples_made"] = made
+        prof["ac_computed"] = max(0, _ac_computed() - ac0)
+        result.profile = prof
+        return result
+
+    return run
+
+
+def _ac_computed() -> int:
+    """AudioCommons clips computed in this process so far, by the metrics of the plans it keeps."""
+    return sum(int(getattr(m, "stats", {}).get("computed", 0)) for _, ev, _ in _PLANS.values() for m in ev.metrics)
+
+
+@measured
+def train(job: TrainJob, parts=None) -> Trained | Failed:
     """Fit ``job.name`` with training seed ``job.seed`` on the plan's training tasks (validation tasks in its
     context); returns the checkpoint as bytes, the budget and what the system logged."""
     import tempfile
@@ -284,6 +320,7 @@ class CellJob:
     key: str  # the cell's key (bench.runner.cell_key), stored with its rows
     audio: int = 0  # the first examples whose clips come back for the report
     num_gpus: float | None = None
+    num_cpus: float = 0  # the cores the job may take (0: all of this machine's): its metrics' worker processes
 
 
 @dataclass
@@ -297,9 +334,11 @@ class CellResult:
     warnings: list[str]
     seconds: float
     where: dict = field(default_factory=where)
+    profile: dict = field(default_factory=dict)  # what the job measured where it ran (bench.perf.profile.measure)
 
 
-def cell(job: CellJob, checkpoint: bytes | None = None) -> CellResult | Failed:
+@measured
+def cell(job: CellJob, checkpoint: bytes | None = None, parts=None) -> CellResult | Failed:
     """One cell: the task's examples, the system (from ``checkpoint``'s bytes if it was trained or given one),
     its answers and their scores."""
     import pandas as pd
@@ -312,15 +351,21 @@ def cell(job: CellJob, checkpoint: bytes | None = None) -> CellResult | Failed:
     try:
         cfg = job.cfg
         device = resolve_device(cfg.run.device, job.num_gpus)
-        plan, evaluator, warned = _plan(cfg, device)
+        plan, evaluator, warned = _plan(cfg, device, job.num_cpus)
         warned.clear()
         task = {t.id: t for t in plan.test}[job.task_id]
         stage = "data"
-        examples = task.examples(job.n, progress=False)
+        with parts.part("examples"):
+            examples = task.examples(job.n, progress=False)
         stage = "evaluate"
-        system = _system(cfg, job.name, job.seed, device, checkpoint)
-        with torch_threads(cfg.run.torch_threads):
-            result = evaluator.evaluate(job.name, system, task, examples)
+        with parts.part("load system"):
+            system = _system(cfg, job.name, job.seed, device, checkpoint)
+        evaluator.parts = parts
+        try:
+            with torch_threads(cfg.run.torch_threads):
+                result = evaluator.evaluate(job.name, system, task, examples)
+        finally:
+            evaluator.parts = None
         warnings = list(warned)
         rows = pd.concat([score_rows(m, task, examples, s, job.key, job.seed) for m, s in result.scores.items()],
                          ignore_index=True)

@@ -14,6 +14,7 @@ run goes on. After the grid, each configured study (:mod:`bench.studies`) runs w
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,9 +34,10 @@ from bench.tasks import Task
 
 
 class Runner:
-    def __init__(self, cfg: Config, out: Path, *, log=print):
+    def __init__(self, cfg: Config, out: Path, *, log=print, profile=None):
         check(cfg)  # a bad name or section stops here, before anything is written
         self.cfg, self.out, self.log = cfg, Path(out), log
+        self.profile = profile  # a bench.perf.profile.Profile that times the stages and collects the jobs' own
         self.results = ResultStore(self.out)
         # on Ray each job resolves the device where it runs; the driver need not see a GPU
         self.device = cfg.run.device if uses_ray(cfg) else resolve_device(cfg.run.device)
@@ -74,18 +76,25 @@ class Runner:
                      f"({describe(lock.taken_over)}); taken over")
         return lock
 
+    def stage(self, name: str):
+        return self.profile.stage(name) if self.profile is not None else nullcontext()
+
     def _run(self) -> pd.DataFrame:
         cfg = self.cfg
-        plan = Plan.build(cfg, self.device)
-        self._plan_corpora(plan)
+        with self.stage("plan (corpora made or read)"):
+            plan = Plan.build(cfg, self.device)
+            self._plan_corpora(plan)
         self.executor = make_executor(cfg, self.log)
         status = "FAILED"
         try:
             self._preflight()
             self.results.write_config(cfg.to_dict(), left_out(plan))  # only now that every check has passed
-            self._start_tracking()
-            self._grid(plan)
-            self._studies()
+            with self.stage("tracking start"):
+                self._start_tracking()
+            with self.stage(f"grid ({self.executor.describe()})"):
+                self._grid(plan)
+            with self.stage("studies"):
+                self._studies()
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
@@ -95,7 +104,8 @@ class Runner:
             self._end_trainings(status)
             self.executor.close()
             jobs.release()
-            summary = self.results.rebuild_tables(final=True)
+            with self.stage("tables"):
+                summary = self.results.rebuild_tables(final=True)
             self.failed = sum(self.results.failed(name, t, seed) for name in cfg.system_names()
                               for seed in seeds_of(cfg, name) for t in plan.test)
             if self.parent is not None:
@@ -167,7 +177,7 @@ class Runner:
                     todo.append((name, seed, task, key))
         self.cells = len(pairs) * len(plan.test)
         n_seeds = len(cfg.training_seeds())
-        where = f"executor {cfg.run.executor}" if uses_ray(cfg) else f"device {self.device}"
+        where = f"executor {cfg.run.executor}" if uses_ray(cfg) else f"device {self.device}, {self.executor.describe()}"
         self.log(f"{self.cells} cells ({self.cells - len(todo)} already done), {len(plan.test)} {plan.split} tasks, "
                  f"{len(cfg.system_names())} systems" + (f" ({n_seeds} training seeds)" if n_seeds > 1 else "")
                  + f", {where}")
@@ -226,7 +236,7 @@ class Runner:
                 f"train/{name}/seed-{seed}", {"system": name, "kind": "train", "seed": seed, "executor":
                                               cfg.run.executor, **({"study": "yes"} if study else {}),
                                               **self.common_tags()}, parent=self.parent)
-        job = jobs.TrainJob(cfg, name, seed, num_cpus=options.get("num_cpus", 0) if ray else 0,
+        job = jobs.TrainJob(cfg, name, seed, num_cpus=options.get("num_cpus", 0) if ray else self.executor.cpus_per_job,
                             num_gpus=options.get("num_gpus", 0) if ray else None,
                             progress=cfg.run.progress and not ray)
         self.executor.submit(("train", name, seed), jobs.train, job, name=f"train:{name}:{seed}",
@@ -246,14 +256,19 @@ class Runner:
         ray = uses_ray(cfg)
         audio = cfg.run.audio_examples if seed == cfg.training_seeds()[0] else 0
         job = jobs.CellJob(cfg, name, seed, task.id, n, key, audio, num_gpus=options.get("num_gpus", 0) if ray
-                           else None)
+                           else None, num_cpus=options.get("num_cpus", 0) if ray else self.executor.cpus_per_job)
         self.executor.submit(("cell", name, seed, task), jobs.cell, job, ready, name=f"cell:{name}:{task.id}",
                              options=options if ray else None, retries=retries, timeout_s=cfg.run.cell_timeout_s,
                              on_timeout=jobs.release)
 
     # --- what comes back --------------------------------------------------------------------------------------
+    def _measured(self, kind: str, name: str, task: str, value) -> None:
+        if self.profile is not None:
+            self.profile.job(kind, name, task, getattr(value, "profile", None), remote=uses_ray(self.cfg))
+
     def _trained(self, o) -> None:
         _, name, seed = o.key
+        self._measured("train", name, "", o.value)
         waiting = self.waiting.pop((name, seed), [])
         result = self._write_training(name, seed, self.cfg, o, grid=True)
         self.ready[name, seed] = result if isinstance(result, BaseException) else self.executor.put(result.checkpoint)
@@ -293,6 +308,7 @@ class Runner:
     def _cell_done(self, o) -> None:
         _, name, seed, task = o.key
         value = o.value
+        self._measured("cell", name, task.id, value)
         if isinstance(value, JobTimeout):
             value = jobs.Failed(value, "timeout")
         elif isinstance(value, BaseException):
@@ -371,6 +387,7 @@ class Runner:
             raise NotTrained(f"{name}: not trained in this run (its training failed or did not run)")
         self._submit_training(name, seed, cfg, study=not grid)
         for o in self.executor.outcomes():
+            self._measured("train", name, "", o.value)
             result = self._write_training(name, seed, cfg, o, grid)
             if isinstance(result, BaseException):
                 raise result
@@ -399,5 +416,5 @@ def left_out(plan: Plan) -> dict:
                     "notes": [asdict(b) for b in getattr(c, "notes", [])]} for label, c in plan.corpora.items()}
 
 
-def run(cfg: Config, out: Path, *, log=print) -> pd.DataFrame:
-    return Runner(cfg, out, log=log).run()
+def run(cfg: Config, out: Path, *, log=print, profile=None) -> pd.DataFrame:
+    return Runner(cfg, out, log=log, profile=profile).run()

@@ -26,6 +26,9 @@ from bench.corpora import Corpus, CorpusError
 from bench.effects import Effect
 
 EXAMPLES_VERSION = 3  # bump when example generation changes, so cached test sets are rebuilt
+# test sets this process made (rather than read from the cache), by task id: a job reports its share, and a run's
+# profile sums them to show that each task's test set was made once however many systems, seeds and processes use it
+MADE: dict[str, int] = {}
 MIN_SEGMENT_DB = -45.0  # segments quieter than this are redrawn
 
 
@@ -173,20 +176,45 @@ class Task:
     def examples(self, n: int, *, cache: bool = True, progress: bool = False) -> list[Example]:
         """The first ``n`` examples, cached on disk (one .npz per task and size)."""
         path = cache_dir() / "examples" / f"{self.cache_key(n)}.npz"
-        if cache and path.exists():
+        if not cache:
+            return self._make(n, progress)
+        cached = self._cached(path)
+        if cached is not None:
+            return cached
+        # one process makes a test set; the others (cells of the same task in other worker processes) wait for it
+        # and read it. An flock, which the kernel drops when its holder ends however it ends
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
             try:
-                return self._read(path)
-            except (ValueError, OSError, KeyError):
-                path.unlink(missing_ok=True)
+                cached = self._cached(path)
+                if cached is not None:
+                    return cached
+                out = self._make(n, progress)
+                self._write(path, out)
+                MADE[self.id] = MADE.get(self.id, 0) + 1
+                return out
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _cached(self, path) -> list[Example] | None:
+        if not path.exists():
+            return None
+        try:
+            return self._read(path)
+        except (ValueError, OSError, KeyError):
+            path.unlink(missing_ok=True)
+            return None
+
+    def _make(self, n: int, progress: bool) -> list[Example]:
         it = range(n)
         if progress:
             from tqdm.auto import tqdm
 
             it = tqdm(it, desc=f"examples {self.id}", leave=False)
-        out = [self.example(i) for i in it]
-        if cache:
-            self._write(path, out)
-        return out
+        return [self.example(i) for i in it]
 
     def _write(self, path, examples: list[Example]) -> None:
         buf = io.BytesIO()

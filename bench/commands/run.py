@@ -16,14 +16,24 @@ class Run(Command):
         config_args(p)
         p.add_argument("--strict", action="store_true",
                        help="exit 1 if any cell failed (without it: only if every cell failed)")
+        p.add_argument("--profile", action="store_true",
+                       help="write OUT/profile.json and print where the run's wall and CPU time went (stages, "
+                            "trainings, cells, metrics) and how busy the cores were")
 
     def __call__(self, args) -> int:
+        from contextlib import nullcontext
+
         from bench.runner import Runner
 
         cfg = load(args)
         out = out_dir(args)
         print(f"afx-bench run: preset {cfg.preset}, results in {out}")
-        runner = Runner(cfg, out)
+        profile = None
+        if args.profile:
+            from bench.perf.profile import Profile
+
+            profile = Profile()
+        runner = Runner(cfg, out, profile=profile)
         summary = runner.run()
         print_summary(summary, out)
         if cfg.run.report:
@@ -32,7 +42,14 @@ class Run(Command):
             except ImportError:
                 pass
             else:
-                print(f"report: {build_report(out)}")
+                with profile.stage("report") if profile is not None else nullcontext():
+                    print(f"report: {build_report(out)}")
+        if profile is not None:
+            from bench.perf.profile import table, write
+
+            p = profile.finish()
+            print(table(p))
+            print(f"profile: {write(p, out)}")
         if runner.failed:
             print(f"{runner.failed} of {runner.cells} cell(s) failed; see {out / 'failures.csv'}", file=sys.stderr)
         if runner.cells and runner.failed == runner.cells:

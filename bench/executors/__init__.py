@@ -121,10 +121,15 @@ class Outcome:
 
 
 class Executor:
-    """Runs jobs inline, one after another, in this process (``run.executor = local``). Subclasses run them
-    elsewhere (:class:`bench.executors.cluster.RayExecutor`); the driver sees the same calls either way."""
+    """Runs jobs inline, one after another, in this process (``run.executor = local``, ``run.processes = 1``).
+    Subclasses run them elsewhere (:class:`bench.executors.pool.PoolExecutor`, worker processes on this machine;
+    :class:`bench.executors.cluster.RayExecutor`); the driver sees the same calls either way."""
 
     name = "local"
+    cpus_per_job = 0  # the cores a job may take (0: all of this machine's)
+
+    def describe(self) -> str:
+        return "inline" if self.name == "local" else f"executor {self.name}"
 
     def __init__(self, log=print):
         self.log = log
@@ -161,9 +166,24 @@ class Executor:
         self.queue.clear()
 
 
+def local_processes(cfg: Config) -> tuple[int, int]:
+    """(worker processes, torch threads in each) of a local run: ``run.processes`` (0: one per core), each with
+    an equal share of the cores (``run.torch_threads`` when given)."""
+    from bench.effects import default_workers
+
+    cores = default_workers()
+    n = cfg.run.processes or cores
+    return n, cfg.run.torch_threads or max(1, cores // n)
+
+
 def make_executor(cfg: Config, log=print) -> Executor:
     if not uses_ray(cfg):
-        return Executor(log)
+        n, threads = local_processes(cfg)
+        if n <= 1:
+            return Executor(log)
+        from bench.executors.pool import PoolExecutor
+
+        return PoolExecutor(n, threads, log)
     from bench.executors.cluster import RayExecutor
 
     return RayExecutor(cfg.run.executor, log)
