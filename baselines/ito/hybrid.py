@@ -124,6 +124,11 @@ class ProposedIto(ItoCmaes):
         """The proposed model's training (this system adds no training of its own, only validation passes)."""
         return self.model.budget() if self.model is not None else super().budget()
 
+    @classmethod
+    def budget_overrides(cls, settings, *, n_effects, train_examples=None, train_renders=None):
+        """Nothing to set: its training is the proposed model's, which ``run.budget`` matches."""
+        return {}
+
     def step_size(self, effect: Effect) -> np.ndarray:
         """The step size per parameter for ``effect``: its validation error, else ``sigma0`` (no validation data)."""
         s = self.steps.get(effect.name)
