@@ -72,6 +72,14 @@ def renders_per_example(r: Results, systems: list[str]) -> dict[str, float]:
     return {s: float(means[s]) if s in means and np.isfinite(means[s]) else 1.0 for s in systems}
 
 
+def _renders_of(r: Results, points: pd.DataFrame, group: list[str]) -> pd.Series:
+    """Each point's mean cost/renders per example over its own tasks (1 where the system records none there:
+    its answer's own render)."""
+    sub = r.scores[r.scores["metric"] == "cost/renders"]
+    means = sub.groupby(group)["value"].mean().rename("renders")
+    return points.join(means, on=group)["renders"].fillna(1.0)
+
+
 def build(r: Results, budgets: pd.DataFrame | None = None, *, n_resamples: int = S.N_RESAMPLES) -> Frontier | None:
     """The frontier of a run, or None when no system searches at inference (nothing to plot against renders)."""
     systems = contenders(r)
@@ -83,10 +91,11 @@ def build(r: Results, budgets: pd.DataFrame | None = None, *, n_resamples: int =
         return None
     sc = r.scores[r.scores["system"].isin(systems) & r.scores["metric"].isin(metrics)]
     by_corpus = intervals(sc, ["effect_set", "corpus_set", "system", "metric"], n_resamples=n_resamples)
+    by_corpus["renders"] = _renders_of(r, by_corpus, ["effect_set", "corpus_set", "system"])
     pooled = intervals(sc, ["effect_set", "system", "metric"], n_resamples=n_resamples).assign(corpus_set="all")
+    pooled["renders"] = _renders_of(r, pooled, ["effect_set", "system"])
     points = pd.concat([by_corpus, pooled], ignore_index=True)
     points["family"] = points["system"].map(family)
-    points["renders"] = points["system"].map(renders)
     train = {}
     if budgets is not None and len(budgets):
         tr = budgets.groupby("system")["train_renders"].mean()
@@ -241,7 +250,7 @@ def markdown(f: Frontier) -> str:
         lines += [f"**Renders per example needed to reach {f.focus}'s mean**", "",
                   "| effect set | family | target mean | renders needed | note |", "|---|---|---:|---:|---|"]
         for r in f.reach.itertuples(index=False):
-            need = "—" if not np.isfinite(r.renders_needed) else f"{r.renders_needed:.0f}"
+            need = "—" if not np.isfinite(r.renders_needed) else f"{r.renders_needed:.3g}"
             lines.append(f"| {r.effect_set} | {r.family} | {r.target_mean:.3g} | {need} | {r.note} |")
         lines.append("")
     if len(f.cells):
@@ -260,6 +269,10 @@ def figure(F, f: Frontier, metric: str) -> None:
         return
     sets = [s for s in SETS if s in set(p["effect_set"])]
     rows = [c for c in ("seen", "unseen") if c in set(p["corpus_set"])] + ["all"]
+    import seaborn as sns
+
+    families = list(dict.fromkeys(p["family"]))  # one colour per family: the report's palette cycles at ten
+    colors = dict(zip(families, sns.color_palette("tab20", max(20, len(families))), strict=False))
     fig, axes = F.new(3.3 * len(sets), 2.6 * len(rows), len(rows), len(sets), sharex=True)
     for i, cs in enumerate(rows):
         for j, es in enumerate(sets):
@@ -267,7 +280,7 @@ def figure(F, f: Frontier, metric: str) -> None:
             sub = p[(p["effect_set"] == es) & (p["corpus_set"] == cs)]
             for fam, g in sub.groupby("family", sort=False):
                 g = g.sort_values("renders")
-                color = F.colors.get(g["system"].iloc[0], F.colors.get(fam, "0.4"))
+                color = colors[fam]
                 err = np.vstack([g["mean"] - g["ci_low"], g["ci_high"] - g["mean"]]).clip(min=0)
                 err = np.where(np.isfinite(err), err, 0)
                 tr = f.train_renders.get(g["system"].iloc[0])
