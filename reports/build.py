@@ -26,8 +26,8 @@ import pandas as pd
 
 from reports import ablation as A
 from reports import budgets as B
-from reports import frontier as Fr
 from reports import examples as X
+from reports import frontier as Fr
 from reports import latent as Lt
 from reports import listening as L
 from reports import primary as P

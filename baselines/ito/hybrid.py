@@ -31,7 +31,15 @@ from pathlib import Path
 import numpy as np
 
 from bench.effects import Effect, get_effect
-from bench.systems import PICKED, PICKED_PARAMS, CheckpointError, Estimate, SystemError_, get_system, register_system
+from bench.systems import (
+    PICKED,
+    PICKED_PARAMS,
+    CheckpointError,
+    Estimate,
+    SystemError_,
+    get_system,
+    register_system,
+)
 
 from .system import ItoCmaes, one_blas_thread
 
