@@ -59,16 +59,17 @@ def build_system(name: str, cfg: Config, device: str, overrides: dict | None = N
 
 
 def fit_system(system: System, plan, *, run=None, checkpoint_dir: Path | None = None, report=None,
-               progress: bool | None = None, seed: int | None = None) -> float:
+               progress: bool | None = None, seed: int | None = None,
+               dependencies: dict[str, Path] | None = None) -> float:
     """Train ``system`` on the plan's training tasks (validation tasks in its context) with training seed
-    ``seed`` (default ``run.seed``); returns the seconds."""
+    ``seed`` (default ``run.seed``) and the checkpoint folders of the systems it ``needs``; returns the seconds."""
     cfg = plan.cfg
     from bench.effects import default_workers
 
     ctx = FitContext(valid_tasks=plan.valid, tracker=run, seed=cfg.run.seed if seed is None else int(seed),
                      workers=cfg.run.workers or default_workers(),
                      progress=cfg.run.progress if progress is None else progress, checkpoint_dir=checkpoint_dir,
-                     report=report)
+                     report=report, dependencies=dict(dependencies or {}))
     t0 = time.perf_counter()
     system.fit(plan.train, ctx)
     return time.perf_counter() - t0
@@ -108,7 +109,16 @@ def system_key(cfg: Config, name: str, seed: int | None = None) -> str:
         parts.append(["training seed", int(seed)])
     if cfg.run.budget:
         parts.append(["matched budget", dict(cfg.run.budget)])
+    for dep in needs_of(cfg, name):  # a system built on another is retrained when that one would be
+        parts.append(["needs", dep, system_key(cfg, dep, seed)])
     return stable_hash(parts)
+
+
+def needs_of(cfg: Config, name: str) -> list[str]:
+    """The systems whose checkpoints ``name``'s training builds on (its class's ``needs``), in training order."""
+    from bench.systems import SYSTEMS
+
+    return list(getattr(SYSTEMS.get(cfg.system_base(name)), "needs", ()))
 
 
 def seeds_of(cfg: Config, name: str) -> list[int]:

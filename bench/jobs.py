@@ -235,6 +235,7 @@ class TrainJob:
     num_cpus: float = 0  # the CPUs a Ray task was given (0: inline, all of them)
     num_gpus: float | None = None  # the GPUs a Ray task was given (None: inline, run.device decides)
     progress: bool = False  # a progress bar on this process's terminal
+    needs: list = field(default_factory=list)  # the systems it builds on: their checkpoints follow the job
 
 
 @dataclass
@@ -281,9 +282,10 @@ def _ac_computed() -> int:
 
 
 @measured
-def train(job: TrainJob, parts=None) -> Trained | Failed:
+def train(job: TrainJob, *needed: bytes, parts=None) -> Trained | Failed:
     """Fit ``job.name`` with training seed ``job.seed`` on the plan's training tasks (validation tasks in its
-    context); returns the checkpoint as bytes, the budget and what the system logged."""
+    context; ``needed``: the checkpoints of ``job.needs``, in that order); returns the checkpoint as bytes, the
+    budget and what the system logged."""
     import tempfile
 
     from bench.cell import budget_of, build_system, fit_system
@@ -297,8 +299,12 @@ def train(job: TrainJob, parts=None) -> Trained | Failed:
         recorder = Recorder()
         with tempfile.TemporaryDirectory(prefix="afx-train-") as tmp, torch_threads(cfg.run.torch_threads):
             ckpt = Path(tmp) / "checkpoint"
+            if len(needed) != len(job.needs):
+                raise RuntimeError(f"{job.name}: its training needs the checkpoints of {job.needs}, given "
+                                   f"{len(needed)}")
+            deps = {n: unpacked(b) for n, b in zip(job.needs, needed, strict=True)}
             seconds = fit_system(system, plan, run=recorder, checkpoint_dir=ckpt, seed=job.seed,
-                                 progress=job.progress)
+                                 progress=job.progress, dependencies=deps)
             ckpt.mkdir(parents=True, exist_ok=True)
             system.save(ckpt)
             data = pack_dir(ckpt)

@@ -21,6 +21,9 @@ from bench.tasks import Task
 
 SPLITS = ("train", "valid", "test")
 PATH_CORPORA = ("folder", "pairs")  # corpora that read a directory given as LABEL:PATH
+# a labelled variant's name: letters, digits, _ . -, and optionally one '@' before a suffix (ito_cmaes@64: a system
+# at a budget); results folders write it '_' (bench.results.slug), MLflow keys ' at ' (bench.tracking._key)
+LABEL = r"[A-Za-z0-9_.-]+(@[A-Za-z0-9_.-]+)?"
 
 
 def resolve_device(device: str, gpus: float | None = None) -> str:
@@ -181,9 +184,18 @@ def check(cfg: Config) -> None:
         if base is not None:
             if not isinstance(base, str) or base not in SYSTEMS:
                 raise ConfigError(f"systems.{label}.base: {base!r}; valid: {', '.join(SYSTEMS.names())}")
-            if label in SYSTEMS or not re.fullmatch(r"[A-Za-z0-9_.-]+", label):
+            if label in SYSTEMS or not re.fullmatch(LABEL, label):
                 raise ConfigError(f"systems.{label}: a labelled variant needs a name of its own, of letters, digits "
-                                  "and _ . - (':' marks report variants; MLflow refuses '+' and others in keys)")
+                                  "and _ . - with at most one '@' before a suffix, as ito_cmaes@64 (':' marks report "
+                                  "variants; MLflow refuses '+' and others in keys)")
+    from bench.results import slug
+
+    slugs: dict[str, str] = {}
+    for name in cfg.system_names():  # results folders and file names are slugs: two systems must not share one
+        other = slugs.setdefault(slug(name), name)
+        if other != name:
+            raise ConfigError(f"systems.include: {other!r} and {name!r} would share the results folder "
+                              f"{slug(name)!r}; rename one")
     valid_effects = effect_names(cfg)
     names = [n for n, _ in cfg.effect_sets()]
     bad = [n for n in names if n not in valid_effects]
@@ -203,6 +215,17 @@ def check(cfg: Config) -> None:
                 raise ConfigError(f"corpora: {name} needs a path, as {name}:PATH")
             if not Path(arg).is_dir():
                 raise ConfigError(f"corpora: {label}: no such directory {arg}")
+    from bench.cell import needs_of
+
+    def walk(path: list[str]) -> None:  # what a system builds on must be a system, and never itself in the end
+        for dep in needs_of(cfg, path[-1]):
+            check_system_names(cfg, f"systems.{path[0]} (needs)", [dep])
+            if dep in path:
+                raise ConfigError(f"systems.{path[0]}: a cycle of needs: {' -> '.join([*path, dep])}")
+            walk([*path, dep])
+
+    for name in cfg.system_names():
+        walk([name])
     for name in cfg.system_names():  # the sections, parsed now: a bad key stops the run before any training
         check_resources(cfg, name)  # the Ray task options (resources, cell_resources) are the harness's
         parse_section(SYSTEMS.get(cfg.system_base(name)).Config, cfg.system_settings(name), f"systems.{name}")

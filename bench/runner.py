@@ -22,7 +22,7 @@ import pandas as pd
 
 from bench import jobs
 from bench.cache import stable_hash
-from bench.cell import seeds_of, system_key
+from bench.cell import needs_of, seeds_of, system_key
 from bench.config import Config, ConfigError
 from bench.executors import JobTimeout, make_executor, task_options, uses_ray
 from bench.lock import FolderLock, describe
@@ -46,6 +46,7 @@ class Runner:
         self.cells = self.failed = 0  # the grid's cells, and those failed (after the run)
         self.ready: dict = {}  # (name, seed) -> checkpoint handle | None (no checkpoint) | BaseException
         self.waiting: dict = {}  # (name, seed) -> cell jobs waiting for the training
+        self.blocked: dict = {}  # (name, seed) -> the systems it needs whose trainings have not come back yet
         self.train_runs: dict = {}  # (name, seed) -> its MLflow run
         self.bad_data: set[str] = set()  # tasks whose examples could not be made (warned once)
 
@@ -203,16 +204,41 @@ class Runner:
             self.bar.close()
 
     def _prepare(self, name: str, seed: int) -> None:
-        """What the cells of (name, seed) load: a configured checkpoint, this run's, nothing, or a training."""
+        """What the cells of (name, seed) load: a configured checkpoint, this run's, nothing, or a training (after
+        the trainings of the systems it needs: ``System.needs``)."""
         cfg = self.cfg
+        if (name, seed) in self.ready or (name, seed) in self.waiting:  # prepared already, as another's need
+            return
         path = self._existing_checkpoint(name, cfg, seed)
         if path is not None:
             self.ready[name, seed] = self.executor.put(jobs.pack_dir(path))
         elif not getattr(SYSTEMS.get(cfg.system_base(name)), "trainable", False):
             self.ready[name, seed] = None
         else:
+            for dep in needs_of(cfg, name):
+                self._prepare(dep, seed)
             self.waiting[name, seed] = []
-            self._submit_training(name, seed, cfg)
+            self.blocked[name, seed] = [d for d in needs_of(cfg, name) if (d, seed) in self.waiting]
+            self._unblock()
+
+    def _unblock(self) -> None:
+        """Submit every training whose needs have all come back (or fail it when one of them failed)."""
+        for (name, seed), deps in list(self.blocked.items()):
+            if any((d, seed) in self.waiting for d in deps):
+                continue
+            del self.blocked[name, seed]
+            needed = [self.ready.get((d, seed)) for d in needs_of(self.cfg, name)]
+            bad = [d for d, h in zip(needs_of(self.cfg, name), needed, strict=True)
+                   if h is None or isinstance(h, BaseException)]
+            if bad:
+                e = SystemError_(f"{name}: needs the checkpoint of {', '.join(bad)}, which has none (its training "
+                                 "failed, or it does not train)")
+                self.warn(f"{name} (seed {seed}): could not be prepared, its cells are recorded as failed: {e}")
+                self.ready[name, seed] = e
+                for cell in self.waiting.pop((name, seed), []):
+                    self._submit_cell(*cell)
+                continue
+            self._submit_training(name, seed, self.cfg, needed=needed)
 
     def _existing_checkpoint(self, name: str, cfg: Config, seed: int) -> Path | None:
         """The configured checkpoint of ``name``, or the one this run trained under ``cfg``, or None."""
@@ -228,7 +254,7 @@ class Runner:
             return path
         return None
 
-    def _submit_training(self, name: str, seed: int, cfg: Config, study: bool = False) -> None:
+    def _submit_training(self, name: str, seed: int, cfg: Config, study: bool = False, needed: list = ()) -> None:
         options, retries = task_options(cfg, name, "train")
         ray = uses_ray(cfg)
         if self.tracker is not None:
@@ -238,8 +264,8 @@ class Runner:
                                               **self.common_tags()}, parent=self.parent)
         job = jobs.TrainJob(cfg, name, seed, num_cpus=options.get("num_cpus", 0) if ray else self.executor.cpus_per_job,
                             num_gpus=options.get("num_gpus", 0) if ray else None,
-                            progress=cfg.run.progress and not ray)
-        self.executor.submit(("train", name, seed), jobs.train, job, name=f"train:{name}:{seed}",
+                            progress=cfg.run.progress and not ray, needs=needs_of(cfg, name))
+        self.executor.submit(("train", name, seed), jobs.train, job, *needed, name=f"train:{name}:{seed}",
                              options=options if ray else None, retries=retries)
 
     def _submit_cell(self, name: str, seed: int, task: Task, key: str, n: int) -> None:
@@ -276,6 +302,7 @@ class Runner:
             self.warn(f"{name} (seed {seed}): could not be prepared, its cells are recorded as failed: {result}")
         for cell in waiting:
             self._submit_cell(*cell)
+        self._unblock()
 
     def _write_training(self, name: str, seed: int, cfg: Config, o, grid: bool):
         """A training's outcome: its checkpoint written (atomically) and its MLflow run; the Trained, or the error.

@@ -39,6 +39,7 @@ SYSTEMS = Registry(
         "deepafx_st_spsa": "baselines.deepafx_st.system",
         "oneshot_eq": "baselines.oneshot_eq.system",
         "ito_cmaes": "baselines.ito.system",
+        "proposed_ito": "baselines.ito.hybrid",
     },
 )
 register_system = SYSTEMS.register
@@ -83,6 +84,8 @@ class FitContext:
     progress: bool = True
     checkpoint_dir: Path | None = None
     report: Any = None  # callable(step, value) -> None; raises optuna.TrialPruned in sweeps
+    # the checkpoints of the systems this one builds on (``System.needs``), trained with the same seed: name -> folder
+    dependencies: dict[str, Path] = field(default_factory=dict)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if self.tracker is not None:
@@ -96,6 +99,9 @@ class System:
     controls: set[str] | str = set()  # effect names, or "any"
     trainable: bool = False
     sees_truth: bool = False  # only the oracle: the harness answers for it from the true settings
+    # systems (config names) whose checkpoints, trained with the same seed, ``fit`` builds on: the driver trains
+    # them first and hands their folders over as ``FitContext.dependencies`` (proposed_ito refines proposed)
+    needs: tuple[str, ...] = ()
 
     @dataclass
     class Config:

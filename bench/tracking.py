@@ -116,7 +116,7 @@ class Run:
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, v) for k, v in flatten(params).items()]
+        items = [Param(_key(k), v) for k, v in flatten(params).items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.id, params=items[i : i + 100])
 
@@ -165,8 +165,9 @@ class Run:
 
 
 def _key(k: str) -> str:
-    """MLflow keys allow alphanumerics, _ - . space : / only."""
-    return "".join(c if c.isalnum() or c in "_-. :/" else "_" for c in k)
+    """MLflow keys allow alphanumerics, _ - . space : / only: a labelled variant's '@' (ito_cmaes@64) is written
+    ' at ', which no label holds, so two labels never share a key; anything else becomes '_'."""
+    return "".join(c if c.isalnum() or c in "_-. :/" else "_" for c in k.replace("@", " at "))
 
 
 class Tracker:

@@ -27,6 +27,7 @@ import pandas as pd
 from reports import ablation as A
 from reports import budgets as B
 from reports import examples as X
+from reports import frontier as Fr
 from reports import latent as Lt
 from reports import listening as L
 from reports import primary as P
@@ -123,6 +124,11 @@ def _build(r: Results, d: Path, reader: Reader, *, n_resamples: int, max_mel: in
     budgets = B.budget_table(r.systems, B.read_budgets(r.out), B.inference_from_scores(r.scores), r.config)
     files = write_tables(d, r, stats, set_tables, eff_tables, sig, summary, tested, n_resamples, wild, budgets,
                          primary.table)
+    frontier = Fr.build(r, B.read_budgets(r.out), n_resamples=n_resamples)  # None: no system searches
+    if frontier is not None:
+        files.update(Fr.write(frontier, d))
+        with open(d / "tables.md", "a") as fh:
+            fh.write("\n" + Fr.markdown(frontier))
     ablation = A.build(r, n_resamples=n_resamples)  # None without ablation variants: no section
     if ablation is not None:
         files.update(A.write(ablation, d))
@@ -131,7 +137,7 @@ def _build(r: Results, d: Path, reader: Reader, *, n_resamples: int, max_mel: in
         params = store.load_params(r.out)
     except Exception:  # unreadable estimates cost the scatter plot, not the report
         params = pd.DataFrame(columns=store.PARAM_COLUMNS)
-    figures, audio, mel = _figures(r, d, stats, heads, set_cols, params, max_mel, tick, wild)
+    figures, audio, mel = _figures(r, d, stats, heads, set_cols, params, max_mel, tick, wild, frontier)
     latent = Lt.build(r.out, d)  # <out>/latent/ (a latent study); None without one: no section
     listening = L.report_section(r.out, d)  # <out>/listening/ (afx-bench listen analyze); None: a one-line note
     mlflow = reader.result()
@@ -144,7 +150,7 @@ def _build(r: Results, d: Path, reader: Reader, *, n_resamples: int, max_mel: in
         "tasks": r.tasks, "set_tables": set_tables, "eff_tables": eff_tables, "sig": sig, "summary": summary,
         "sig_by_metric": {m: sig[sig["metric"] == m] for m in tested if (sig["metric"] == m).any()},
         "power_notes": {m: T.exploratory_note(sig, m) for m in tested}, "floor_note": T.FLOOR_NOTE,
-        "budgets": budgets, "budget_columns": B.COLUMNS,
+        "budgets": budgets, "budget_columns": B.COLUMNS, "frontier": frontier,
         "stat_note": T.stat_note(n_resamples), "figures": figures, "audio": audio, "mel": mel,
         "listening": listening,
         "latent": latent, "failures": _failures(r), "config": json.dumps(r.config, indent=1) if r.config else "",
@@ -224,7 +230,7 @@ def write_tables(d: Path, r: Results, stats, set_tables, eff_tables, sig, summar
 
 
 # --- figures and audio --------------------------------------------------------------------------------------
-def _figures(r: Results, d: Path, stats, heads, set_cols, params, max_mel, tick, wild=None):
+def _figures(r: Results, d: Path, stats, heads, set_cols, params, max_mel, tick, wild=None, frontier=None):
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -244,6 +250,9 @@ def _figures(r: Results, d: Path, stats, heads, set_cols, params, max_mel, tick,
         F.param_errors(figs, stats, r.effects)
         if wild is not None:
             wild.figure = F.wild_picks(figs, wild.matrices())
+        if frontier is not None:
+            for m in sorted(set(frontier.points["metric"]), key=Fr.METRICS.index):
+                Fr.figure(figs, frontier, m)
         tick("metric figures")
         F.param_scatter(figs, params, r.effects)
         tick("parameter scatter plots")

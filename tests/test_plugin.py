@@ -28,6 +28,7 @@ TINY = {
     "deepafx_st_spsa": ["steps=2", "train_examples=8"],
     "oneshot_eq": ["steps=2", "train_examples=8"],
     "ito_cmaes": ["renders=8"],
+    "proposed_ito": ["renders=8", "valid_examples=2"],
 }
 
 
@@ -132,14 +133,16 @@ def test_a_broken_system_fails_the_check_naming_each_broken_rule(name, rules, re
 
 
 @pytest.mark.parametrize("name", ["bypass", "random", "mean", "constant", "oneshot_eq", "ito_cmaes",
-                                  "deepafx_st_autodiff", "deepafx_st_spsa", "proposed", "proposed_paper"])
+                                  "deepafx_st_autodiff", "deepafx_st_spsa", "proposed", "proposed_paper",
+                                  "proposed_ito"])
 def test_every_builtin_system_passes_the_check(name):
-    sets = [x for s in TINY.get(name, []) for x in ("--set", f"systems.{name}.{s}")]
+    needs = {"proposed_ito": ["proposed"]}.get(name, [])  # trained first, at its tiny size too
+    sets = [x for n in [name, *needs] for s in TINY.get(n, []) for x in ("--set", f"systems.{n}.{s}")]
     rc, lines, failed = check("system", name, "--examples", "2", *sets)
     assert rc == 0 and not failed, "\n".join(lines)
     text = "\n".join(lines)
     assert "PASS    hidden settings" in text  # room: audio with params None
-    if name not in ("random", "mean", "constant", "ito_cmaes", "proposed", "proposed_paper"):  # control any effect
+    if name not in ("random", "mean", "constant", "ito_cmaes", "proposed", "proposed_paper", "proposed_ito"):  # any
         assert "PASS    uncontrolled effect" in text
 
 

@@ -35,11 +35,12 @@ from bench.effects import Chain, Effect, default_workers
 from bench.systems import CheckpointError, Estimate, System, SystemError_, register_system
 
 from .features import KINDS, FeatureSpec, StyleFeatures
+from .prior import GaussianPrior, read_presets
 
 FEATURES = ("auto", *KINDS, "embedding")
 SELECT = ("best", "mbr")
 ENCODER_METHODS = ("embed", "code", "encode")  # looked up in this order on the proposed system
-PRIORS = ("sample", "uniform")
+PRIORS = ("sample", "uniform", "gaussian")
 
 
 def one_blas_thread():
@@ -102,7 +103,10 @@ class ItoCmaes(System):
         start: str = "default"  # default (each parameter's default value) | centre
         init_fraction: float = 0.125  # share of the budget spent on a first look before CMA-ES
         prior: str = "sample"  # sample: first look drawn from effect.sample(), search box = its support | uniform
-        prior_pool: int = 128  # settings drawn once per effect for the sample prior
+        # | gaussian: maximum a posteriori under a Gaussian fitted to prior_presets, else to effect.sample() draws
+        prior_pool: int = 128  # settings drawn once per effect for the sample (and default gaussian) prior
+        prior_weight: float = 1.0  # gaussian: the objective is distance + prior_weight * 0.5 * Mahalanobis^2 / P
+        prior_presets: str = ""  # gaussian: a folder of JSON presets (baselines/ito/prior.py); empty: effect.sample
         select: str = "mbr"  # best (lowest distance) | mbr (minimum Bayes risk, see _Trail.mbr)
         mbr_temperature: float = 0.15  # mbr: weight exp(-(d - d_min) / (t * d_min)) of each candidate
         temporal_weight: float = 1.0  # weight of the echo/flux/modulation feature groups (mel features)
@@ -132,6 +136,11 @@ class ItoCmaes(System):
                 raise ValueError(f"{where}.prior: {self.prior!r}; valid: {', '.join(PRIORS)}")
             if self.select not in SELECT:
                 raise ValueError(f"{where}.select: {self.select!r}; valid: {', '.join(SELECT)}")
+            if self.prior_weight < 0:
+                raise ValueError(f"{where}.prior_weight: must be >= 0, got {self.prior_weight}")
+            if self.prior_presets and self.prior != "gaussian":
+                raise ValueError(f"{where}.prior_presets: only read with prior = \"gaussian\", got prior = "
+                                 f"{self.prior!r}")
             if self.mbr_temperature <= 0:
                 raise ValueError(f"{where}.mbr_temperature: must be positive, got {self.mbr_temperature}")
             if not self.wild_chain or not all(isinstance(n, str) for n in self.wild_chain):
@@ -143,6 +152,7 @@ class ItoCmaes(System):
         self.workers = c.workers or default_workers()
         self._pool: ThreadPoolExecutor | None = None
         self._priors: dict[tuple, np.ndarray] = {}
+        self._gaussians: dict[tuple, GaussianPrior] = {}
         self.encoder: EncoderEmbedding | None = None
         kind = "mel" if c.feature in ("auto", "embedding") else c.feature
         self.stats = StyleFeatures(self.sample_rate, FeatureSpec(kind=kind, n_mels=c.n_mels,
@@ -240,14 +250,17 @@ class ItoCmaes(System):
             est.info["seconds"], est.info["cpu_seconds"] = time.perf_counter() - t0, time.process_time() - c0
             return Estimate(None, est.output, est.info)
         c = self.cfg
-        P = effect.n_params
         rng = self._seed(x, reference)
-        ref_feat = self._featurise(np.asarray(reference, dtype=np.float32)[None])[0]
-        x0 = effect.default01().astype(np.float64) if c.start == "default" else np.full(P, 0.5)
-        trail = _Trail()  # every candidate evaluated: params, distance, render, log-mel
+        first, lo, hi = self._first_look(effect, rng)
+        return self._search(effect, x, reference, first, lo, hi, c.sigma0, c.renders, rng, c.select, t0, c0)
 
-        # 1. a first look: settings drawn from the effect's own data distribution (``prior = sample``: what the
-        #    random baseline draws) or a scrambled Sobol set, plus the starting point when it lies in the box
+    def _first_look(self, effect: Effect, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The settings rendered before CMA-ES (rows), and the box [lo, hi] it searches: draws from the effect's own
+        data distribution (``prior = sample``: what the random baseline draws), from the Gaussian prior
+        (``gaussian``: its mean first), or a scrambled Sobol set (``uniform``), with the starting point first when
+        it lies in the box."""
+        c, P = self.cfg, effect.n_params
+        x0 = effect.default01().astype(np.float64) if c.start == "default" else np.full(P, 0.5)
         lo, hi = np.zeros(P), np.ones(P)
         n_init = max(1, min(c.renders - 2, int(round(c.init_fraction * c.renders))))
         if c.prior == "sample":
@@ -256,6 +269,10 @@ class ItoCmaes(System):
             first = pool[rng.permutation(len(pool))[:n_init]]
             if np.all((x0 >= lo) & (x0 <= hi)):
                 first = np.concatenate([x0[None], first[: n_init - 1]])
+        elif c.prior == "gaussian":
+            g = self._gaussian(effect)
+            draws = rng.multivariate_normal(g.mean, g.cov, size=max(0, n_init - 1), method="cholesky")
+            first = np.clip(np.concatenate([g.mean[None], draws]), 0.0, 1.0)
         else:
             first = x0[None]
             if n_init > 1:
@@ -264,18 +281,35 @@ class ItoCmaes(System):
                 m = int(np.ceil(np.log2(n_init - 1))) if n_init > 2 else 0
                 sobol = qmc.Sobol(P, scramble=True, seed=rng).random_base2(m)[: n_init - 1]
                 first = np.concatenate([first, sobol])
-        trail.add(first, *self._evaluate(effect, x, first, ref_feat))
+        return first, lo, hi
 
-        # 2. CMA-ES from the best point seen, inside the box [lo, hi], for the rest of the budget
-        generations = self._cmaes(effect, x, ref_feat, trail.best_params(), lo, hi, c.renders - len(trail), rng,
-                                  trail)
+    def _search(self, effect: Effect, x: np.ndarray, reference: np.ndarray, first: np.ndarray, lo: np.ndarray,
+                hi: np.ndarray, sigma, renders: int, rng: np.random.Generator, select: str, t0: float,
+                c0: float) -> Estimate:
+        """Render ``first``, then CMA-ES from the best of it with step size ``sigma`` (a number, or one per
+        parameter) inside [lo, hi] for the rest of ``renders``; the answer is a rendered candidate."""
+        ref_feat = self._featurise(np.asarray(reference, dtype=np.float32)[None])[0]
+        trail = _Trail()  # every candidate evaluated: params, objective, render, log-mel
+        first = first[: max(1, renders)]
+        trail.add(first, *self._scored(effect, x, first, ref_feat))
 
-        # 3. the answer: the lowest distance, or the minimum-Bayes-risk choice
-        i = trail.best() if c.select == "best" else trail.mbr(c.mbr_temperature, n_first=len(first))
+        # CMA-ES from the best point seen, inside the box [lo, hi], for the rest of the budget
+        generations = self._cmaes(effect, x, ref_feat, trail.best_params(), lo, hi, renders - len(trail), rng,
+                                  trail, sigma)
+
+        # the answer: the lowest objective, or the minimum-Bayes-risk choice
+        i = trail.best() if select == "best" else trail.mbr(self.cfg.mbr_temperature, n_first=len(first))
         # every number here becomes a cost/<key> row in scores.parquet, so only costs go in
         info = {"renders": len(trail), "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
                 "generations": generations}
         return Estimate(trail.params[i].astype(np.float32), trail.audio[i].astype(np.float32, copy=True), info)
+
+    def _scored(self, effect: Effect, x: np.ndarray, params: np.ndarray, ref_feat: np.ndarray):
+        """:meth:`_evaluate`, its distances plus the prior's penalty (maximum a posteriori) when there is one."""
+        audio, dist, db = self._evaluate(effect, x, params, ref_feat)
+        if self.cfg.prior == "gaussian":
+            dist = dist + self._gaussian(effect).penalty(params, self.cfg.prior_weight)
+        return audio, dist, db
 
     def _prior(self, effect: Effect) -> np.ndarray:
         """``prior_pool`` settings from ``effect.sample`` (drawn once per effect, from the system's seed)."""
@@ -289,7 +323,25 @@ class ItoCmaes(System):
             self._priors[key] = pool.astype(np.float64)
         return self._priors[key]
 
-    def _cmaes(self, effect, x, ref_feat, start, lo, hi, budget, rng, trail) -> int:
+    def _gaussian(self, effect: Effect) -> GaussianPrior:
+        """The Gaussian prior of ``effect``: fitted to its presets in ``prior_presets`` (at least 2 of them), else to
+        the sample pool (what the training settings are drawn from)."""
+        key = (effect.name, effect.n_params)
+        if key not in self._gaussians:
+            settings = None
+            if self.cfg.prior_presets:
+                found = read_presets(self.cfg.prior_presets, effect)
+                if len(found) >= 2:
+                    settings = found
+                else:
+                    import warnings
+
+                    warnings.warn(f"{self.name}: {len(found)} preset(s) of {effect.name} in {self.cfg.prior_presets}; "
+                                  "its prior is fitted to effect.sample() draws instead", stacklevel=2)
+            self._gaussians[key] = GaussianPrior.fit(self._prior(effect) if settings is None else settings)
+        return self._gaussians[key]
+
+    def _cmaes(self, effect, x, ref_feat, start, lo, hi, budget, rng, trail, sigma) -> int:
         import cma
 
         c = self.cfg
@@ -300,7 +352,12 @@ class ItoCmaes(System):
             return 0
         span = np.maximum(hi - lo, 1e-6)  # CMA-ES works in the unit box, mapped onto [lo, hi]
         x0 = np.concatenate([np.clip((start - lo) / span, 0.0, 1.0), np.full(D - P, 0.5)])
-        es = cma.CMAEvolutionStrategy(x0, c.sigma0, {
+        sigma = np.asarray(sigma, dtype=np.float64)
+        stds = {}
+        if sigma.ndim:  # one step size per parameter (in [0, 1] units): CMA-ES's own per-coordinate scaling
+            per = np.concatenate([sigma / span, np.full(D - P, float(sigma.mean()))])
+            sigma, stds = float(per.max()), {"CMA_stds": per / per.max()}
+        es = cma.CMAEvolutionStrategy(x0, float(sigma), {**stds,
             "bounds": [0.0, 1.0], "popsize": popsize, "randn": lambda *shape: rng.standard_normal(shape),
             "seed": np.nan, "verbose": -9, "verb_log": 0, "verb_disp": 0, "tolx": c.tolx, "tolfun": 0.0,
             "tolfunhist": 0.0, "tolflatfitness": 10**9, "tolstagnation": 10**9,
@@ -309,7 +366,7 @@ class ItoCmaes(System):
         while budget >= popsize and not es.stop():
             X = np.asarray(es.ask(), dtype=np.float64)
             params = np.clip(lo + X[:, :P] * span, 0.0, 1.0)
-            audio, dist, db = self._evaluate(effect, x, params, ref_feat)
+            audio, dist, db = self._scored(effect, x, params, ref_feat)
             trail.add(params, audio, dist, db)
             budget -= len(params)
             generations += 1

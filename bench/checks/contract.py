@@ -228,7 +228,8 @@ class SystemCheck(ContractCheck):
         examples = {t.effect.name: t.examples(args.examples, cache=False) for t in plan.test}
         if system.trainable:
             try:
-                seconds = fit_system(system, plan, progress=False, checkpoint_dir=tmp / "fit")
+                deps = _dependencies(name, cfg, plan, tmp, report)
+                seconds = fit_system(system, plan, progress=False, checkpoint_dir=tmp / "fit", dependencies=deps)
                 report.ok("fit", f"on {', '.join(t.id for t in plan.train)} in {seconds:.1f} s")
             except Exception as e:
                 report.fail("fit", error_text(e))
@@ -317,6 +318,21 @@ def _pick(system, args, cfg, made: dict | None = None) -> list[tuple[str, object
         names.append(cfg.effects.wild[0] if cfg.effects.wild else "room")
     return [("hidden" if e.n_params == 0 else "controlled" if system.can_control(e) else "uncontrolled", e)
             for e in map(get, names)]
+
+
+def _dependencies(name, cfg, plan, tmp: Path, report: Report) -> dict[str, Path]:
+    """The systems ``name`` builds on (``System.needs``), each trained on the same plan and saved, as a run does
+    before training it: name -> checkpoint folder."""
+    from bench.cell import build_system, fit_system, needs_of
+
+    out = {}
+    for dep in needs_of(cfg, name):
+        system = build_system(dep, cfg, plan.device)
+        seconds = fit_system(system, plan, progress=False, checkpoint_dir=tmp / "needs" / dep / "fit",
+                             dependencies=_dependencies(dep, cfg, plan, tmp, report))
+        system.save(out.setdefault(dep, tmp / "needs" / dep / "checkpoint"))
+        report.ok("needs", f"{dep} trained first ({seconds:.1f} s): its checkpoint goes to the fit")
+    return out
 
 
 def _saved_and_loaded(name, system, plan, tmp: Path):
