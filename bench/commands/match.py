@@ -14,6 +14,12 @@ through the reference). Then:
 * a system that answers with audio only: each channel is processed chunk by chunk (crossfaded over the overlap)
   and resampled back.
 
+``--adjust brightness=+10,depth=-5`` (a system with timbre axes, ``proposed_timbre``, and a named ``--effect``):
+each chunk's answer is moved along those axes by the asked change in AudioCommons points, and the median of the
+moved settings is applied; the AudioCommons change the adjustment achieved on the output (the input's chunks
+processed with the moved settings against the unmoved ones, mean over chunks) is printed beside the change asked.
+A system without such axes is a one-line error.
+
 The settings, per-chunk estimates and choices are written as JSON beside the output (``<out-file>.json``).
 """
 
@@ -27,9 +33,35 @@ from pathlib import Path
 import numpy as np
 
 from bench.commands import Command, register_command
+from bench.metrics.timbral import FEATURES as AC_FEATURES
 
 BATCH = 16
 FADE_SECONDS = 0.02
+
+
+class AdjustError(ValueError):
+    """A ``--adjust`` request that cannot be met: bad syntax, an unknown feature, a system without timbre axes."""
+
+
+def parse_adjust(text: str) -> dict[str, float]:
+    """``"brightness=+10,depth=-5"`` -> {"brightness": 10.0, "depth": -5.0} (AudioCommons points)."""
+    out: dict[str, float] = {}
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        name = name.strip().lower()
+        if not sep or name not in AC_FEATURES:
+            raise AdjustError(f"--adjust: {part!r} is not FEATURE=CHANGE with FEATURE one of {', '.join(AC_FEATURES)}")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise AdjustError(f"--adjust: {part!r}: the change must be a number of AudioCommons points") from None
+        if not np.isfinite(out[name]):
+            raise AdjustError(f"--adjust: {part!r}: the change must be finite")
+    if not out:
+        raise AdjustError("--adjust: nothing asked (e.g. --adjust brightness=+10,depth=-5)")
+    return out
 
 
 @register_command("match")
@@ -52,6 +84,9 @@ class Match(Command):
         p.add_argument("--reference", required=True, help="the audio whose sound to match")
         p.add_argument("--effect", default="auto", help="an effect name, or auto: unknown processing (default)")
         p.add_argument("--out-file", required=True, help="where to write the processed audio (a .wav or .flac)")
+        p.add_argument("--adjust", metavar="FEATURE=CHANGE,...",
+                       help="move the answer along timbre axes, in AudioCommons points, e.g. brightness=+10,depth=-5 "
+                            f"(features: {', '.join(AC_FEATURES)}; a system with timbre axes, e.g. proposed_timbre)")
 
     def __call__(self, args) -> int:
         from bench import audio as A
@@ -60,7 +95,7 @@ class Match(Command):
 
         try:
             result = match_files(args)
-        except (A.AudioError, CorpusError, SystemError_, OSError) as e:
+        except (A.AudioError, CorpusError, SystemError_, AdjustError, OSError) as e:
             print(f"afx-bench match: error: {e}", file=sys.stderr)
             return 2
         print(render_settings(result))
@@ -160,6 +195,9 @@ def match_files(args) -> dict:
     from bench.plan import Plan, check, make_effect
     from bench.systems import PICKED, PICKED_PARAMS
 
+    adjust = parse_adjust(args.adjust) if getattr(args, "adjust", None) else None
+    if adjust and args.effect == "auto":
+        raise AdjustError("--adjust: name the effect (--effect NAME): the timbre axes belong to one effect's controller")
     cfg = load_config(args.preset, file=args.config, sets=list(args.sets), systems=csv_list(args.system),
                       device=args.device)
     check(cfg)
@@ -168,6 +206,9 @@ def match_files(args) -> dict:
     ref, sr_ref = read_audio(args.reference, "reference")
     effect = get_effect("room") if args.effect == "auto" else make_effect(cfg, args.effect)
     system, ckpt = load_system(args, cfg, plan)
+    if adjust and not getattr(system, "timbre_names", ()):
+        raise AdjustError(f"--adjust: {system.name} has no timbre axes (only a system trained with timbre_axes = true, "
+                          "e.g. proposed_timbre, can be adjusted)")
     sr, L = cfg.run.sample_rate, cfg.segment_samples
     fade = min(L // 4, int(FADE_SECONDS * sr))
     mono = _fit(A.resample(x.mean(axis=0), sr_in, sr), L)
@@ -175,7 +216,8 @@ def match_files(args) -> dict:
     starts = _chunks(len(mono), L, L - fade)
     rstarts = _chunks(len(rmono), L, L)
     refs = np.stack([rmono[rstarts[i % len(rstarts)] :][:L] for i in range(len(starts))])
-    est = _answer(system, effect, np.stack([mono[s : s + L] for s in starts]), refs)
+    chunks = np.stack([mono[s : s + L] for s in starts])
+    est = _answer(system, effect, chunks, refs)
     result = {"system": system.name, "checkpoint": ckpt, "effect": args.effect, "input": str(args.input),
               "reference": str(args.reference), "input_rate": sr_in, "channels": int(x.shape[0]),
               "seconds": round(x.shape[1] / sr_in, 3), "system_rate": sr, "segment_samples": L,
@@ -185,6 +227,10 @@ def match_files(args) -> dict:
         p = np.median(np.stack([np.asarray(e.params01, np.float32) for e in est]), axis=0)
         applied, result["how"] = (effect, p), "median of the chunk estimates, applied to every channel"
         result["chunk_params01"] = [[round(float(v), 5) for v in e.params01] for e in est]
+        if adjust:
+            p = adjust_answer(system, effect, chunks, refs, adjust, result, cfg)
+            applied, result["how"] = (effect, p), ("median of the chunk estimates moved along the timbre axes, "
+                                                   "applied to every channel")
     elif all(PICKED in e.info for e in est):
         picks = [e.info[PICKED] for e in est]
         top = Counter(picks).most_common(1)[0][0]
@@ -223,6 +269,56 @@ def match_files(args) -> dict:
     return result
 
 
+def adjust_answer(system, effect, chunks: np.ndarray, refs: np.ndarray, adjust: dict[str, float], result: dict,
+                  cfg) -> np.ndarray:
+    """Move the chunks' answers along the timbre axes (``system.adjusted_params``); the median of the moved
+    settings, and in ``result["adjust"]`` what was asked and the AudioCommons change achieved on the input's
+    chunks (processed with the moved median against the unmoved one, mean over chunks)."""
+    from bench.metrics import get_metric
+
+    base, moved = [], []
+    for i in range(0, len(chunks), BATCH):
+        b, m = system.adjusted_params(effect, chunks[i : i + BATCH], refs[i : i + BATCH], adjust)
+        base.append(b)
+        moved.append(m)
+    p0 = np.median(np.concatenate(base), axis=0).astype(np.float32)
+    p1 = np.median(np.concatenate(moved), axis=0).astype(np.float32)
+    sr = cfg.run.sample_rate
+    y0 = effect.process(chunks, sr, np.broadcast_to(p0, (len(chunks), len(p0))))
+    y1 = effect.process(chunks, sr, np.broadcast_to(p1, (len(chunks), len(p1))))
+    ac_cfg = {k: v for k, v in (cfg.metric_config("ac") if "ac" in cfg.metric_names() else {}).items()
+              if k != "max_examples"}
+    metric = get_metric("ac", {**ac_cfg, "workers": 1}, sample_rate=sr)
+    try:
+        recs = metric.features([np.asarray(c, np.float32) for c in list(y0) + list(y1)])
+    finally:
+        metric.close()
+    F = np.array([[float(r["features"].get(f, np.nan)) for f in AC_FEATURES] for r in recs])
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            got = np.nanmean(F[len(chunks):] - F[: len(chunks)], axis=0)
+    result["adjust"] = {"asked": adjust, "achieved": {f: (round(float(v), 3) if np.isfinite(v) else None)
+                                                      for f, v in zip(AC_FEATURES, got, strict=True)},
+                        "params01_unadjusted": [round(float(v), 5) for v in p0],
+                        "settings_unadjusted": physical(effect, p0),
+                        "units": {f: (round(u, 4) if np.isfinite(u) else None)
+                                  for f, u in system.timbre_units(effect).items()}}
+    return p1
+
+
+def render_adjust(adj: dict) -> list[str]:
+    lines = ["AudioCommons change of the adjustment (points; on the input's chunks, mean over chunks):",
+             f"  {'feature':<10}  {'asked':>7}  {'achieved':>8}"]
+    for f in AC_FEATURES:
+        got = adj["achieved"].get(f)
+        asked = f"{adj['asked'][f]:+7.1f}" if f in adj["asked"] else f"{'':>7}"
+        lines.append(f"  {f:<10}  {asked}  {'n/a' if got is None else f'{got:+8.2f}':>8}")
+    return lines
+
+
 def render_settings(result: dict) -> str:
     lines = [f"{result['system']} on {result['input']} ({result['seconds']} s, {result['input_rate']} Hz, "
              f"{result['channels']} channel(s)): {result['chunks']} chunk(s) of {result['segment_samples']} samples "
@@ -236,4 +332,6 @@ def render_settings(result: dict) -> str:
             lines.append(f"  {k:<{width}}  {v['value']:>10.4g} {v['unit']}".rstrip())
     else:
         lines.append(f"no settings: {result['how']}")
+    if "adjust" in result:
+        lines += render_adjust(result["adjust"])
     return "\n".join(lines)

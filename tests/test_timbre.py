@@ -1,0 +1,104 @@
+"""proposed_timbre (issue 30): controller axes tied to the AudioCommons features, and `afx-bench match --adjust`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from bench.commands import COMMANDS
+from bench.commands.match import AdjustError, parse_adjust
+from bench.config import load_config
+from models.proposed.timbre import masked_mse
+
+SR = 24000
+
+
+def test_parse_adjust_reads_signed_changes_and_refuses_what_it_cannot_meet():
+    assert parse_adjust("brightness=+10, depth=-5") == {"brightness": 10.0, "depth": -5.0}
+    assert parse_adjust("Warmth=2.5") == {"warmth": 2.5}
+    for bad, why in (("loudness=+3", "FEATURE=CHANGE"), ("brightness", "FEATURE=CHANGE"),
+                     ("brightness=up", "number"), ("depth=nan", "finite"), (",", "nothing asked")):
+        with pytest.raises(AdjustError, match=why):
+            parse_adjust(bad)
+
+
+def test_masked_mse_ignores_unlabelled_entries():
+    pred = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    target = torch.tensor([[0.0, float("nan")], [float("nan"), 6.0]])
+    loss = masked_mse(pred, target)
+    assert loss.item() == pytest.approx((1.0 + 4.0) / 2)
+    loss.backward()
+    assert pred.grad[0, 1] == 0 and pred.grad[1, 0] == 0  # no gradient through an unlabelled entry
+    nothing = masked_mse(pred, torch.full((2, 2), float("nan")))
+    assert nothing.item() == 0.0
+
+
+def _write_clips(root):
+    """A 3-s harmonic input and a brighter reference (a different clip of the same kind)."""
+    rng = np.random.default_rng(1)
+    t = np.arange(3 * SR) / SR
+    x = np.zeros_like(t)
+    for k in range(12):
+        f = rng.choice([110, 147, 196, 262])
+        s, e = int(k * 0.25 * SR), int((k + 1) * 0.25 * SR)
+        tt = t[s:e] - t[s]
+        x[s:e] = sum(np.sin(2 * np.pi * f * h * tt) / h for h in range(1, 8)) * np.exp(-4 * tt)
+    x = (0.15 * x + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
+    sf.write(root / "in.wav", x, SR)
+    sf.write(root / "ref.wav", np.roll(x, SR // 3), SR)
+
+
+def _match(root, out, *extra):
+    cmd = COMMANDS.get("match")
+    p = argparse.ArgumentParser()
+    cmd.add_arguments(p)
+    return cmd(p.parse_args(["--preset", "smoke", "--out", str(root / "res"), "--input", str(root / "in.wav"),
+                             "--reference", str(root / "ref.wav"), "--out-file", str(root / out), *extra]))
+
+
+def test_adjust_on_a_system_without_timbre_axes_is_a_one_line_error(tmp_path, capsys):
+    _write_clips(tmp_path)
+    for extra, why in ((["--system", "bypass", "--effect", "peq4", "--adjust", "brightness=+10"],
+                        "bypass has no timbre axes"),
+                       (["--system", "bypass", "--effect", "peq4", "--adjust", "loudness=+10"], "FEATURE=CHANGE"),
+                       (["--system", "bypass", "--adjust", "brightness=+10"], "name the effect")):
+        assert _match(tmp_path, "y.wav", *extra) == 2
+        printed = capsys.readouterr()
+        assert why in printed.err and len(printed.err.splitlines()) == 1 and "Traceback" not in printed.err
+        assert not (tmp_path / "y.wav").exists()
+
+
+# --- on a real smoke-trained checkpoint ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """proposed_timbre trained at smoke sizes on peq4 (speech), with every training example labelled."""
+    from bench.runner import run
+
+    root = tmp_path_factory.mktemp("timbre")
+    cfg = load_config("smoke", effects=["peq4"], systems=["proposed_timbre"], corpora=["speech"],
+                      sets=["run.report=false", "tasks.n_test=1", "tracking.enabled=false",
+                            'metrics.include=["mrstft"]', "systems.proposed_timbre.train_examples=48",
+                            "systems.proposed_timbre.timbre_examples=48", "systems.proposed_timbre.warmup_steps=300"])
+    run(cfg, root / "res", log=lambda *_: None)
+    _write_clips(root)
+    return root
+
+
+@pytest.mark.slow
+def test_adjust_moves_the_asked_feature_more_than_any_other(trained, capsys):
+    out = trained / "adjusted.wav"
+    assert _match(trained, "adjusted.wav", "--system", "proposed_timbre", "--effect", "peq4",
+                  "--adjust", "brightness=+8") == 0
+    printed = capsys.readouterr().out
+    info = json.loads(out.with_suffix(".json").read_text())
+    got = {f: v for f, v in info["adjust"]["achieved"].items() if v is not None}
+    assert "asked" in printed and "achieved" in printed and "brightness" in printed
+    assert max(got, key=lambda f: abs(got[f])) == "brightness" and got["brightness"] > 0, got
+    assert info["params01"] != info["adjust"]["params01_unadjusted"]
+    y, sr = sf.read(out)
+    assert sr == SR and np.all(np.isfinite(y))
