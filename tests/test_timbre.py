@@ -102,3 +102,48 @@ def test_adjust_moves_the_asked_feature_more_than_any_other(trained, capsys):
     assert info["params01"] != info["adjust"]["params01_unadjusted"]
     y, sr = sf.read(out)
     assert sr == SR and np.all(np.isfinite(y))
+
+
+@pytest.mark.slow
+def test_timbre_axes_on_a_one_control_stand_in_are_walked_and_measured(tmp_path):
+    """bitcrush (one control, bit depth) as the stand-in: proposed_timbre trained on it at smoke sizes; the latent
+    study walks its eight named axes with the real AudioCommons features. Every axis that moves a feature moves it
+    through the one control, and each axis's share of its own feature is stored with its interval.
+
+    What this cannot show is a high selectivity: in units of the effect's own spread of each feature, one control
+    moves every feature it touches by about one spread over the control's range, so every walk of a one-control
+    effect has shares near 1/k over the k features it touches (measured on harmonic clips: a high shelf, a low
+    shelf, a reverb's wet level and a distortion's drive each give shares of 0.13-0.16 on all seven graded
+    features). Selectivity needs effects with several controls that move the features apart (docs/latent.md)."""
+    import pandas as pd
+
+    from bench.plan import Plan
+    from bench.results import ResultStore
+    from bench.runner import run
+    from bench.jobs import load_system
+    from models.proposed.latent import AC_FEATURES, ac_features, explore
+
+    cfg = load_config("smoke", effects=["bitcrush"], systems=["proposed_timbre"], corpora=["speech"],
+                      sets=["run.report=false", "tasks.n_test=6", "tracking.enabled=false", 'metrics.include=["mrstft"]',
+                            "effects.seen=[\"bitcrush\"]", "effects.unseen=[]",
+                            "systems.proposed_timbre.train_examples=32", "systems.proposed_timbre.timbre_examples=32"])
+    run(cfg, tmp_path / "res", log=lambda *_: None)
+    plan = Plan.build(cfg)
+    system = load_system(cfg, "proposed_timbre", plan.device)
+    system.load(ResultStore(tmp_path / "res").checkpoint_dir("proposed_timbre", 0))
+    [task] = [t for t in plan.test if t.effect.name == "bitcrush"]
+    features, source = ac_features(cfg.run.sample_rate, {"workers": 1})
+    try:
+        res = explore(system, task.effect, task.examples(6, progress=False), features=features,
+                      feature_source=source, steps=5, inputs=3)
+    finally:
+        features.close()
+    axes = pd.DataFrame(res.axes)
+    assert res.space == "timbre" and list(axes["axis"]) == [f"{f}_axis" for f in AC_FEATURES]
+    assert set(axes["own_feature"]) == set(AC_FEATURES)
+    moving = axes[axes["moves"]]
+    assert len(moving) >= 1 and set(moving["main_param"]) == {"bit_depth"}
+    ok = axes["own_share"].notna()
+    assert ok.any() and ((axes.loc[ok, "own_share_low"] <= axes.loc[ok, "own_share"] + 1e-9)
+                         & (axes.loc[ok, "own_share"] <= axes.loc[ok, "own_share_high"] + 1e-9)).all()
+    assert "own_selective" in res.summary

@@ -15,10 +15,12 @@ through the reference). Then:
   and resampled back.
 
 ``--adjust brightness=+10,depth=-5`` (a system with timbre axes, ``proposed_timbre``, and a named ``--effect``):
-each chunk's answer is moved along those axes by the asked change in AudioCommons points, and the median of the
-moved settings is applied; the AudioCommons change the adjustment achieved on the output (the input's chunks
-processed with the moved settings against the unmoved ones, mean over chunks) is printed beside the change asked.
-A system without such axes is a one-line error.
+each chunk's answer is moved along those axes by the asked change in AudioCommons points (divided by the effect's
+spread of that feature: the axes' unit), and the median of the moved settings is applied. What the move achieved
+is measured on the input's chunks (processed with the moved settings against the unmoved ones, AudioCommons
+features, mean over chunks) and corrected by what is still missing, ``ADJUST_ITERATIONS`` times (the axes are
+entangled where the features are: a brighter EQ is also sharper); the try nearest the asked change is applied, and
+its achieved change is printed beside the change asked. A system without such axes is a one-line error.
 
 The settings, per-chunk estimates and choices are written as JSON beside the output (``<out-file>.json``).
 """
@@ -37,6 +39,7 @@ from bench.metrics.timbral import FEATURES as AC_FEATURES
 
 BATCH = 16
 FADE_SECONDS = 0.02
+ADJUST_ITERATIONS = 3  # corrections of an adjustment by what it achieved (see adjust_answer)
 
 
 class AdjustError(ValueError):
@@ -270,47 +273,71 @@ def match_files(args) -> dict:
 
 
 def adjust_answer(system, effect, chunks: np.ndarray, refs: np.ndarray, adjust: dict[str, float], result: dict,
-                  cfg) -> np.ndarray:
-    """Move the chunks' answers along the timbre axes (``system.adjusted_params``); the median of the moved
-    settings, and in ``result["adjust"]`` what was asked and the AudioCommons change achieved on the input's
-    chunks (processed with the moved median against the unmoved one, mean over chunks)."""
+                  cfg, iterations: int = ADJUST_ITERATIONS) -> np.ndarray:
+    """Move the chunks' answers along the timbre axes (``system.adjusted_params``) and return the median of the
+    moved settings. What a move achieves is measured: the input's chunks processed with the moved median against
+    the unmoved one, AudioCommons features, mean over chunks. Then ``iterations`` times the axes are moved again by
+    what is still missing (asked minus achieved on the asked features, minus the achieved change on the others,
+    which were asked to stay), and the move whose achieved change is nearest the asked one (in units of the
+    effect's spread) is kept. ``result["adjust"]``: asked, achieved, every try and the unadjusted settings."""
     from bench.metrics import get_metric
 
-    base, moved = [], []
-    for i in range(0, len(chunks), BATCH):
-        b, m = system.adjusted_params(effect, chunks[i : i + BATCH], refs[i : i + BATCH], adjust)
-        base.append(b)
-        moved.append(m)
-    p0 = np.median(np.concatenate(base), axis=0).astype(np.float32)
-    p1 = np.median(np.concatenate(moved), axis=0).astype(np.float32)
     sr = cfg.run.sample_rate
-    y0 = effect.process(chunks, sr, np.broadcast_to(p0, (len(chunks), len(p0))))
-    y1 = effect.process(chunks, sr, np.broadcast_to(p1, (len(chunks), len(p1))))
+    units = system.timbre_units(effect)
+    movable = [f for f in AC_FEATURES if np.isfinite(units.get(f, np.nan))]
     ac_cfg = {k: v for k, v in (cfg.metric_config("ac") if "ac" in cfg.metric_names() else {}).items()
               if k != "max_examples"}
     metric = get_metric("ac", {**ac_cfg, "workers": 1}, sample_rate=sr)
+
+    def settings(moves):
+        base, moved = [], []
+        for i in range(0, len(chunks), BATCH):
+            b, m = system.adjusted_params(effect, chunks[i : i + BATCH], refs[i : i + BATCH], moves)
+            base.append(b)
+            moved.append(m)
+        return (np.median(np.concatenate(base), axis=0).astype(np.float32),
+                np.median(np.concatenate(moved), axis=0).astype(np.float32))
+
+    def features(p):
+        y = effect.process(chunks, sr, np.broadcast_to(p, (len(chunks), len(p))))
+        recs = metric.features([np.asarray(c, np.float32) for c in y])
+        return np.array([[float(r["features"].get(f, np.nan)) for f in AC_FEATURES] for r in recs])
+
+    def miss(got):  # distance from the asked change, in spreads, over the features that can be measured
+        return float(np.sqrt(np.nanmean([((got[f] - adjust.get(f, 0.0)) / units[f]) ** 2 for f in movable])))
+
+    tries = []
     try:
-        recs = metric.features([np.asarray(c, np.float32) for c in list(y0) + list(y1)])
+        p0, _ = settings({})
+        F0 = features(p0)
+        moves = {f: float(v) for f, v in adjust.items()}
+        for _ in range(max(0, int(iterations)) + 1):
+            _, p1 = settings(moves)
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                delta = np.nanmean(features(p1) - F0, axis=0)
+            got = {f: float(v) for f, v in zip(AC_FEATURES, delta, strict=True)}
+            tries.append({"moves": {f: round(v, 3) for f, v in moves.items()}, "params01": p1,
+                          "achieved": got, "miss": miss(got)})
+            moves = {f: moves.get(f, 0.0) + adjust.get(f, 0.0) - got[f] for f in movable if np.isfinite(got[f])}
     finally:
         metric.close()
-    F = np.array([[float(r["features"].get(f, np.nan)) for f in AC_FEATURES] for r in recs])
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            got = np.nanmean(F[len(chunks):] - F[: len(chunks)], axis=0)
-    result["adjust"] = {"asked": adjust, "achieved": {f: (round(float(v), 3) if np.isfinite(v) else None)
-                                                      for f, v in zip(AC_FEATURES, got, strict=True)},
+    best = min(tries, key=lambda t: t["miss"] if np.isfinite(t["miss"]) else np.inf)
+    rnd = lambda d: {f: (round(v, 3) if np.isfinite(v) else None) for f, v in d.items()}  # noqa: E731
+    result["adjust"] = {"asked": adjust, "achieved": rnd(best["achieved"]), "try": tries.index(best) + 1,
+                        "tries": [{"moves": t["moves"], "achieved": rnd(t["achieved"]), "miss": round(t["miss"], 4),
+                                   "params01": [round(float(v), 5) for v in t["params01"]]} for t in tries],
                         "params01_unadjusted": [round(float(v), 5) for v in p0],
                         "settings_unadjusted": physical(effect, p0),
-                        "units": {f: (round(u, 4) if np.isfinite(u) else None)
-                                  for f, u in system.timbre_units(effect).items()}}
-    return p1
+                        "units": {f: (round(u, 4) if np.isfinite(u) else None) for f, u in units.items()}}
+    return best["params01"]
 
 
 def render_adjust(adj: dict) -> list[str]:
-    lines = ["AudioCommons change of the adjustment (points; on the input's chunks, mean over chunks):",
+    lines = [f"AudioCommons change of the adjustment (points; on the input's chunks, mean over chunks; try "
+             f"{adj['try']} of {len(adj['tries'])}):",
              f"  {'feature':<10}  {'asked':>7}  {'achieved':>8}"]
     for f in AC_FEATURES:
         got = adj["achieved"].get(f)

@@ -55,7 +55,7 @@ from models.proposed.controller import Controller, Descriptors
 from models.proposed.latent import AC_FEATURES
 from models.proposed.losses import MRSTFT, audio_loss
 from models.proposed.spsa import EffectTimer, spsa_effect
-from models.proposed.timbre import masked_mse
+from models.proposed.timbre import consistency_loss, fit_forward, forward_model, masked_mse
 from models.proposed.vae import SpecVAE, cyclic_beta, vae_loss
 
 FEATURES = ("latent", "latent+stats", "stats")
@@ -103,6 +103,7 @@ class EffectHead(nn.Module):
         self.timbre = int(timbre)
         if self.timbre:
             self.register_buffer("ac_unit", torch.full((self.timbre,), float("nan")))
+            self.fwd = forward_model(n_params, self.timbre)  # settings -> feature changes (timbre.py)
         self.net = Controller(n_in, n_params, hidden, dropout, slope, knobs + self.timbre, squash=not self.timbre)
 
     def prepare(self, feats: torch.Tensor, params: torch.Tensor | None = None, *, standardise: bool = True,
@@ -222,6 +223,9 @@ class Proposed(System):
         free_axes: int = 2
         timbre_weight: float = 1.0  # weight of the axes' MSE against their labels (warm-up and SPSA steps)
         timbre_examples: int = 64  # labelled training examples per effect (AudioCommons of input and target)
+        # weight of the consistency loss: one axis moved alone changes its feature alone, as a forward model
+        # (settings -> feature changes, fitted to the labelled examples) predicts it
+        consistency_weight: float = 1.0
         leaky_slope: float = 0.2  # LeakyReLU slope between hidden layers (the authors' code: PyTorch's 0.01)
         init: str = "torch"  # torch (PyTorch's default) | paper (Xavier-normal hidden, output N(0, 0.01), bias 0)
         init_from_params: bool = True  # output bias at the mean true training setting (reads the true settings)
@@ -295,8 +299,9 @@ class Proposed(System):
                 raise ValueError(f"{where}.hidden: a list of positive layer sizes, got {self.hidden!r}")
             if self.timbre_axes and self.knobs:
                 raise ValueError(f"{where}: timbre_axes and knobs cannot both be set (free_axes are the knobs)")
-            if self.free_axes < 0 or self.timbre_weight < 0 or self.timbre_examples < 0:
-                raise ValueError(f"{where}: free_axes, timbre_weight and timbre_examples must be >= 0")
+            if min(self.free_axes, self.timbre_weight, self.timbre_examples, self.consistency_weight) < 0:
+                raise ValueError(f"{where}: free_axes, timbre_weight, timbre_examples and consistency_weight must be "
+                                 ">= 0")
             if self.audio_weight <= 0 and self.param_weight <= 0:
                 raise ValueError(f"{where}: audio_weight and param_weight cannot both be 0")
 
@@ -728,6 +733,10 @@ class Proposed(System):
         timbre = head.timbre > 0
         if timbre:  # the axes' labels: each feature's change in units of the effect's spread (NaN: unlabelled)
             tensors["timbre"] = self._timbre_labels(effect, d, head)
+            fwd_mse = fit_forward(head.fwd, d["params"], tensors["timbre"])
+            self.stats.setdefault("timbre", {}).setdefault(effect.name, {})["forward_mse"] = fwd_mse
+            usable = torch.isfinite(head.ac_unit)
+            cgen = torch.Generator(device=dev).manual_seed(ctx.seed)
         if sample:
             tensors.update(code_in=code_in.cpu(), sd_in=sd_in.cpu(), code_ref=code_ref.cpu(), sd_ref=sd_ref.cpu())
 
@@ -741,7 +750,7 @@ class Proposed(System):
         mrstft = self._mrstft()
         train_mrstft = self._train_mrstft(mrstft)
         out_bias = head.net.net[-1].bias
-        rest = [p for p in head.parameters() if p is not out_bias]
+        rest = [p for p in head.parameters() if p is not out_bias and p.requires_grad]  # not a frozen forward model
         opt = torch.optim.AdamW([{"params": rest}, {"params": [out_bias]}], lr=c.lr,
                                 weight_decay=c.weight_decay)
         name = f"controller/{effect.name}"
@@ -794,6 +803,10 @@ class Proposed(System):
                 tl = masked_mse(axes[:, : head.timbre], batch["timbre"].to(dev, non_blocking=True))
                 out["timbre_mse"] = tl
                 loss = loss + c.timbre_weight * tl
+            if timbre and c.consistency_weight > 0:
+                cl = consistency_loss(head, axes.float(), head.fwd, usable, cgen)
+                out["consistency"] = cl
+                loss = loss + c.consistency_weight * cl
             return loss
 
         head.train()
