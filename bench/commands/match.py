@@ -336,13 +336,14 @@ def adjust_answer(system, effect, chunks: np.ndarray, refs: np.ndarray, adjust: 
 
 
 def render_adjust(adj: dict) -> list[str]:
-    lines = [f"AudioCommons change of the adjustment (points; on the input's chunks, mean over chunks; try "
-             f"{adj['try']} of {len(adj['tries'])}):",
-             f"  {'feature':<10}  {'asked':>7}  {'achieved':>8}"]
+    lines = [f"AudioCommons change of the adjustment (points, and in units of the effect's spread of each feature; "
+             f"on the input's chunks, mean over chunks; try {adj['try']} of {len(adj['tries'])}):",
+             f"  {'feature':<10}  {'asked':>7}  {'achieved':>8}  {'in spreads':>10}"]
     for f in AC_FEATURES:
-        got = adj["achieved"].get(f)
+        got, unit = adj["achieved"].get(f), adj["units"].get(f)
         asked = f"{adj['asked'][f]:+7.1f}" if f in adj["asked"] else f"{'':>7}"
-        lines.append(f"  {f:<10}  {asked}  {'n/a' if got is None else f'{got:+8.2f}':>8}")
+        spreads = f"{got / unit:+10.2f}" if got is not None and unit else f"{'n/a':>10}"
+        lines.append(f"  {f:<10}  {asked}  {'n/a' if got is None else f'{got:+8.2f}':>8}  {spreads}")
     return lines
 
 
