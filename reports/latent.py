@@ -96,12 +96,13 @@ class Cell:
 
     @property
     def space_words(self) -> str:
-        return {"knobs": "knob space", "vae": "VAE latent"}.get(self.space, f"{self.space} space")
+        return {"knobs": "knob space", "vae": "VAE latent", "timbre": "timbre axes"}.get(self.space,
+                                                                                         f"{self.space} space")
 
     @property
     def space_name(self) -> str:
         """What a sentence calls the space: the knobs, the VAE latent or the code."""
-        return {"knobs": "knobs", "vae": "VAE latent"}.get(self.space, self.space)
+        return {"knobs": "knobs", "vae": "VAE latent", "timbre": "timbre axes"}.get(self.space, self.space)
 
     @property
     def moves_nothing(self) -> bool:
@@ -417,7 +418,8 @@ def comparisons(cells: list[Cell]) -> list[Comparison]:
             rows.append((f, entries))
             if top is not None:
                 best[f] = [c.column for c, (_, b) in zip(group, entries, strict=True) if b]
-        out.append(Comparison(effect, [c.column for c in group], rows, best, knob_sentence(effect, group, features)))
+        out.append(Comparison(effect, [c.column for c in group], rows, best,
+                              knob_sentence(effect, group, features) + timbre_sentence(group)))
     return out
 
 
@@ -452,6 +454,18 @@ def knob_sentence(effect: str, group: list[Cell], features: list[str]) -> str:
             parts.append(f"the knobs of {k.system} are more selective than the {c.space_name} of {c.system} for "
                          f"{count['knobs']} of {len(features)} features ({'; '.join(extra)})")
     return f"{effect}: " + "; ".join(parts) + "."
+
+
+def timbre_sentence(group: list[Cell]) -> str:
+    """For a system with timbre axes: how many of its named axes move their own feature most (with the study's
+    selectivity threshold), and which."""
+    out = []
+    for c in (c for c in group if c.space == "timbre" and "own_feature" in c.axes.columns):
+        rows = c.axes.to_dict("records")
+        good = [r["own_feature"] for r in rows if _bool(r.get("own_is_main")) and _float(r.get("own_share")) >= 0.6]
+        out.append(f" {c.system}: {len(good)} of {len(rows)} timbre axes move their own feature most with a share of "
+                   f"at least 0.6" + (f" ({', '.join(good)})" if good else "") + ".")
+    return "".join(out)
 
 
 # --- Markdown (docs/results/NAME/tables.md) -----------------------------------------------------------------------

@@ -10,7 +10,9 @@ own character, which input and reference share, cancels in the first half).
 Knobs (``knobs = k``, 2-8; the ``proposed_knobs`` variant): the hidden layers end in a k-dimensional code squashed
 into [-1, 1] (tanh), and a small decoder (k -> 32 -> ``n_params``) turns it into the settings. Every setting the
 controller gives then passes through those k numbers, so they are knobs a person can turn (``knobs_of`` reads them,
-``from_knobs`` decodes any position); the latent study walks them (``models.proposed.latent``).
+``from_knobs`` decodes any position); the latent study walks them (``models.proposed.latent``). With ``squash =
+False`` the bottleneck is left unbounded: the timbre axes of ``proposed_timbre`` (one per AudioCommons feature, in
+units of the effect's spread of it, plus free axes; :mod:`models.proposed.timbre`) are such a bottleneck.
 
 Descriptor features (our addition, ``features = "latent+stats"``): a fixed, untrained encoder of what a small
 beta-VAE trained for seconds tends to blur: per-band level statistics (mean and spread over time of the log power
@@ -38,7 +40,7 @@ class Controller(nn.Module):
     KNOB_HIDDEN = 32  # the knob decoder's one hidden layer
 
     def __init__(self, n_in: int, n_params: int, hidden: tuple[int, ...] = (128, 128, 64, 32), dropout: float = 0.0,
-                 slope: float = 0.2, knobs: int = 0):
+                 slope: float = 0.2, knobs: int = 0, squash: bool = True):
         super().__init__()
         layers: list[nn.Module] = []
         prev = n_in
@@ -50,7 +52,7 @@ class Controller(nn.Module):
         self.knobs = int(knobs)
         self.split = len(layers)  # net[:split] -> (knobs) -> net[split:]
         if self.knobs:
-            layers += [nn.Linear(prev, self.knobs), nn.Tanh()]
+            layers += [nn.Linear(prev, self.knobs)] + ([nn.Tanh()] if squash else [])
             self.split = len(layers)
             layers += [nn.Linear(self.knobs, self.KNOB_HIDDEN), nn.LeakyReLU(slope)]
             prev = self.KNOB_HIDDEN

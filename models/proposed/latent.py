@@ -16,6 +16,12 @@ variants without a hedge are the same either way):
   numbers in [-1, 1]; each knob is walked from ``-span`` to ``+span`` of its standard deviation over the
   references (clipped to [-1, 1]), the others held at their mean.
 
+* ``timbre``: a controller with timbre axes (``proposed_timbre``) gives every setting through one axis per
+  AudioCommons feature plus free axes; each named axis is walked as a knob is (from ``-span`` to ``+span`` of its
+  standard deviation over the references, unclipped: the axes are unbounded), the others held at their mean. Its
+  rows also give the share of the axis's *own* feature (``own_share``, with its interval): the selectivity asks
+  which feature moves most, the own share whether it is the one the axis is named after.
+
 Plus an **interpolation** between two references' positions (the first example's and the one whose true settings
 differ most from it), drawn for the mel-spectrogram figure.
 
@@ -53,6 +59,7 @@ import numpy as np
 AC_FEATURES = ("hardness", "depth", "brightness", "roughness", "warmth", "sharpness", "boominess", "reverb")
 MOVES = 0.25  # an axis moves a feature when its walk changes it by this share of the effect's spread
 BOOTSTRAP = 2000  # resamples of the inputs for the selectivity CIs
+SELECTIVE = 0.6  # a named (timbre) axis is selective when its own feature moves most, with this share at least
 
 
 @dataclass
@@ -136,6 +143,7 @@ class _Space:
     ref_points: list[np.ndarray]  # per input: (N, dims) the references' positions
     ref_scores: list[np.ndarray]  # per input: (N, axes) the references' positions along the axes, in sd units
     decode: object  # (points (n, dims), input index m) -> params01 (n, P)
+    own: list[str] = field(default_factory=list)  # per axis: the feature it is named after ("" where none)
 
 
 def _code_space(system, effect, c_in, c_ref: np.ndarray, *, axes: int, ts: np.ndarray, hedged: bool,
@@ -166,7 +174,10 @@ def _code_space(system, effect, c_in, c_ref: np.ndarray, *, axes: int, ts: np.nd
                   [float(r) for r in ratio[:k]], [c_ref] * n_in, [scores] * n_in, decode)
 
 
-def _knob_space(system, effect, c_in, c_ref: np.ndarray, *, ts: np.ndarray, hedged: bool) -> _Space:
+def _knob_space(system, effect, c_in, c_ref: np.ndarray, *, ts: np.ndarray, hedged: bool,
+                names: tuple[str, ...] = ()) -> _Space:
+    """The knobs (bounded to [-1, 1]); ``names``: the timbre axes instead (the first ``len(names)`` knobs,
+    unbounded, named after their features; the free axes held at their mean)."""
     import torch
 
     def decode(points, m):
@@ -177,12 +188,14 @@ def _knob_space(system, effect, c_in, c_ref: np.ndarray, *, ts: np.ndarray, hedg
     allk = np.concatenate(K)
     mu, sd = allk.mean(axis=0), allk.std(axis=0) + 1e-8
     walks = []
-    for j in range(allk.shape[1]):
+    walked = len(names) or allk.shape[1]
+    for j in range(walked):
         pts = np.repeat(mu[None], len(ts), axis=0)
-        pts[:, j] = np.clip(mu[j] + ts * sd[j], -1.0, 1.0)
+        pts[:, j] = mu[j] + ts * sd[j] if names else np.clip(mu[j] + ts * sd[j], -1.0, 1.0)
         walks.append(((pts[:, j] - mu[j]) / sd[j], pts))
-    return _Space("knobs", allk.shape[1], [f"knob{j + 1}" for j in range(allk.shape[1])], walks,
-                  [float("nan")] * allk.shape[1], K, [(k - mu) / sd for k in K], decode)
+    labels = [f"{n}_axis" for n in names] if names else [f"knob{j + 1}" for j in range(walked)]
+    return _Space("timbre" if names else "knobs", allk.shape[1], labels, walks, [float("nan")] * walked, K,
+                  [((k - mu) / sd)[:, :walked] for k in K], decode, own=list(names))
 
 
 # --- the probes ---------------------------------------------------------------------------------------------
@@ -207,11 +220,13 @@ def explore(system, effect, examples: list, *, features, feature_source: str = "
     steps, sr = max(3, int(steps)), system.sample_rate
     knob_count = int(getattr(system, "knob_count", 0) or 0)
     vae_dims = int(getattr(system, "latent_dims", 0) or 0)
+    timbre = tuple(getattr(system, "timbre_names", ()) or ())
     if space == "auto":
-        space = "knobs" if knob_count else ("vae" if vae_dims else "code")
-    if space not in ("code", "vae", "knobs"):
-        raise ValueError(f"latent: space {space!r}; valid: auto, code, vae, knobs")
-    if (space == "knobs" and not knob_count) or (space == "vae" and not vae_dims):
+        space = "timbre" if timbre else ("knobs" if knob_count else ("vae" if vae_dims else "code"))
+    if space not in ("code", "vae", "knobs", "timbre"):
+        raise ValueError(f"latent: space {space!r}; valid: auto, code, vae, knobs, timbre")
+    if ((space == "knobs" and not knob_count) or (space == "vae" and not vae_dims)
+            or (space == "timbre" and not timbre)):
         raise ValueError(f"latent: {getattr(system, 'name', system)} has no {space} to walk")
     if spread_params is None:
         if any(e.true_params01 is None for e in refs):
@@ -222,7 +237,8 @@ def explore(system, effect, examples: list, *, features, feature_source: str = "
     c_ref = system.code(np.stack([e.reference for e in refs])).float().cpu().numpy().astype(np.float64)
     c_in = system.code(np.stack([e.input for e in ins])).float()
     ts = np.linspace(-span, span, steps)
-    sp = (_knob_space(system, effect, c_in, c_ref, ts=ts, hedged=hedged) if space == "knobs"
+    sp = (_knob_space(system, effect, c_in, c_ref, ts=ts, hedged=hedged, names=timbre if space == "timbre" else ())
+          if space in ("knobs", "timbre")
           else _code_space(system, effect, c_in, c_ref, axes=axes, ts=ts, hedged=hedged,
                            dims=vae_dims if space == "vae" else 0))
     if not sp.names:
@@ -358,6 +374,13 @@ def _summarise(res: Exploration, sp: _Space, param_names: list[str], span: float
                "change": change, "moves": moves, "main_feature": names[main] if main >= 0 else "",
                "selectivity": float(share[main]) if main >= 0 else float("nan"),
                "main_param": max(pslope, key=lambda p: abs(pslope[p])) if pslope else "", "n_inputs": M}
+        own = sp.own[a] if a < len(sp.own) else ""
+        if own in names:  # a named axis: the share of its own feature, and whether that moves most
+            f = names.index(own)
+            lo, hi = (np.nanpercentile(bshare[:, f], [2.5, 97.5]) if np.isfinite(bshare[:, f]).any()
+                      else (np.nan, np.nan))
+            row.update(own_feature=own, own_share=float(share[f]), own_share_low=float(lo), own_share_high=float(hi),
+                       own_slope=float(mean[f]), own_is_main=bool(row["main_feature"] == own))
         for f, n in enumerate(names):
             row[f"slope/{n}"], row[f"slope_low/{n}"], row[f"slope_high/{n}"] = mean[f], low[f], high[f]
             lo, hi = (np.nanpercentile(bshare[:, f], [2.5, 97.5]) if np.isfinite(bshare[:, f]).any()
@@ -374,10 +397,15 @@ def _summarise(res: Exploration, sp: _Space, param_names: list[str], span: float
                    "code_variance": float(np.nansum(sp.variance)) if res.space != "knobs" else float("nan"),
                    "output_r2": r2, "coverage": coverage, "moves_nothing": nothing, "moves_threshold": MOVES,
                    "verdict": _verdict(res, nothing, r2, coverage, span)}
+    if sp.own:  # named axes: how many move their own feature most, with a share of at least SELECTIVE
+        named = [a for a in res.axes if a.get("own_feature")]
+        res.summary["own_selective"] = sum(bool(a["own_is_main"]) and a["own_share"] >= SELECTIVE for a in named)
+        res.summary["own_share_median"] = float(np.nanmedian([a["own_share"] for a in named])) if named else np.nan
 
 
 def _verdict(res: Exploration, nothing: bool, r2: float, coverage: float, span: float) -> str:
-    what = {"knobs": "knob", "vae": "principal axis of the VAE latent"}.get(res.space, "principal axis of the code")
+    what = {"knobs": "knob", "vae": "principal axis of the VAE latent", "timbre": "timbre axis"}.get(
+        res.space, "principal axis of the code")
     if nothing:
         largest = max((a["change"] for a in res.axes), default=0.0)
         return (f"The latent moves nothing: walking each {what} over +-{span:g} sd changes no AudioCommons feature "

@@ -52,8 +52,10 @@ from bench.systems import (
 )
 from models.nn import autocast, load_checkpoint, load_state, save_checkpoint, torch_device, train_loop
 from models.proposed.controller import Controller, Descriptors
+from models.proposed.latent import AC_FEATURES
 from models.proposed.losses import MRSTFT, audio_loss
 from models.proposed.spsa import EffectTimer, spsa_effect
+from models.proposed.timbre import consistency_loss, fit_forward, forward_model, masked_mse
 from models.proposed.vae import SpecVAE, cyclic_beta, vae_loss
 
 FEATURES = ("latent", "latent+stats", "stats")
@@ -62,7 +64,7 @@ INITS = ("torch", "paper")  # PyTorch's default initialisation | the authors' (X
 STFT_TERMS = ("sc+log", "lin+log")  # auraloss's defaults | the authors' training loss (w_sc = 0, w_lin_mag = 1)
 # config keys that shape the networks or what they compute: a checkpoint is rebuilt with its own values of these
 ARCH_KEYS = ("latent", "width", "pool_freq", "pool_time", "n_fft", "win", "hop", "features", "hidden", "inputs",
-             "leaky_slope", "out_clamp", "knobs")
+             "leaky_slope", "out_clamp", "knobs", "timbre_axes", "free_axes")
 
 
 def _key(effect_name: str) -> str:
@@ -84,7 +86,7 @@ class EffectHead(nn.Module):
     ``out_clamp`` > 0 clamps every output into [out_clamp, 1 - out_clamp] (the authors' code: 0.05)."""
 
     def __init__(self, n_in: int, n_params: int, hidden: tuple[int, ...], dropout: float = 0.0, noise: float = 0.0,
-                 clip: float = 0.0, slope: float = 0.2, out_clamp: float = 0.0, knobs: int = 0):
+                 clip: float = 0.0, slope: float = 0.2, out_clamp: float = 0.0, knobs: int = 0, timbre: int = 0):
         super().__init__()
         self.clip = clip
         self.out_clamp = out_clamp
@@ -96,7 +98,13 @@ class EffectHead(nn.Module):
         self.register_buffer("hedge", torch.zeros(n_params))
         self.register_buffer("hedge_alpha", torch.zeros(()))
         self.noise = noise
-        self.net = Controller(n_in, n_params, hidden, dropout, slope, knobs)
+        # timbre > 0 (proposed_timbre): the first `timbre` of the (unbounded) knobs are the AudioCommons axes, in
+        # units of this effect's spread of each feature's change (ac_unit; NaN: a feature it does not change)
+        self.timbre = int(timbre)
+        if self.timbre:
+            self.register_buffer("ac_unit", torch.full((self.timbre,), float("nan")))
+            self.fwd = forward_model(n_params, self.timbre)  # settings -> feature changes (timbre.py)
+        self.net = Controller(n_in, n_params, hidden, dropout, slope, knobs + self.timbre, squash=not self.timbre)
 
     def prepare(self, feats: torch.Tensor, params: torch.Tensor | None = None, *, standardise: bool = True,
                 param_scale: bool = True, init_from_params: bool = True, init: str = "torch") -> None:
@@ -209,6 +217,15 @@ class Proposed(System):
         sample_latent: bool = False  # while training, the controller sees z ~ q(z|x) rather than its mean
         hidden: list = field(default_factory=lambda: [128, 128, 64, 32])
         knobs: int = 0  # >0: the controller passes through this many knobs in [-1, 1] (2-8; proposed_knobs)
+        # proposed_timbre (models/proposed/timbre.py): the controller passes through one axis per AudioCommons feature,
+        # trained to predict the feature's change in units of the effect's spread, plus free_axes free ones
+        timbre_axes: bool = False
+        free_axes: int = 2
+        timbre_weight: float = 1.0  # weight of the axes' MSE against their labels (warm-up and SPSA steps)
+        timbre_examples: int = 64  # labelled training examples per effect (AudioCommons of input and target)
+        # weight of the consistency loss: one axis moved alone changes its feature alone, as a forward model
+        # (settings -> feature changes, fitted to the labelled examples) predicts it
+        consistency_weight: float = 1.0
         leaky_slope: float = 0.2  # LeakyReLU slope between hidden layers (the authors' code: PyTorch's 0.01)
         init: str = "torch"  # torch (PyTorch's default) | paper (Xavier-normal hidden, output N(0, 0.01), bias 0)
         init_from_params: bool = True  # output bias at the mean true training setting (reads the true settings)
@@ -280,6 +297,11 @@ class Proposed(System):
                                  f"intent), got {self.knobs!r}")
             if not self.hidden or not all(isinstance(h, int) and h > 0 for h in self.hidden):
                 raise ValueError(f"{where}.hidden: a list of positive layer sizes, got {self.hidden!r}")
+            if self.timbre_axes and self.knobs:
+                raise ValueError(f"{where}: timbre_axes and knobs cannot both be set (free_axes are the knobs)")
+            if min(self.free_axes, self.timbre_weight, self.timbre_examples, self.consistency_weight) < 0:
+                raise ValueError(f"{where}: free_axes, timbre_weight, timbre_examples and consistency_weight must be "
+                                 ">= 0")
             if self.audio_weight <= 0 and self.param_weight <= 0:
                 raise ValueError(f"{where}: audio_weight and param_weight cannot both be 0")
 
@@ -324,8 +346,9 @@ class Proposed(System):
 
     def _new_head(self, n_params: int) -> EffectHead:
         c = self.cfg
+        knobs, timbre = (c.free_axes, len(AC_FEATURES)) if c.timbre_axes else (c.knobs, 0)
         return EffectHead(2 * self.code_dim, n_params, tuple(c.hidden), c.dropout, c.input_noise,
-                          c.feature_clip, c.leaky_slope, c.out_clamp, c.knobs).to(self.torch_device)
+                          c.feature_clip, c.leaky_slope, c.out_clamp, knobs, timbre).to(self.torch_device)
 
     @property
     def uses_param_loss(self) -> bool:
@@ -403,6 +426,42 @@ class Proposed(System):
     @property
     def knob_count(self) -> int:
         return int(self.cfg.knobs)
+
+    @property
+    def timbre_names(self) -> tuple[str, ...]:
+        """The AudioCommons features the controller's first axes stand for (empty without ``timbre_axes``)."""
+        return AC_FEATURES if self.cfg.timbre_axes else ()
+
+    def timbre_units(self, effect: Effect) -> dict[str, float]:
+        """Per feature: the effect's spread of its change (AudioCommons points per axis unit; NaN: none)."""
+        head = self._head(effect)
+        if not head.timbre:
+            raise SystemError_(f"{self.name} has no timbre axes (only a system trained with timbre_axes = true, "
+                               "e.g. proposed_timbre, has them)")
+        return {f: float(u) for f, u in zip(AC_FEATURES, head.ac_unit.cpu().tolist(), strict=True)}
+
+    @torch.no_grad()
+    def adjusted_params(self, effect: Effect, inputs: np.ndarray, references: np.ndarray,
+                        adjust: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """The matched settings (B, P), and the settings moved along the timbre axes by ``adjust`` (feature ->
+        change in AudioCommons points, converted to axis units with the effect's spread of that feature). The
+        hedge, where one is active, moves the matched answer; the adjustment is the controller's own move from it."""
+        units = self.timbre_units(effect)
+        missing = [f for f in adjust if not np.isfinite(units.get(f, np.nan))]
+        if missing:
+            raise SystemError_(f"{self.name}: {effect.name} does not change {', '.join(missing)} measurably in "
+                               "training, so that axis has no unit to move by")
+        head = self._head(effect)
+        head.eval()
+        feats = self.features(self.code(inputs), self.code(references))
+        k = head.knobs_of(feats)
+        moved = k.clone()
+        for f, v in adjust.items():
+            moved[:, AC_FEATURES.index(f)] += float(v) / units[f]
+        base = head.from_knobs(k, hedged=True)
+        shift = head.from_knobs(moved, hedged=False) - head.from_knobs(k, hedged=False)
+        to_np = lambda t: t.float().cpu().numpy().astype(np.float64)  # noqa: E731
+        return to_np(base), np.clip(to_np(base + shift), 0.0, 1.0)
 
     @property
     def hedged_effects(self) -> list[str]:
@@ -671,6 +730,13 @@ class Proposed(System):
                      standardise=c.standardise, param_scale=param_loss_on, init_from_params=c.init_from_params,
                      init=c.init)
         tensors = {"feats": feats.cpu(), "input": d["input"], "target": d["target"], "params": d["params"]}
+        timbre = head.timbre > 0
+        if timbre:  # the axes' labels: each feature's change in units of the effect's spread (NaN: unlabelled)
+            tensors["timbre"] = self._timbre_labels(effect, d, head)
+            fwd_mse = fit_forward(head.fwd, d["params"], tensors["timbre"])
+            self.stats.setdefault("timbre", {}).setdefault(effect.name, {})["forward_mse"] = fwd_mse
+            usable = torch.isfinite(head.ac_unit)
+            cgen = torch.Generator(device=dev).manual_seed(ctx.seed)
         if sample:
             tensors.update(code_in=code_in.cpu(), sd_in=sd_in.cpu(), code_ref=code_ref.cpu(), sd_ref=sd_ref.cpu())
 
@@ -684,7 +750,7 @@ class Proposed(System):
         mrstft = self._mrstft()
         train_mrstft = self._train_mrstft(mrstft)
         out_bias = head.net.net[-1].bias
-        rest = [p for p in head.parameters() if p is not out_bias]
+        rest = [p for p in head.parameters() if p is not out_bias and p.requires_grad]  # not a frozen forward model
         opt = torch.optim.AdamW([{"params": rest}, {"params": [out_bias]}], lr=c.lr,
                                 weight_decay=c.weight_decay)
         name = f"controller/{effect.name}"
@@ -724,13 +790,34 @@ class Proposed(System):
         def param_loss(p, batch):
             return (((p.float() - batch["params"].to(dev, non_blocking=True)) / head.p_std) ** 2).mean()
 
+        def settings_and_axes(batch):
+            """The settings, and (timbre axes) where the axes stand: one pass through the controller."""
+            x = batch_feats(batch)
+            if not timbre:
+                return head(x), None
+            k = head.knobs_of(x)
+            return head.from_knobs(k), k
+
+        def add_timbre(loss, axes, batch, out):
+            if timbre and c.timbre_weight > 0:
+                tl = masked_mse(axes[:, : head.timbre], batch["timbre"].to(dev, non_blocking=True))
+                out["timbre_mse"] = tl
+                loss = loss + c.timbre_weight * tl
+            if timbre and c.consistency_weight > 0:
+                cl = consistency_loss(head, axes.float(), head.fwd, usable, cgen)
+                out["consistency"] = cl
+                loss = loss + c.consistency_weight * cl
+            return loss
+
         head.train()
         if c.warmup_steps:
             def warm_step(batch):
                 with autocast(dev):
-                    p = head(batch_feats(batch))
+                    p, axes = settings_and_axes(batch)
                 loss = param_loss(p, batch)
-                return {"loss": loss, "param_mse": loss}
+                out = {"param_mse": loss}
+                out["loss"] = add_timbre(loss, axes, batch, out)
+                return out
 
             train_loop(name=f"{name}/warmup", params=head.parameters(), step=warm_step,
                        batches=_Batches(tensors, max(c.batch, 64), seed), steps=c.warmup_steps, lr=c.lr,
@@ -750,7 +837,7 @@ class Proposed(System):
                     opt.param_groups[1]["lr"] = c.spsa_lr * c.bias_lr_scale * f
                 counter["step"] += 1
                 with autocast(dev):
-                    p = head(batch_feats(batch))
+                    p, axes = settings_and_axes(batch)
                 p = p.float()
                 out = {}
                 loss = torch.zeros((), device=dev)
@@ -768,7 +855,7 @@ class Proposed(System):
                     pl = param_loss(p, batch)
                     loss = loss + c.param_weight * pl
                     out["param_mse"] = pl
-                out["loss"] = loss
+                out["loss"] = add_timbre(loss, axes, batch, out)
                 return out
 
             every = c.validate_every if (vfeats is not None and c.validate_every) else 0
@@ -793,6 +880,35 @@ class Proposed(System):
         if c.hedge:
             value = self._calibrate_hedge(head, effect, d["params"], vfeats, vx, vy, value, mrstft)
         return value / max(bypass, 1e-9)
+
+    def _timbre_labels(self, effect: Effect, d: dict, head: EffectHead) -> torch.Tensor:
+        """Labels of the first ``timbre_examples`` training examples (the rest NaN) and the effect's units, set in
+        ``head.ac_unit``. The AudioCommons features come batched from the ``ac`` metric in this process (its disk
+        cache keeps them for the next training); the CPU seconds they cost are kept in ``stats``."""
+        from models.proposed.latent import ac_features
+        from models.proposed.timbre import labels
+
+        n = min(int(self.cfg.timbre_examples), len(d["input"]))
+        out = torch.full((len(d["input"]), len(AC_FEATURES)), float("nan"))
+        if n == 0:
+            warnings.warn(f"{self.name}: timbre_examples = 0, so the timbre axes of {effect.name} are not trained",
+                          stacklevel=2)
+            return out
+        t0, c0 = time.perf_counter(), time.process_time()
+        features, source = ac_features(self.sample_rate, {"workers": 1})
+        try:
+            if source != "audiocommons":
+                raise SystemError_(f"{self.name}: timbre axes need the AudioCommons features (metric ac)")
+            lab, unit = labels(features, d["input"][:n].numpy(), d["target"][:n].numpy())
+        finally:
+            getattr(features, "close", lambda: None)()
+        head.ac_unit.copy_(torch.as_tensor(unit, dtype=torch.float32))
+        out[:n] = torch.from_numpy(lab).float()
+        st = self.stats.setdefault("timbre", {})
+        st[effect.name] = {"labelled": n, "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+                           "unit": {f: (round(float(u), 4) if np.isfinite(u) else None)
+                                    for f, u in zip(AC_FEATURES, unit, strict=True)}}
+        return out
 
     @torch.no_grad()
     def _calibrate_hedge(self, head: EffectHead, effect: Effect, train_params: torch.Tensor, vfeats: torch.Tensor,
