@@ -135,10 +135,10 @@ def test_timbre_axes_on_a_one_control_stand_in_are_walked_and_measured(tmp_path)
     features). Selectivity needs effects with several controls that move the features apart (docs/latent.md)."""
     import pandas as pd
 
+    from bench.jobs import load_system
     from bench.plan import Plan
     from bench.results import ResultStore
     from bench.runner import run
-    from bench.jobs import load_system
     from models.proposed.latent import AC_FEATURES, ac_features, explore
 
     cfg = load_config("smoke", effects=["bitcrush"], systems=["proposed_timbre"], corpora=["speech"],
