@@ -16,12 +16,14 @@ from bench.runner import run
 SR = 44100
 
 
+SMOKE = load_config("smoke")
+
+
 def _trained_systems() -> list[str]:
     """Every trainable system of the smoke preset (so a newly registered one is matched too)."""
     from bench.systems import SYSTEMS
 
-    cfg = load_config("smoke")
-    return [n for n in cfg.system_names() if getattr(SYSTEMS.get(cfg.system_base(n)), "trainable", False)]
+    return [n for n in SMOKE.system_names() if getattr(SYSTEMS.get(SMOKE.system_base(n)), "trainable", False)]
 
 
 TRAINED = _trained_systems()
@@ -33,8 +35,7 @@ SHRINK = {"proposed": _PROPOSED, "proposed_paper": _PROPOSED, "deepafx_st_autodi
 
 
 def _shrink() -> list[str]:
-    cfg = load_config("smoke")
-    return [f"systems.{n}.{kv}" for n in TRAINED for kv in SHRINK.get(cfg.system_base(n), [])]
+    return [f"systems.{n}.{kv}" for n in TRAINED for kv in SHRINK.get(SMOKE.system_base(n), [])]
 
 
 @pytest.fixture(scope="module")
