@@ -48,6 +48,8 @@ class Runner:
         self.waiting: dict = {}  # (name, seed) -> cell jobs waiting for the training
         self.blocked: dict = {}  # (name, seed) -> the systems it needs whose trainings have not come back yet
         self.train_runs: dict = {}  # (name, seed) -> its MLflow run
+        self.study_trainings: dict = {}  # (name, seed) -> the config a study's variant trains under, beside the grid
+        self.study_budgets: dict = {}  # (name, seed) -> what that training cost (the study stores it with its cells)
         self.bad_data: set[str] = set()  # tasks whose examples could not be made (warned once)
 
     def warn(self, msg: str) -> None:
@@ -193,10 +195,13 @@ class Runner:
                     self.warn(f"{pair[0]} (seed {pair[1]}): could not be prepared, its cells are recorded as failed: "
                               f"{e}")
                     self.ready[pair] = e
+            self._submit_study_trainings()
             for name, seed, task, key in todo:
                 self._submit_cell(name, seed, task, key, n)
             for o in self.executor.outcomes():
-                if o.key[0] == "train":
+                if o.key[0] == "train" and (o.key[1], o.key[2]) in self.study_trainings:
+                    self._study_trained(o)
+                elif o.key[0] == "train":
                     self._trained(o)
                 else:
                     self._cell_done(o)
@@ -384,6 +389,33 @@ class Runner:
             self.warn(f"audio of {name} / {task.id} not saved: {e}")
 
     # --- studies ----------------------------------------------------------------------------------------------
+    def _submit_study_trainings(self) -> None:
+        """The variants the configured studies will train for themselves, submitted before the grid's cells so
+        that they train beside the grid instead of after it, on one core, while the other waits (issue 28)."""
+        for study in self.cfg.studies:
+            try:
+                wanted = get_study(study).trainings(self.cfg)
+            except Exception as e:  # the study will say so itself when it runs; the grid goes on
+                self.log(f"{study} study: its trainings are left to the study ({type(e).__name__}: {e})")
+                continue
+            for name, scfg in wanted:
+                seed = scfg.training_seeds()[0]
+                if (name, seed) in self.study_trainings or self._existing_checkpoint(name, scfg, seed) is not None:
+                    continue
+                self.study_trainings[name, seed] = scfg
+                self._submit_training(name, seed, scfg, study=True)
+
+    def _study_trained(self, o) -> None:
+        """A study variant trained beside the grid: its checkpoint (which :meth:`prepare` then loads) and budget.
+        A failure is only logged: the study trains it again when it runs, and reports that failure itself."""
+        _, name, seed = o.key
+        self._measured("train", name, "", o.value)
+        result = self._write_training(name, seed, self.study_trainings[name, seed], o, grid=False)
+        if isinstance(result, BaseException):
+            self.log(f"{name} (seed {seed}): its training for the study failed ({result}); the study retries it")
+        else:
+            self.study_budgets[name, seed] = result.budget
+
     def _studies(self, standalone: bool = False) -> list[StudyContext]:
         """Every configured study (``[studies.NAME]``), after the grid; a failing study never sinks the run."""
         done = []
@@ -409,7 +441,8 @@ class Runner:
         device = resolve_device(cfg.run.device)
         path = self._existing_checkpoint(name, cfg, seed)
         if path is not None or not getattr(SYSTEMS.get(cfg.system_base(name)), "trainable", False):
-            return Prepared(jobs.load_system(cfg, name, device, path), key)
+            return Prepared(jobs.load_system(cfg, name, device, path), key,
+                            None if grid else self.study_budgets.get((name, seed)))
         if not train:
             raise NotTrained(f"{name}: not trained in this run (its training failed or did not run)")
         self._submit_training(name, seed, cfg, study=not grid)

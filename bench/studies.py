@@ -94,6 +94,12 @@ class Study:
         """Do the study (warnings through ``ctx.warn``); never raises but KeyboardInterrupt."""
         raise NotImplementedError
 
+    def trainings(self, cfg: Config) -> list[tuple[str, Config]]:
+        """The systems :meth:`run` will train for itself, each with the config it trains under: the run trains
+        them beside its grid (on a worker the grid would leave idle at its end) and :meth:`run` then finds their
+        checkpoints. Default: none."""
+        return []
+
     # --- by hand -----------------------------------------------------------------------------------------
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         pass

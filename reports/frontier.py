@@ -86,7 +86,7 @@ def build(r: Results, budgets: pd.DataFrame | None = None, *, n_resamples: int =
     renders = renders_per_example(r, systems)
     if not any(v > 1 for v in renders.values()):
         return None
-    metrics = [m for m in METRICS if m in set(r.scores["metric"])]
+    metrics = [m for m in METRICS if m in set(r.scores["metric"].unique())]
     if not metrics:
         return None
     sc = r.scores[r.scores["system"].isin(systems) & r.scores["metric"].isin(metrics)]
@@ -172,8 +172,9 @@ def pair_tests(r: Results, pairs: list[tuple[str, str]], metrics: list[str], n_r
     cols = ["a", "b", "effect_set", "metric", "a_mean", "b_mean", "diff", "ci_low", "ci_high", "p", "q",
             "n_sources"]
     rows = []
+    present = set(r.scores["effect_set"].unique())
     for a, b in pairs:
-        sets = [s for s in SETS if s in set(r.scores["effect_set"])]
+        sets = [s for s in SETS if s in present]
         one = SimpleNamespace(focus=a, against=[b], effect_sets=sets, metrics=list(metrics), alpha=0.05, power=0.8,
                               permutations=20000)
         t = primary_family(r.scores, one, direction=S.direction, n_resamples=n_resamples, mixed=False).table

@@ -44,7 +44,7 @@ class Results:
 
     @property
     def metrics(self) -> list[str]:
-        return list(dict.fromkeys(self.scores["metric"]))
+        return list(self.scores["metric"].unique())  # first-seen order; unique() reads the column in C
 
     def task_info(self, task: str) -> dict:
         if not hasattr(self, "_task_info"):

@@ -126,7 +126,7 @@ def primary_family(scores: pd.DataFrame, analysis, *, direction: Callable[[str],
     df = scores if "seed" in scores.columns else scores.assign(seed=0)
     if "source_id" not in df.columns:  # older results: every example its own source
         df = df.assign(source_id=df["task"].astype(str) + "#" + df["example"].astype(str))
-    present, scored = set(df["system"].astype(str)), set(df["metric"].astype(str))
+    present, scored = set(df["system"].astype(str).unique()), set(df["metric"].astype(str).unique())
     rows = []
     for c in declared_family(analysis):
         missing = [s for s in (c.focus, c.against) if s not in present]

@@ -86,6 +86,21 @@ class LatentStudy(Study):
         check_system_names(cfg, "studies.latent.systems", L.systems)
         check_system_names(cfg, "studies.latent.train", L.train)
 
+    def trainings(self, cfg) -> list:
+        """The section's ``train`` variants under :func:`study_config`, when the run studies anything at all (as
+        :meth:`run` decides it): the run trains them beside its grid."""
+        from bench.systems import SYSTEMS
+
+        L = self.settings(cfg)
+        grid = cfg.system_names()
+        effects = {n for n, es in cfg.effect_sets() if es != "wild"}
+        if not any(hasattr(SYSTEMS.get(cfg.system_base(s)), "predict_from_codes") for s in L.systems if s in grid) \
+                or not effects & set(L.effects):
+            return []
+        scfg = study_config(cfg, L)
+        return [(name, scfg) for name in L.train if name not in grid
+                and hasattr(SYSTEMS.get(cfg.system_base(name)), "predict_from_codes")]
+
     def run(self, ctx: StudyContext) -> None:
         """Study every (system, effect) of the section. In a run, nothing is studied (and no variant trained)
         unless one of its ``systems`` is in it; by hand (``ctx.standalone``) that is lifted."""
