@@ -44,8 +44,10 @@ MAX_MEL_FIGURES = 12  # mel-spectrogram figures (median examples; one task per e
 
 
 def build_report(out: Path, *, n_resamples: int = S.N_RESAMPLES, max_mel: int = MAX_MEL_FIGURES,
-                 log=None) -> Path:
-    """Build the report of results directory ``out``; returns ``<out>/report/report.html``."""
+                 log=None, before_studies=None) -> Path:
+    """Build the report of results directory ``out``; returns ``<out>/report/report.html``. ``before_studies``:
+    called (and waited for) before the sections that read the studies' folders, so that the rest of the report
+    can be built while a run's studies still go on."""
     t0 = time.perf_counter()
     out = Path(out)
     results = load_results(out)
@@ -54,7 +56,7 @@ def build_report(out: Path, *, n_resamples: int = S.N_RESAMPLES, max_mel: int = 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        ctx = _build(results, tmp, reader, n_resamples=n_resamples, max_mel=max_mel)
+        ctx = _build(results, tmp, reader, n_resamples=n_resamples, max_mel=max_mel, before_studies=before_studies)
         ctx["build_seconds"] = time.perf_counter() - t0
         (tmp / "report.html").write_text(render(ctx), encoding="utf-8")
     except BaseException:
@@ -107,7 +109,7 @@ class Timer:
         self.t = now
 
 
-def _build(r: Results, d: Path, reader: Reader, *, n_resamples: int, max_mel: int) -> dict:
+def _build(r: Results, d: Path, reader: Reader, *, n_resamples: int, max_mel: int, before_studies=None) -> dict:
     tick = Timer()
     metrics = order_metrics(r.metrics)
     heads = [m for m in metrics if T.headline(m)]
@@ -138,6 +140,9 @@ def _build(r: Results, d: Path, reader: Reader, *, n_resamples: int, max_mel: in
     except Exception:  # unreadable estimates cost the scatter plot, not the report
         params = pd.DataFrame(columns=store.PARAM_COLUMNS)
     figures, audio, mel = _figures(r, d, stats, heads, set_cols, params, max_mel, tick, wild, frontier)
+    if before_studies is not None:
+        before_studies()
+        tick("waiting for the run's studies")
     latent = Lt.build(r.out, d)  # <out>/latent/ (a latent study); None without one: no section
     listening = L.report_section(r.out, d)  # <out>/listening/ (afx-bench listen analyze); None: a one-line note
     mlflow = reader.result()

@@ -128,7 +128,7 @@ TINY = dict(train_examples=12, valid_examples=3, latent=8, width=2, pool_freq=8,
             validate_every=2, stft_sizes=[64, 256], match_batch_size=5)
 
 
-def _config(tmp_path):
+def _sets() -> list[str]:
     sets = [f"systems.proposed.{k}={json.dumps(v)}" for k, v in TINY.items()]
     sets += ['data.seen_corpora=["tones"]', "data.unseen_corpora=[]", "data.source_seconds=1.5",
              "run.segment_seconds=0.25", "tasks.n_test=4", 'metrics.include=["mrstft"]', "run.report=false",
@@ -136,8 +136,11 @@ def _config(tmp_path):
              'studies.latent.train=["proposed_knobs"]', 'studies.latent.effects=["gain", "delay", "chorus"]',
              "studies.latent.inputs=2", "studies.latent.references=4", "studies.latent.steps=3", "studies.latent.axes=1",
              'systems.proposed_knobs.base="proposed"', 'systems.proposed_knobs.knobs=2']
-    sets += ['effects.seen=["gain"]', 'effects.unseen=["delay"]', "effects.wild=[]"]
-    return load_config("smoke", sets=sets, systems=["bypass", "proposed"])
+    return sets + ['effects.seen=["gain"]', 'effects.unseen=["delay"]', "effects.wild=[]"]
+
+
+def _config(tmp_path):
+    return load_config("smoke", sets=_sets(), systems=["bypass", "proposed"])
 
 
 def test_a_run_studies_its_latent_and_resumes(tmp_path):
@@ -230,3 +233,30 @@ def test_the_latent_command_trains_a_study_variant_on_the_study_effect(tmp_path,
     s = pd.read_csv(out / "latent" / "gain__proposed_knobs_summary.csv").iloc[0]
     assert s["trained_for"] == "study: gain" and s["train_steps"] > 0
     assert not (out / "checkpoints" / "proposed").exists()  # only the variant was trained
+
+
+def test_a_run_trains_the_study_variant_beside_its_grid_and_builds_the_report_beside_its_study(tmp_path, capsys):
+    """Issue 28: the study's own training is submitted with the grid's (not after it), and `afx-bench run` builds
+    the report in a child process while the study goes on; the report still has the study's section."""
+    from bench.cli import main
+    from bench.runner import Runner
+
+    cfg = _config(tmp_path)
+    runner = Runner(cfg, tmp_path / "direct", log=lambda m: None)
+    runner.run()
+    assert set(runner.study_budgets) == {("proposed_knobs", 0)}  # trained in the grid's loop, budget kept
+    knobs = pd.read_csv(tmp_path / "direct" / "latent" / "gain__proposed_knobs_summary.csv").iloc[0]
+    assert knobs["train_seconds"] > 0 and knobs["trained_for"] == "study: gain, delay"
+
+    out = tmp_path / "cli"
+    argv = ["run", "--preset", "smoke", "--systems", "bypass,proposed", "--out", str(out)]
+    for s in [s for s in _sets() if s not in ("run.report=false", "tracking.enabled=false")]:
+        argv += ["--set", s]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    printed = captured.out
+    html = (out / "report" / "report.html").read_text()
+    assert f"report: {out / 'report' / 'report.html'}" in printed
+    assert "report: read" in printed and "building it again" not in captured.err  # the child's build, passed on
+    assert "gain__proposed_knobs_trajectories.png" in html  # the study's section, read after the study ended
+    assert not list(out.glob(".studies-done-*")) and not list(out.glob(".report-beside-*"))

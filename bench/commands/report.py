@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+import time
 from pathlib import Path
 
 from bench.commands import Command, register_command
@@ -18,6 +21,7 @@ class Report(Command):
                        help="copy the run's summary.csv, budgets.csv and config.json to docs/results/NAME/ with a "
                             "SOURCE.md (command, preset, seeds, commit) and generate tables.md from the CSV; "
                             "builds no report")
+        p.add_argument("--after-studies", metavar="FILE", help=argparse.SUPPRESS)  # `run`'s: see bench/commands/run.py
 
     def __call__(self, args) -> int:
         if args.docs:
@@ -53,8 +57,25 @@ class Report(Command):
         else:
             print(f"report: no results in {out}; run `afx-bench run --out {out}` first", file=sys.stderr)
             return 2
-        print(f"report: {build_report(out)}")
+        wait = _waiter(Path(args.after_studies)) if args.after_studies else None
+        print(f"report: {build_report(out, before_studies=wait)}")
         return 0
+
+
+def _waiter(marker: Path):
+    """For a report that `run` starts beside its studies: wait until the run writes ``marker`` (its studies are
+    done); a run that is gone before that (interrupted, killed) ends this report with an error."""
+    parent = os.getppid()
+
+    def wait() -> None:
+        from reports.results import ReportError
+
+        while not marker.exists():
+            if os.getppid() != parent:
+                raise ReportError("the run that started this report ended before its studies did")
+            time.sleep(0.2)
+
+    return wait
 
 
 @register_command("ui")

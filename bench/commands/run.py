@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -33,8 +34,14 @@ class Run(Command):
             from bench.perf.profile import Profile
 
             profile = Profile()
-        runner = Runner(cfg, out, profile=profile)
-        summary = runner.run()
+        beside = ReportBeside(out) if cfg.run.report and cfg.studies else None
+        runner = Runner(cfg, out, profile=profile, after_grid=beside.start if beside is not None else None)
+        try:
+            summary = runner.run()
+        except BaseException:
+            if beside is not None:
+                beside.cancel()
+            raise
         print_summary(summary, out)
         if cfg.run.report:
             try:
@@ -43,7 +50,8 @@ class Run(Command):
                 pass
             else:
                 with profile.stage("report") if profile is not None else nullcontext():
-                    print(f"report: {build_report(out)}")
+                    if beside is None or not beside.finish():  # never lose the report: build it here instead
+                        print(f"report: {build_report(out)}")
         if profile is not None:
             from bench.perf.profile import table, write
 
@@ -56,6 +64,53 @@ class Run(Command):
             print("every cell failed", file=sys.stderr)
             return 1
         return 1 if args.strict and runner.failed else 0
+
+
+class ReportBeside:
+    """The report built in a child process while the run's studies go on (issue 28: the studies leave a core idle
+    for most of their time, and the report needs them only for its last sections). The child builds everything
+    from the grid's tables and waits for ``marker`` (written by :meth:`finish`) before reading the studies'
+    folders. A child that fails, or that never started, leaves the report to the driver."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.marker = self.out / f".studies-done-{os.getpid()}"
+        self.log = self.out / f".report-beside-{os.getpid()}.log"  # a file, not a pipe: nobody reads it until the end
+        self.proc = None
+
+    def start(self) -> None:
+        import subprocess
+
+        self.marker.unlink(missing_ok=True)
+        try:
+            with open(self.log, "w") as log:
+                self.proc = subprocess.Popen([sys.executable, "-m", "bench", "report", "--out", str(self.out),
+                                              "--after-studies", str(self.marker)], stdout=log, stderr=subprocess.STDOUT)
+        except OSError as e:
+            print(f"report: could not start beside the studies ({e}); built after them", file=sys.stderr)
+
+    def finish(self) -> bool:
+        """Let the child read the studies, wait for it and pass on what it printed; True if it built the report."""
+        if self.proc is None:
+            return False
+        self.marker.touch()
+        try:
+            self.proc.wait()
+            print(self.log.read_text(errors="replace").rstrip())
+        finally:
+            self.marker.unlink(missing_ok=True)
+            self.log.unlink(missing_ok=True)
+        if self.proc.returncode != 0:
+            print(f"report: the report built beside the studies failed (exit {self.proc.returncode}); building it "
+                  "again", file=sys.stderr)
+        return self.proc.returncode == 0
+
+    def cancel(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.marker.unlink(missing_ok=True)
+        self.log.unlink(missing_ok=True)
 
 
 def print_summary(summary, out: Path) -> None:
