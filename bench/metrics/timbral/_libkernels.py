@@ -247,8 +247,12 @@ def median_filter(x, out, k):
 
     The columns (lanes) are filtered 64 at a time, each keeping its window sorted: a step removes the sample that
     leaves and inserts the one that enters with a branch-free merge over the window (one compare-and-select pass),
-    which the compiler vectorises across the lanes; the first window is built the same way, from infinities. ``x``
-    and ``out`` may be transposed views. The samples must not be NaN or infinite."""
+    which the compiler vectorises across the lanes; the window starts as infinities, each insertion of a sample
+    with nothing leaving pushing one out. The first window is x[h-1] .. x[0], x[0] .. x[h] (h = k // 2: the
+    mirrored edge repeats the first h samples), so x[0] .. x[h-1] are sorted in a window of h, each value is
+    doubled and x[h] merged in: a quarter of the work of inserting the k samples one by one (which is still done
+    when the axis is not longer than h). ``x`` and ``out`` may be transposed views. The samples must not be NaN or
+    infinite."""
     n, L = x.shape
     h = k // 2
     src = np.empty(n + 2 * h, np.int64)  # the mirrored index of every position of the extended axis
@@ -257,6 +261,8 @@ def median_filter(x, out, k):
         if m >= n:
             m = 2 * n - 1 - m
         src[q] = m
+    pre = h if n > h else 0  # steps sorting x[0] .. x[h-1] in a half window
+    first = k - 1 if pre else 0  # the first step of the whole window
     C = 64
     buf = np.empty((k, C))
     prev = np.empty(C)
@@ -264,16 +270,32 @@ def median_filter(x, out, k):
     new = np.empty(C)
     for l0 in range(0, L, C):
         c = min(C, L - l0)
-        buf[:, :] = np.inf  # the first k steps each replace an infinity with a sample: the first window, sorted
-        for step in range(n + k - 1):
+        buf[:, :] = np.inf
+        for it in range(pre + n + k - 1 - first):
+            if it < pre:
+                size = h
+                step = -1
+                for lane in range(c):
+                    old[lane] = np.inf
+                    new[lane] = x[it, l0 + lane]
+            else:
+                size = k
+                step = first + it - pre
+                if pre and step == first:  # x[0] .. x[h-1] sorted in buf[:h]: each doubled into buf[:2h]
+                    for j in range(h - 1, -1, -1):
+                        for lane in range(c):
+                            v = buf[j, lane]
+                            buf[2 * j, lane] = v
+                            buf[2 * j + 1, lane] = v
+                for lane in range(c):
+                    old[lane] = np.inf if step < k else x[src[step - k], l0 + lane]
+                    new[lane] = x[src[step], l0 + lane]
             for lane in range(c):
-                old[lane] = np.inf if step < k else x[src[step - k], l0 + lane]
-                new[lane] = x[src[step], l0 + lane]
                 prev[lane] = -np.inf
             # sorted window without `old` (d), then with `new` merged in: out[j] = max(d[j - 1], min(d[j], new))
-            for j in range(k):
+            for j in range(size):
                 bj = buf[j]
-                if j + 1 < k:
+                if j + 1 < size:
                     bj1 = buf[j + 1]
                     for lane in range(c):
                         a = bj[lane]
