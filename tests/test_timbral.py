@@ -239,3 +239,27 @@ def test_torch_backend_agrees_with_numpy(clips):
     b, rb = extract(some, SR, backend="torch")
     assert [set(r) for r in ra] == [set(r) for r in rb]
     np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-9)
+
+
+def test_attack_time_kernel_equals_numpy():
+    from bench.metrics.timbral import _onsets as O
+
+    rng = np.random.default_rng(5)
+    for trial in range(1500):
+        n = int(rng.integers(1, 300))
+        env = np.abs(rng.standard_normal(n))
+        if trial % 3 == 1:
+            env = np.round(env * 3) / 3  # ties
+        elif trial % 3 == 2:
+            env = np.cumsum(env)
+        if trial % 100 == 0:
+            env = np.zeros(n)
+        for fixed, fs in ((True, 44100 / 128.0), (False, 44100)):
+            got = []
+            for f in (O.attack_time_numpy, O.attack_time):
+                try:
+                    with np.errstate(all="ignore"):
+                        got.append(f(env, fs, fixed=fixed, max_attack=0.1))
+                except O.OnsetError:
+                    got.append("error")
+            assert got[0] == got[1]
