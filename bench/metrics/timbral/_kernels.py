@@ -438,17 +438,33 @@ def mirpeaks(array, unprocessed, freq, cthr):
     return idx, val, pos
 
 
-@njit(cache=True)
-def roughness_frames(norm_spec, spec, freq, cthr):
-    """Vassilakis roughness of each column of a magnitude spectrogram: peaks picked on the normalised spectrogram,
-    summed over peak pairs with Plomp-Levelt dissonance curves. Per pair (a, b), ``(va vb)^0.1 (2 vb / (va +
-    vb))^3.11 / 2`` is taken as one exponential of the peaks' logarithms (the same value to rounding, at a third
-    of the cost of the two powers)."""
-    T = spec.shape[1]
-    out = np.zeros(T)
+@njit(cache=True, error_model="numpy")
+def roughness_frames(spec, frames, freq, cthr):
+    """Vassilakis roughness of each of ``frames`` spectra: rows of the magnitude spectra ``spec`` (frames past its
+    last row are silent), peaks picked on the spectra normalised to the range of all of them (silent frames
+    included, ``(s - lo) / (hi - lo)`` as numpy computes it), summed over peak pairs with Plomp-Levelt dissonance
+    curves. Per pair (a, b), ``(va vb)^0.1 (2 vb / (va + vb))^3.11 / 2`` is taken as one exponential of the
+    peaks' logarithms (the same value to rounding, at a third of the cost of the two powers). The spectra are read
+    as rows (no bins x frames copy, normalised or not)."""
+    T, nb = spec.shape
+    lo = spec.min()
+    hi = spec.max()
+    if frames > T:
+        lo = min(lo, 0.0)
+        hi = max(hi, 0.0)
+    rng = hi - lo
+    out = np.zeros(frames)
     log2 = np.log(2.0)
-    for t in range(T):
-        _, lev, f = mirpeaks(np.ascontiguousarray(norm_spec[:, t]), np.ascontiguousarray(spec[:, t]), freq, cthr)
+    row = np.zeros(nb)
+    norm = np.empty(nb)
+    for t in range(frames):
+        if t < T:
+            row[:] = spec[t]
+        else:
+            row[:] = 0.0
+        for b in range(nb):
+            norm[b] = (row[b] - lo) / rng
+        _, lev, f = mirpeaks(norm, row, freq, cthr)
         P = lev.shape[0]
         if P <= 1:
             continue

@@ -188,11 +188,7 @@ def roughness(batch):
     spec = batch.ops.magnitude(frames, nfft)  # (clips, frames, bins)
     num_frames = int(n / (step - olap))  # the reference's frame count: frames past the last full one are silent
     for r in range(len(clips)):
-        s = np.zeros((spec.shape[2], num_frames))  # bins x frames
-        s[:, :spec.shape[1]] = spec[r].T
-        lo, hi = s.min(), s.max()
-        ns = (s - lo) / (hi - lo)
-        mean_r = float(np.mean(K.roughness_frames(ns, s, freq, 0.01)))
+        mean_r = float(np.mean(K.roughness_frames(spec[r], num_frames, freq, 0.01)))
         out[r] = 0.0 if mean_r < 0.01 else np.log10(mean_r) * 13.98779569 + 48.97606571545886
     return out
 
