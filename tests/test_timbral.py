@@ -279,3 +279,14 @@ def test_band_energy_equals_scipy():
             y = sps.lfilter(b, a, x, axis=-1)
             ss, top = band_energy(b, a, x)
             assert np.array_equal(ss, np.sum(y ** 2, axis=-1)) and np.array_equal(top, y.max(axis=-1))
+
+
+def test_blockwise_mel_spectrogram_equals_mel_of_stft():
+    from bench.metrics.timbral import _ops
+
+    rng = np.random.default_rng(11)
+    x = np.pad(rng.standard_normal((2, 30000)), ((0, 0), (4097, 0)))
+    ops = _ops.NumpyOps()
+    whole = ops.mel(ops.stft(x))
+    assert np.array_equal(_ops.mel_spectrogram(x), whole)
+    assert np.array_equal(_ops.mel_spectrogram(x, skip=7, block=5), whole)  # frames 0-6 lie in the zeros

@@ -420,6 +420,21 @@ def mel_power(mag, basis, lo, hi):
 
 
 @njit(cache=True)
+def mel_power_block(mag, basis, lo, hi, out, t0):
+    """:func:`mel_power` of one clip's frames ``t0`` .. ``t0 + len(mag) - 1`` (``mag``: frames x bins) into the
+    columns of its mel spectrogram ``out`` (mels x frames)."""
+    M = basis.shape[0]
+    for t in range(mag.shape[0]):
+        row = mag[t]
+        for m in range(M):
+            acc = 0.0
+            for f in range(lo[m], hi[m]):
+                v = row[f]
+                acc += basis[m, f] * (v * v)
+            out[m, t0 + t] = acc
+
+
+@njit(cache=True)
 def detrended_frames(x, nper, hop, win, nfft):
     """The frames scipy's spectrogram transforms (``nper`` samples of ``x`` every ``hop``, each frame's mean removed
     as numpy's ``mean`` computes it, times ``win``), zero-padded to ``nfft`` columns: ``win * (fr - fr.mean(-1))``

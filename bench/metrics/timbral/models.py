@@ -269,10 +269,11 @@ def _stft(batch):
     return batch.shared("stft", lambda: batch.ops.stft(batch.a))
 
 
-def _strengths_of(batch, signals: np.ndarray | None = None) -> list[np.ndarray]:
-    """librosa's onset strength of each row of ``signals`` (default: the batch's clips, from the shared STFT)."""
-    spec = _stft(batch) if signals is None else batch.ops.stft(signals)
-    return O.onset_strengths(batch.ops.mel(spec), F.FS)
+def _strengths_of(batch, signals: np.ndarray | None = None, skip: int = 0) -> list[np.ndarray]:
+    """librosa's onset strength of each row of ``signals`` (default: the batch's clips, from the shared STFT;
+    ``skip``: how many of the signals' first STFT frames are all zero samples)."""
+    mel = batch.ops.mel(_stft(batch)) if signals is None else batch.ops.mel_of(signals, skip)
+    return O.onset_strengths(mel, F.FS)
 
 
 def _segments(arr, marks):
@@ -427,6 +428,7 @@ def _centroid(seg: np.ndarray) -> float | None:
 
 
 HPSS_MIN = 2048  # librosa's default n_fft
+PAD = 4097  # zeros hardness puts before each clip (for its onsets and bandwidth)
 
 
 def _hardness_one(c, x, hp_ratio, oenv, bw) -> float:
@@ -494,8 +496,10 @@ def hardness(batch):
     clips = batch.clips
     F.loudness_windows(clips)
     hp = _hp_ratio(batch)
-    padded = np.pad(batch.a, ((0, 0), (4097, 0)))
-    strengths = _strengths_of(batch, padded)
+    padded = np.pad(batch.a, ((0, 0), (PAD, 0)))
+    # STFT frames (centred, 2048 samples every 512) that lie wholly in the zero padding
+    silent = (PAD - W.N_FFT // 2) // W.HOP + 1
+    strengths = _strengths_of(batch, padded, silent)
 
     def one(i, c):
         if len(c.a) < HPSS_MIN:
