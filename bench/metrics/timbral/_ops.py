@@ -183,10 +183,10 @@ def bandwidth(x: np.ndarray, thresh: float, exact: bool = False, block: int = 64
         # (the cumulative sum's rounding, under 1e-11 of the total, is covered by the 1e-10)
         err = scale * FFT32_ERR * np.sqrt(BANDWIDTH_FRAME * (energy + 1e-10 * sq[-1]))
         frames32 = framed(x.astype(np.float32))
-        R = np.empty((T, nb), dtype=np.complex64)
-        for s in range(0, T, block):
-            R[s:s + block] = sp_fft.rfft(frames32[s:s + block], axis=-1)
-        lvl, on, off, sure = K.spectral_edges_complex(R.view(np.float32), scale, err, thresh)
+        # each block's spectra reduced as they come out of the transform (no copy into one array of all of them)
+        parts = [K.spectral_edges_complex(sp_fft.rfft(frames32[s:s + block], axis=-1).view(np.float32), scale,
+                                          err[s:s + block], thresh) for s in range(0, T, block)]
+        lvl, on, off, sure = (np.concatenate(p) for p in zip(*parts, strict=True))
         slack = np.sqrt(nb) * err + 1e-12 * lvl  # bound on |level - float64 level|; 0 once redone in float64
 
         def redo(mask):
