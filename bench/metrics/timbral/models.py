@@ -182,13 +182,12 @@ def roughness(batch):
         while int(i * (step / 2.0)) + step <= n:
             starts.append(int(i * (step / 2.0)))
             i += 1
-        frames = x[:, np.array(starts)[:, None] + np.arange(step)] * win  # zero-padded to nfft by the transform
-    else:
-        frames = x[:, None, :]
-    spec = batch.ops.magnitude(frames, nfft)  # (clips, frames, bins)
+        idx = np.array(starts)[:, None] + np.arange(step)
     num_frames = int(n / (step - olap))  # the reference's frame count: frames past the last full one are silent
-    for r in range(len(clips)):
-        mean_r = float(np.mean(K.roughness_frames(spec[r], num_frames, freq, 0.01)))
+    for r in range(len(clips)):  # one clip at a time: its frames and spectra (~2 MB) stay in the caches
+        frames = x[r, idx] * win if n > step else x[r, None, :]  # zero-padded to nfft by the transform
+        spec = batch.ops.magnitude(frames, nfft)  # (frames, bins)
+        mean_r = float(np.mean(K.roughness_frames(spec, num_frames, freq, 0.01)))
         out[r] = 0.0 if mean_r < 0.01 else np.log10(mean_r) * 13.98779569 + 48.97606571545886
     return out
 
