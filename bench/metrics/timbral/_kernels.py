@@ -276,6 +276,79 @@ def hold_envelope(a, decay, hold_samples):
     return out
 
 
+@njit(cache=True, error_model="numpy")
+def attack(env, fs, fixed, max_attack, lin):
+    """``_onsets.attack_time`` of one envelope segment, numpy's operations in numpy's order: (status, attack time
+    t, start index) with status 0 when the peak is the first sample (or the segment is all zero, which numpy's
+    division turns into NaN, whose argmax is 0), 1 when the attack ends outside the segment, 2 otherwise. ``lin``:
+    ``np.linspace(0.1, 0.9, 9)``."""
+    top = env.max()
+    if not top > 0:
+        return 0, 0.0, 0
+    n = env.shape[0]
+    v = env / top
+    peak = 0
+    for i in range(n):
+        if v[i] > v[peak]:
+            peak = i
+    if peak == 0:
+        return 0, 0.0, 0
+    minpre = 0
+    for i in range(peak):  # the last minimum before the peak
+        if v[i] <= v[minpre]:
+            minpre = i
+    seg = v[minpre:peak + 1]
+    m = seg.shape[0]
+    lo = seg.min()
+    dyn = seg.max() - lo
+    if fixed:
+        s = 0.0
+        thr = 0.2 * dyn + lo
+        for i in range(m):
+            if seg[i] >= thr:
+                s = float(i)
+                break
+        e = s
+        thr = 0.9 * dyn + lo
+        for i in range(int(s), m):
+            if seg[i] >= thr:
+                e = float(i)
+                break
+    else:
+        idxs = np.zeros(9)
+        for q in range(9):
+            level = lin[q] * dyn + lo
+            for i in range(m):
+                if seg[i] >= level:
+                    idxs[q] = float(i)
+                    break
+        effort = idxs[1:] - idxs[:-1]
+        thr = effort.sum() / 8 * 3  # sums of whole numbers: exact in any order, as numpy's mean
+        a = 0
+        for i in range(8):
+            if effort[i] <= thr:
+                a = i
+                break
+        b = 0
+        for i in range(a, 8):
+            if effort[i] >= thr:
+                b = i - a
+                break
+        if b == 0:
+            b = 8 - a - 1
+        b += a
+        s, e = idxs[a], idxs[b]
+        if s == e:
+            s, e = idxs[0], idxs[8]
+    t = 1.0 / fs if s == e else (e - s + 1.0) / fs
+    if max_attack > 0 and t > max_attack:
+        e = s + int(fs * max_attack)
+        t = (e - s + 1.0) / fs
+    if int(e) >= m:
+        return 1, t, 0
+    return 2, t, int(s) + minpre
+
+
 @njit(cache=True)
 def mirpeaks(array, unprocessed, freq, cthr):
     """Peaks of ``array`` in the manner of MIRtoolbox's mirpeaks (contrast threshold ``cthr``), strongest first:
@@ -365,17 +438,33 @@ def mirpeaks(array, unprocessed, freq, cthr):
     return idx, val, pos
 
 
-@njit(cache=True)
-def roughness_frames(norm_spec, spec, freq, cthr):
-    """Vassilakis roughness of each column of a magnitude spectrogram: peaks picked on the normalised spectrogram,
-    summed over peak pairs with Plomp-Levelt dissonance curves. Per pair (a, b), ``(va vb)^0.1 (2 vb / (va +
-    vb))^3.11 / 2`` is taken as one exponential of the peaks' logarithms (the same value to rounding, at a third
-    of the cost of the two powers)."""
-    T = spec.shape[1]
-    out = np.zeros(T)
+@njit(cache=True, error_model="numpy")
+def roughness_frames(spec, frames, freq, cthr):
+    """Vassilakis roughness of each of ``frames`` spectra: rows of the magnitude spectra ``spec`` (frames past its
+    last row are silent), peaks picked on the spectra normalised to the range of all of them (silent frames
+    included, ``(s - lo) / (hi - lo)`` as numpy computes it), summed over peak pairs with Plomp-Levelt dissonance
+    curves. Per pair (a, b), ``(va vb)^0.1 (2 vb / (va + vb))^3.11 / 2`` is taken as one exponential of the
+    peaks' logarithms (the same value to rounding, at a third of the cost of the two powers). The spectra are read
+    as rows (no bins x frames copy, normalised or not)."""
+    T, nb = spec.shape
+    lo = spec.min()
+    hi = spec.max()
+    if frames > T:
+        lo = min(lo, 0.0)
+        hi = max(hi, 0.0)
+    rng = hi - lo
+    out = np.zeros(frames)
     log2 = np.log(2.0)
-    for t in range(T):
-        _, lev, f = mirpeaks(np.ascontiguousarray(norm_spec[:, t]), np.ascontiguousarray(spec[:, t]), freq, cthr)
+    row = np.zeros(nb)
+    norm = np.empty(nb)
+    for t in range(frames):
+        if t < T:
+            row[:] = spec[t]
+        else:
+            row[:] = 0.0
+        for b in range(nb):
+            norm[b] = (row[b] - lo) / rng
+        _, lev, f = mirpeaks(norm, row, freq, cthr)
         P = lev.shape[0]
         if P <= 1:
             continue

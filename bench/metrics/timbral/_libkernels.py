@@ -189,23 +189,65 @@ def lfilter_rows(b, a, x):
 
 
 @njit(cache=True)
+def _lfilter8_pair(b, a, x0, x1, y0, y1):
+    """:func:`_lfilter_row` of an 8th-order filter (``b``, ``a`` normalised) over two rows at once: the same
+    operations per row, interleaved so that the two recursions' latencies overlap."""
+    b0, b1, b2, b3, b4, b5, b6, b7, b8 = b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8]
+    a1, a2, a3, a4, a5, a6, a7, a8 = a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]
+    p0 = p1 = p2 = p3 = p4 = p5 = p6 = p7 = 0.0
+    q0 = q1 = q2 = q3 = q4 = q5 = q6 = q7 = 0.0
+    for k in range(x0.shape[0]):
+        v = x0[k]
+        w = x1[k]
+        o = p0 + b0 * v
+        r = q0 + b0 * w
+        p0 = p1 + v * b1 - o * a1
+        q0 = q1 + w * b1 - r * a1
+        p1 = p2 + v * b2 - o * a2
+        q1 = q2 + w * b2 - r * a2
+        p2 = p3 + v * b3 - o * a3
+        q2 = q3 + w * b3 - r * a3
+        p3 = p4 + v * b4 - o * a4
+        q3 = q4 + w * b4 - r * a4
+        p4 = p5 + v * b5 - o * a5
+        q4 = q5 + w * b5 - r * a5
+        p5 = p6 + v * b6 - o * a6
+        q5 = q6 + w * b6 - r * a6
+        p6 = p7 + v * b7 - o * a7
+        q6 = q7 + w * b7 - r * a7
+        p7 = v * b8 - o * a8
+        q7 = w * b8 - r * a8
+        y0[k] = o
+        y1[k] = r
+
+
+@njit(cache=True)
 def band_energy(b, a, x):
     """For each row of ``x`` filtered by (b, a) as :func:`lfilter_rows`: the sum of squares (numpy's pairwise sum
-    of ``y ** 2``, to the bit) and the maximum, without keeping the filtered rows."""
+    of ``y ** 2``, to the bit) and the maximum, without keeping the filtered rows. 8th-order filters (the
+    third-octave bands) run two rows at a time (~12 % faster, the same values)."""
     bn = b / a[0]
     an = a / a[0]
     rows, n = x.shape
-    y = np.empty(n)
+    y = np.empty((2, n))
     ss = np.empty(rows)
     mx = np.empty(rows)
-    for r in range(rows):
-        _lfilter_row(bn, an, x[r], y)
-        top = -np.inf
-        for k in range(n):
-            top = max(top, y[k])
-            y[k] = y[k] * y[k]
-        ss[r] = pairwise_sum(y, 0, n)
-        mx[r] = top
+    r = 0
+    while r < rows:
+        two = r + 1 < rows and bn.shape[0] == 9
+        if two:
+            _lfilter8_pair(bn, an, x[r], x[r + 1], y[0], y[1])
+        else:
+            _lfilter_row(bn, an, x[r], y[0])
+        for q in range(2 if two else 1):
+            yq = y[q]
+            top = -np.inf
+            for k in range(n):
+                top = max(top, yq[k])
+                yq[k] = yq[k] * yq[k]
+            ss[r + q] = pairwise_sum(yq, 0, n)
+            mx[r + q] = top
+        r += 2 if two else 1
     return ss, mx
 
 
@@ -247,8 +289,12 @@ def median_filter(x, out, k):
 
     The columns (lanes) are filtered 64 at a time, each keeping its window sorted: a step removes the sample that
     leaves and inserts the one that enters with a branch-free merge over the window (one compare-and-select pass),
-    which the compiler vectorises across the lanes; the first window is built the same way, from infinities. ``x``
-    and ``out`` may be transposed views. The samples must not be NaN or infinite."""
+    which the compiler vectorises across the lanes; the window starts as infinities, each insertion of a sample
+    with nothing leaving pushing one out. The first window is x[h-1] .. x[0], x[0] .. x[h] (h = k // 2: the
+    mirrored edge repeats the first h samples), so x[0] .. x[h-1] are sorted in a window of h, each value is
+    doubled and x[h] merged in: a quarter of the work of inserting the k samples one by one (which is still done
+    when the axis is not longer than h). ``x`` and ``out`` may be transposed views. The samples must not be NaN or
+    infinite."""
     n, L = x.shape
     h = k // 2
     src = np.empty(n + 2 * h, np.int64)  # the mirrored index of every position of the extended axis
@@ -257,6 +303,8 @@ def median_filter(x, out, k):
         if m >= n:
             m = 2 * n - 1 - m
         src[q] = m
+    pre = h if n > h else 0  # steps sorting x[0] .. x[h-1] in a half window
+    first = k - 1 if pre else 0  # the first step of the whole window
     C = 64
     buf = np.empty((k, C))
     prev = np.empty(C)
@@ -264,16 +312,32 @@ def median_filter(x, out, k):
     new = np.empty(C)
     for l0 in range(0, L, C):
         c = min(C, L - l0)
-        buf[:, :] = np.inf  # the first k steps each replace an infinity with a sample: the first window, sorted
-        for step in range(n + k - 1):
+        buf[:, :] = np.inf
+        for it in range(pre + n + k - 1 - first):
+            if it < pre:
+                size = h
+                step = -1
+                for lane in range(c):
+                    old[lane] = np.inf
+                    new[lane] = x[it, l0 + lane]
+            else:
+                size = k
+                step = first + it - pre
+                if pre and step == first:  # x[0] .. x[h-1] sorted in buf[:h]: each doubled into buf[:2h]
+                    for j in range(h - 1, -1, -1):
+                        for lane in range(c):
+                            v = buf[j, lane]
+                            buf[2 * j, lane] = v
+                            buf[2 * j + 1, lane] = v
+                for lane in range(c):
+                    old[lane] = np.inf if step < k else x[src[step - k], l0 + lane]
+                    new[lane] = x[src[step], l0 + lane]
             for lane in range(c):
-                old[lane] = np.inf if step < k else x[src[step - k], l0 + lane]
-                new[lane] = x[src[step], l0 + lane]
                 prev[lane] = -np.inf
             # sorted window without `old` (d), then with `new` merged in: out[j] = max(d[j - 1], min(d[j], new))
-            for j in range(k):
+            for j in range(size):
                 bj = buf[j]
-                if j + 1 < k:
+                if j + 1 < size:
                     bj1 = buf[j + 1]
                     for lane in range(c):
                         a = bj[lane]
@@ -353,6 +417,21 @@ def mel_power(mag, basis, lo, hi):
                     acc += basis[m, f] * (v * v)
                 out[c, m, t] = acc
     return out
+
+
+@njit(cache=True)
+def mel_power_block(mag, basis, lo, hi, out, t0):
+    """:func:`mel_power` of one clip's frames ``t0`` .. ``t0 + len(mag) - 1`` (``mag``: frames x bins) into the
+    columns of its mel spectrogram ``out`` (mels x frames)."""
+    M = basis.shape[0]
+    for t in range(mag.shape[0]):
+        row = mag[t]
+        for m in range(M):
+            acc = 0.0
+            for f in range(lo[m], hi[m]):
+                v = row[f]
+                acc += basis[m, f] * (v * v)
+            out[m, t0 + t] = acc
 
 
 @njit(cache=True)

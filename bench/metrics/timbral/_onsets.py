@@ -85,9 +85,25 @@ def onsets(env: np.ndarray, oenv: np.ndarray, fs: float, nperseg: int = 512) -> 
     return out if out else [0]
 
 
+_LEVELS = np.linspace(0.1, 0.9, 9)
+
+
 def attack_time(env: np.ndarray, fs: float, *, fixed: bool = False, max_attack: float = -1.0):
     """(log10 attack time, start index) of an envelope segment: from the lowest point before its peak to the peak,
-    by CUIDADO's minimum-effort thresholds (or fixed 20 %/90 % thresholds); None when the peak is the first sample."""
+    by CUIDADO's minimum-effort thresholds (or fixed 20 %/90 % thresholds); None when the peak is the first sample.
+    One kernel call (:func:`~bench.metrics.timbral._kernels.attack`; ten per clip made this numpy bookkeeping a
+    noticeable share of hardness)."""
+    status, t, start = K.attack(np.ascontiguousarray(env, dtype=np.float64), float(fs), fixed, float(max_attack),
+                                _LEVELS)
+    if status == 0:
+        return None
+    if status == 1:
+        raise OnsetError("attack end outside the segment")
+    return float(np.log10(t)), start
+
+
+def attack_time_numpy(env: np.ndarray, fs: float, *, fixed: bool = False, max_attack: float = -1.0):
+    """:func:`attack_time` in numpy (the definition the kernel follows; the tests compare them)."""
     env = env / float(env.max())
     peak = int(np.argmax(env))
     if peak == 0:

@@ -88,6 +88,27 @@ def stft(x: np.ndarray, block: int = 32) -> np.ndarray:
     return out
 
 
+def mel_spectrogram(x: np.ndarray, skip: int = 0, block: int = 32) -> np.ndarray:
+    """The mel power spectrograms (rows, mels, frames) of :func:`stft`'s STFT of the rows of ``x`` (librosa's
+    melspectrogram, as :meth:`NumpyOps.mel` of it), ``block`` frames at a time, so that neither the complex STFT
+    nor its magnitudes are ever held whole (they would not stay in the caches). The first ``skip`` frames are
+    known to be silent (all-zero samples): their transforms are zero, and so are their mel powers."""
+    frames = sliding_window_view(np.pad(x, ((0, 0), (N_FFT // 2, N_FFT // 2))), N_FFT, axis=-1)[:, ::HOP]
+    C, T, _ = frames.shape
+    basis, lo, hi = mel_basis()
+    out = np.zeros((C, basis.shape[0], T))
+    w = window("hann", N_FFT)
+    spec = np.empty((block, N_FFT // 2 + 1), dtype=np.complex128)
+    mag = np.empty((block, N_FFT // 2 + 1))
+    for c in range(C):
+        for s in range(min(skip, T), T, block):
+            n = min(block, T - s)
+            np.fft.rfft(w * frames[c, s:s + n], axis=-1, out=spec[:n])
+            np.abs(spec[:n], out=mag[:n])
+            L.mel_power_block(mag[:n], basis, lo, hi, out[c], s)
+    return out
+
+
 def istft(X: np.ndarray) -> np.ndarray:
     """librosa.istft of the rows of ``X`` (rows, frames, bins) as :func:`stft` gives them, to the bit: the
     windowed inverse transforms overlap-added in frame order, divided by the window's sum of squares."""
@@ -162,10 +183,10 @@ def bandwidth(x: np.ndarray, thresh: float, exact: bool = False, block: int = 64
         # (the cumulative sum's rounding, under 1e-11 of the total, is covered by the 1e-10)
         err = scale * FFT32_ERR * np.sqrt(BANDWIDTH_FRAME * (energy + 1e-10 * sq[-1]))
         frames32 = framed(x.astype(np.float32))
-        R = np.empty((T, nb), dtype=np.complex64)
-        for s in range(0, T, block):
-            R[s:s + block] = sp_fft.rfft(frames32[s:s + block], axis=-1)
-        lvl, on, off, sure = K.spectral_edges_complex(R.view(np.float32), scale, err, thresh)
+        # each block's spectra reduced as they come out of the transform (no copy into one array of all of them)
+        parts = [K.spectral_edges_complex(sp_fft.rfft(frames32[s:s + block], axis=-1).view(np.float32), scale,
+                                          err[s:s + block], thresh) for s in range(0, T, block)]
+        lvl, on, off, sure = (np.concatenate(p) for p in zip(*parts, strict=True))
         slack = np.sqrt(nb) * err + 1e-12 * lvl  # bound on |level - float64 level|; 0 once redone in float64
 
         def redo(mask):
@@ -208,6 +229,10 @@ class NumpyOps:
     def mel(self, spec) -> np.ndarray:
         """Mel power spectrograms (clips, 128 mels, frames) of :meth:`stft`'s STFT, as librosa's melspectrogram."""
         return L.mel_power(spec[1], *mel_basis())
+
+    def mel_of(self, x: np.ndarray, skip: int = 0) -> np.ndarray:
+        """:meth:`mel` of :meth:`stft` of ``x`` (whose first ``skip`` frames are silent), without keeping the STFT."""
+        return mel_spectrogram(x, skip)
 
     def power(self, frames: np.ndarray, scale: float, nfft: int) -> np.ndarray:
         return power(frames, scale, nfft)
@@ -285,6 +310,9 @@ class TorchOps:
     def mel(self, spec) -> np.ndarray:
         basis = self._t(mel_basis()[0])
         return self._np((spec[1] ** 2 @ basis.T).transpose(-1, -2))
+
+    def mel_of(self, x: np.ndarray, skip: int = 0) -> np.ndarray:
+        return self.mel(self.stft(x))
 
     def power(self, frames: np.ndarray, scale: float, nfft: int) -> np.ndarray:
         X = self.torch.fft.rfft(self._t(frames), n=nfft, dim=-1)

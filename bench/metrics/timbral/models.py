@@ -182,17 +182,12 @@ def roughness(batch):
         while int(i * (step / 2.0)) + step <= n:
             starts.append(int(i * (step / 2.0)))
             i += 1
-        frames = x[:, np.array(starts)[:, None] + np.arange(step)] * win  # zero-padded to nfft by the transform
-    else:
-        frames = x[:, None, :]
-    spec = batch.ops.magnitude(frames, nfft)  # (clips, frames, bins)
+        idx = np.array(starts)[:, None] + np.arange(step)
     num_frames = int(n / (step - olap))  # the reference's frame count: frames past the last full one are silent
-    for r in range(len(clips)):
-        s = np.zeros((spec.shape[2], num_frames))  # bins x frames
-        s[:, :spec.shape[1]] = spec[r].T
-        lo, hi = s.min(), s.max()
-        ns = (s - lo) / (hi - lo)
-        mean_r = float(np.mean(K.roughness_frames(ns, s, freq, 0.01)))
+    for r in range(len(clips)):  # one clip at a time: its frames and spectra (~2 MB) stay in the caches
+        frames = x[r, idx] * win if n > step else x[r, None, :]  # zero-padded to nfft by the transform
+        spec = batch.ops.magnitude(frames, nfft)  # (frames, bins)
+        mean_r = float(np.mean(K.roughness_frames(spec, num_frames, freq, 0.01)))
         out[r] = 0.0 if mean_r < 0.01 else np.log10(mean_r) * 13.98779569 + 48.97606571545886
     return out
 
@@ -273,10 +268,11 @@ def _stft(batch):
     return batch.shared("stft", lambda: batch.ops.stft(batch.a))
 
 
-def _strengths_of(batch, signals: np.ndarray | None = None) -> list[np.ndarray]:
-    """librosa's onset strength of each row of ``signals`` (default: the batch's clips, from the shared STFT)."""
-    spec = _stft(batch) if signals is None else batch.ops.stft(signals)
-    return O.onset_strengths(batch.ops.mel(spec), F.FS)
+def _strengths_of(batch, signals: np.ndarray | None = None, skip: int = 0) -> list[np.ndarray]:
+    """librosa's onset strength of each row of ``signals`` (default: the batch's clips, from the shared STFT;
+    ``skip``: how many of the signals' first STFT frames are all zero samples)."""
+    mel = batch.ops.mel(_stft(batch)) if signals is None else batch.ops.mel_of(signals, skip)
+    return O.onset_strengths(mel, F.FS)
 
 
 def _segments(arr, marks):
@@ -431,6 +427,7 @@ def _centroid(seg: np.ndarray) -> float | None:
 
 
 HPSS_MIN = 2048  # librosa's default n_fft
+PAD = 4097  # zeros hardness puts before each clip (for its onsets and bandwidth)
 
 
 def _hardness_one(c, x, hp_ratio, oenv, bw) -> float:
@@ -498,8 +495,10 @@ def hardness(batch):
     clips = batch.clips
     F.loudness_windows(clips)
     hp = _hp_ratio(batch)
-    padded = np.pad(batch.a, ((0, 0), (4097, 0)))
-    strengths = _strengths_of(batch, padded)
+    padded = np.pad(batch.a, ((0, 0), (PAD, 0)))
+    # STFT frames (centred, 2048 samples every 512) that lie wholly in the zero padding
+    silent = (PAD - W.N_FFT // 2) // W.HOP + 1
+    strengths = _strengths_of(batch, padded, silent)
 
     def one(i, c):
         if len(c.a) < HPSS_MIN:
