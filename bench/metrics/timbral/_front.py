@@ -184,7 +184,7 @@ def loudness_windows(clips: list[Clip]) -> None:
     """Zwicker loudness of every 4096-sample window of every clip, computed in one batch and stored in each clip's
     cache: ``N`` (total loudness per window), ``Nspec`` (windows x 240 specific loudness), ``rms`` per window,
     ``loud_ok`` (False when a window's pattern came out incomplete)."""
-    from bench.metrics.timbral._kernels import zwicker
+    from bench.metrics.timbral._zwicker import zwicker
 
     todo = [c for c in clips if "N" not in c.cache]
     if not todo:
