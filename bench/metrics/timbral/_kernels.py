@@ -547,8 +547,13 @@ def look_back(loc, env, time_thresh, hyst_thresh, hyst_samples, nperseg):
 @njit(cache=True)
 def _edges(row, e, thresh):
     """:func:`spectral_edges` of one row (float64 magnitudes, DC bin 0) with error bound ``e``."""
+    return _edges_of(row, pairwise_sum(row, 0, row.shape[0]), e, thresh)  # numpy's sum, as timbral_models takes it
+
+
+@njit(cache=True)
+def _edges_of(row, s, e, thresh):
+    """:func:`_edges` given the row's total ``s``."""
     nb = row.shape[0]
-    s = pairwise_sum(row, 0, nb)  # numpy's sum, as timbral_models takes it
     target = s * 0.05
     slack_t = 0.05 * (np.sqrt(nb) * e + 1e-12 * s)  # the target's own uncertainty
     sure = True
@@ -565,9 +570,17 @@ def _edges(row, e, thresh):
         not_before = c == 1 or target - before > np.sqrt(c - 1) * e + 1e-12 * before + slack_t
         sure = c > 1 and crossed and not_before
     last = -1
-    for b in range(nb - 1, -1, -1):
-        if row[b] >= thresh - e:
-            last = b
+    lim = thresh - e
+    b = nb - 1
+    while b >= 7:  # skip runs of 8 bins all under the limit (the empty top of clips resampled to 44.1 kHz)
+        m = max(max(max(row[b], row[b - 1]), max(row[b - 2], row[b - 3])),
+                max(max(row[b - 4], row[b - 5]), max(row[b - 6], row[b - 7])))
+        if m >= lim:
+            break
+        b -= 8
+    for q in range(b, -1, -1):
+        if row[q] >= lim:
+            last = q
             break
     if e > 0 and last >= 0 and not row[last] >= thresh + e:
         sure = False
@@ -599,10 +612,29 @@ def spectral_edges(spec, err, thresh):
     return lvl, on, off, sure
 
 
+@njit(cache=True, fastmath={"reassoc"})
+def _magnitudes32(R, t, sc, row):
+    """``row[1:]`` = the magnitudes of row ``t`` of ``R`` (see :func:`spectral_edges_complex`), row[0] = 0; returns
+    their sum in float64 in any order (reassociated, so that it vectorises): its rounding, under 3e-13 of the total
+    for 2,049 bins, is within the 1e-12 relative slack the bandwidth allows each level (``_ops.bandwidth``)."""
+    nb = row.shape[0]
+    row[0] = 0.0
+    tot = 0.0
+    for b in range(1, nb):
+        re = R[t, 2 * b]
+        im = R[t, 2 * b + 1]
+        v = np.float64(np.sqrt(re * re + im * im) * sc)
+        row[b] = v
+        tot += v
+    return tot
+
+
 @njit(cache=True)
 def spectral_edges_complex(R, scale, err, thresh):
     """:func:`spectral_edges` of the magnitudes ``sqrt(re^2 + im^2) * scale`` of complex spectra ``R`` given as
-    (re, im) pairs (rows x 2 bins), computed in ``R``'s precision, the DC bin set to 0."""
+    (re, im) pairs (rows x 2 bins), computed in ``R``'s precision, the DC bin set to 0. For approximate spectra
+    (float32, ``err`` > 0) only: the totals are float64 sums in no fixed order (see :func:`_magnitudes32`), not
+    numpy's pairwise sum."""
     T, nb = R.shape[0], R.shape[1] // 2
     lvl = np.zeros(T)
     on = np.ones(T, dtype=np.int64)
@@ -611,10 +643,6 @@ def spectral_edges_complex(R, scale, err, thresh):
     row = np.empty(nb)
     sc = R.dtype.type(scale)
     for t in range(T):
-        row[0] = 0.0
-        for b in range(1, nb):
-            re = R[t, 2 * b]
-            im = R[t, 2 * b + 1]
-            row[b] = np.sqrt(re * re + im * im) * sc
-        lvl[t], on[t], off[t], sure[t] = _edges(row, err[t], thresh)
+        tot = _magnitudes32(R, t, sc, row)
+        lvl[t], on[t], off[t], sure[t] = _edges_of(row, tot, err[t], thresh)
     return lvl, on, off, sure
