@@ -193,6 +193,10 @@ def bandwidth(x: np.ndarray, thresh: float, exact: bool = False, block: int = 64
                                           err[s:s + block], thresh) for s in range(0, T, block)]
         lvl, on, off, sure = (np.concatenate(p) for p in zip(*parts, strict=True))
         slack = np.sqrt(nb) * err + 1e-12 * lvl  # bound on |level - float64 level|; 0 once redone in float64
+        # frames of zeros only (the padding, silent starts): their float32 transforms are exact zeros too, so their
+        # level, roll-on and roll-off are the float64 ones already (otherwise they would all be redone as "unsure")
+        live = np.concatenate([[0], np.cumsum(np.any(xb != 0.0, axis=1))])
+        slack[live[per:per + T] == live[:T]] = 0.0
 
         def redo(mask):
             idx = np.flatnonzero(mask & (slack > 0))
