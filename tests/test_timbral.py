@@ -265,6 +265,18 @@ def test_attack_time_kernel_equals_numpy():
             assert got[0] == got[1]
 
 
+def test_pairwise_sum_is_numpys_sum():
+    """numpy's pairwise summation, to the bit, through the unrolled halvings (up to 122,888 values) and the stack
+    beyond them."""
+    from bench.metrics.timbral._libkernels import pairwise_sum
+
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal(200000) * 10.0 ** rng.uniform(-5, 5, 200000)
+    for n in [*range(0, 1100), 1929, 3849, 3850, 4096, 7689, 8192, 122888, 122889, 199000]:
+        lo = int(rng.integers(0, a.size - n + 1))
+        assert pairwise_sum(a, lo, n) == np.sum(a[lo:lo + n]), n
+
+
 def test_band_energy_equals_scipy():
     import scipy.signal as sps
 

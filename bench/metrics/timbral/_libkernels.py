@@ -41,14 +41,99 @@ def _block_sum(a, lo, n):
     return res
 
 
+# numpy's halving, unrolled: _pwK sums runs that need at most K halvings (every n up to 122,888 for K = 10), with
+# no explicit stack to allocate (the stack version below allocated four arrays per call, and the kernels call this
+# once per window, frame or sub-frame)
+@njit(cache=True)
+def _pw1(a, lo, n):
+    if n <= 128:
+        return _block_sum(a, lo, n)
+    h = n // 2
+    h -= h % 8
+    return _block_sum(a, lo, h) + _block_sum(a, lo + h, n - h)
+
+@njit(cache=True)
+def _pw2(a, lo, n):
+    if n <= 128:
+        return _block_sum(a, lo, n)
+    h = n // 2
+    h -= h % 8
+    return _pw1(a, lo, h) + _pw1(a, lo + h, n - h)
+
+@njit(cache=True)
+def _pw3(a, lo, n):
+    if n <= 128:
+        return _block_sum(a, lo, n)
+    h = n // 2
+    h -= h % 8
+    return _pw2(a, lo, h) + _pw2(a, lo + h, n - h)
+
+@njit(cache=True)
+def _pw4(a, lo, n):
+    if n <= 128:
+        return _block_sum(a, lo, n)
+    h = n // 2
+    h -= h % 8
+    return _pw3(a, lo, h) + _pw3(a, lo + h, n - h)
+
+@njit(cache=True)
+def _pw5(a, lo, n):
+    if n <= 128:
+        return _block_sum(a, lo, n)
+    h = n // 2
+    h -= h % 8
+    return _pw4(a, lo, h) + _pw4(a, lo + h, n - h)
+
+@njit(cache=True)
+def _pw6(a, lo, n):
+    if n <= 128:
+        return _block_sum(a, lo, n)
+    h = n // 2
+    h -= h % 8
+    return _pw5(a, lo, h) + _pw5(a, lo + h, n - h)
+
+@njit(cache=True)
+def _pw7(a, lo, n):
+    if n <= 128:
+        return _block_sum(a, lo, n)
+    h = n // 2
+    h -= h % 8
+    return _pw6(a, lo, h) + _pw6(a, lo + h, n - h)
+
+@njit(cache=True)
+def _pw8(a, lo, n):
+    if n <= 128:
+        return _block_sum(a, lo, n)
+    h = n // 2
+    h -= h % 8
+    return _pw7(a, lo, h) + _pw7(a, lo + h, n - h)
+
+@njit(cache=True)
+def _pw9(a, lo, n):
+    if n <= 128:
+        return _block_sum(a, lo, n)
+    h = n // 2
+    h -= h % 8
+    return _pw8(a, lo, h) + _pw8(a, lo + h, n - h)
+
+@njit(cache=True)
+def _pw10(a, lo, n):
+    if n <= 128:
+        return _block_sum(a, lo, n)
+    h = n // 2
+    h -= h % 8
+    return _pw9(a, lo, h) + _pw9(a, lo + h, n - h)
+
+
 @njit(cache=True)
 def pairwise_sum(a, lo, n):
     """``np.sum(a[lo:lo + n])`` for contiguous float64 ``a``, with numpy's pairwise summation (runs of up to 128
     values summed by :func:`_block_sum`, longer ones halved at a multiple of 8 and the halves' sums added), so
-    the rounding is numpy's. The halving is walked with an explicit stack: numba's cache cannot hold recursive
-    functions (a cached one crashes the process that loads it)."""
-    if n <= 128:
-        return _block_sum(a, lo, n)
+    the rounding is numpy's. Up to 122,888 values through the unrolled halvings ``_pw10``; longer runs walk the
+    halving with an explicit stack: numba's cache cannot hold recursive functions (a cached one crashes the process
+    that loads it)."""
+    if n <= 122888:
+        return _pw10(a, lo, n)
     seg_lo = np.empty(64, np.int64)
     seg_n = np.empty(64, np.int64)
     stage = np.zeros(64, np.int64)  # 0: left half next, 1: right half next, 2: both summed

@@ -178,16 +178,25 @@ def bandwidth(x: np.ndarray, thresh: float, exact: bool = False, block: int = 64
     if exact:
         lvl, on, off = edges64(np.arange(T))
     else:
-        sq = np.concatenate([[0.0], np.cumsum(x * x)])
-        energy = np.maximum(sq[BANDWIDTH_FRAME::BANDWIDTH_HOP][:T] - sq[:-BANDWIDTH_FRAME:BANDWIDTH_HOP][:T], 0.0)
-        # (the cumulative sum's rounding, under 1e-11 of the total, is covered by the 1e-10)
-        err = scale * FFT32_ERR * np.sqrt(BANDWIDTH_FRAME * (energy + 1e-10 * sq[-1]))
+        # frame energies from the energies of 128-sample blocks (a frame is 32 of them): a cumulative sum over 1/128
+        # of the samples (its rounding, under 1e-13 of the total, is covered by the 1e-10)
+        nblk = len(x) // BANDWIDTH_HOP
+        per = BANDWIDTH_FRAME // BANDWIDTH_HOP
+        xb = x[:nblk * BANDWIDTH_HOP].reshape(nblk, BANDWIDTH_HOP)
+        blocks = np.einsum("ij,ij->i", xb, xb)
+        sq = np.concatenate([[0.0], np.cumsum(blocks)])
+        energy = np.maximum(sq[per:per + T] - sq[:T], 0.0)
+        err = scale * FFT32_ERR * np.sqrt(BANDWIDTH_FRAME * (energy + 1e-10 * float(np.einsum("i,i->", x, x))))
         frames32 = framed(x.astype(np.float32))
         # each block's spectra reduced as they come out of the transform (no copy into one array of all of them)
         parts = [K.spectral_edges_complex(sp_fft.rfft(frames32[s:s + block], axis=-1).view(np.float32), scale,
                                           err[s:s + block], thresh) for s in range(0, T, block)]
         lvl, on, off, sure = (np.concatenate(p) for p in zip(*parts, strict=True))
         slack = np.sqrt(nb) * err + 1e-12 * lvl  # bound on |level - float64 level|; 0 once redone in float64
+        # frames of zeros only (the padding, silent starts): their float32 transforms are exact zeros too, so their
+        # level, roll-on and roll-off are the float64 ones already (otherwise they would all be redone as "unsure")
+        live = np.concatenate([[0], np.cumsum(np.any(xb != 0.0, axis=1))])
+        slack[live[per:per + T] == live[:T]] = 0.0
 
         def redo(mask):
             idx = np.flatnonzero(mask & (slack > 0))

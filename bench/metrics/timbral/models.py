@@ -294,6 +294,15 @@ def _r2(x, y) -> float:
     return float(np.dot(dx, dy) ** 2 / (sxx * syy)) if sxx > 0 else 0.0
 
 
+@functools.lru_cache(maxsize=1)
+def _warmth_freqs() -> tuple[np.ndarray, np.ndarray, int]:
+    """The 8192-point spectra's bin frequencies, their log10, and the first bin above 260 Hz."""
+    freq = np.fft.rfftfreq(8192, 1.0 / F.FS)
+    with np.errstate(divide="ignore"):
+        log_freq = np.log10(freq)
+    return freq, log_freq, int(np.where(freq > 260)[0][0])
+
+
 def _warmth_one(c, oenv) -> float:
     d = _loud(c)
     Ns, rms = d["Nspec"], d["rms"]
@@ -305,9 +314,7 @@ def _warmth_one(c, oenv) -> float:
     if len(ons) == 1:
         ons = [0]
     rmss, ratios, scs, decays = [], [], [], []
-    freq = np.fft.rfftfreq(8192, 1.0 / F.FS)
-    with np.errstate(divide="ignore"):
-        log_freq = np.log10(freq)
+    freq, log_freq, top = _warmth_freqs()
     for _, seg in _segments(x, ons):
         rmss.append(np.sqrt(np.mean(seg * seg)))
         # scipy.signal.spectrogram(seg, FS, nperseg=min(len, 8192), nfft=8192): its Tukey window, 1/8 overlap and
@@ -320,9 +327,10 @@ def _warmth_one(c, oenv) -> float:
             raise FeatureError("no spectral peak in a segment")
         fund, fidx = float(np.min(px)), int(np.min(pidx))
         upper = min(fund * 3.5, 12000)
-        up_idx = int(np.where(freq > upper)[0][0])
+        up_idx = int(np.searchsorted(freq, upper, side="right"))  # the first bin above ``upper`` (freq is sorted)
+        if up_idx == len(freq):
+            raise IndexError("no bin above the warm region")  # (as indexing an empty np.where would)
         if fund < 260:
-            top = int(np.where(freq > 260)[0][0])
             ratios.append(np.sum(spec[fidx:top]) / float(np.sum(spec)))
         else:
             ratios.append(0)
@@ -416,14 +424,21 @@ def _hp_ratio(batch) -> list:
     return out
 
 
+@functools.lru_cache(maxsize=16)
+def _centroid_freqs(bins: int) -> tuple[np.ndarray, int]:
+    """The centroid's bin frequencies from 20 Hz up, and the index of the first, for spectra of ``bins`` bins."""
+    freq = np.arange(bins) * (F.FS / (2.0 * (bins - 1)))
+    k = int(np.where(freq >= 20)[0][0])
+    return freq[k:], k
+
+
 def _centroid(seg: np.ndarray) -> float | None:
     n2 = int(2 ** np.ceil(np.log2(len(seg))))
     spec = np.abs(np.fft.rfft(seg, n2))
     if np.sum(spec) <= 0:
         return None
-    freq = np.arange(len(spec)) * (F.FS / (2.0 * (len(spec) - 1)))
-    k = int(np.where(freq >= 20)[0][0])
-    return float(np.sum(spec[k:] * freq[k:]) / float(np.sum(spec[k:])))
+    freq, k = _centroid_freqs(len(spec))
+    return float(np.sum(spec[k:] * freq) / float(np.sum(spec[k:])))
 
 
 HPSS_MIN = 2048  # librosa's default n_fft
