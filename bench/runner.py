@@ -37,7 +37,7 @@ class Runner:
     def __init__(self, cfg: Config, out: Path, *, log=print, profile=None, after_grid=None):
         check(cfg)  # a bad name or section stops here, before anything is written
         self.cfg, self.out, self.log = cfg, Path(out), log
-        self.after_grid = after_grid  # called with the grid's tables written, before the studies (if any) run
+        self.after_grid = after_grid  # called when every grid cell is on disk, before the studies (if any) run
         self.profile = profile  # a bench.perf.profile.Profile that times the stages and collects the jobs' own
         self.results = ResultStore(self.out)
         # on Ray each job resolves the device where it runs; the driver need not see a GPU
@@ -98,7 +98,6 @@ class Runner:
             with self.stage(f"grid ({self.executor.describe()})"):
                 self._grid(plan)
             if self.after_grid is not None and self.cfg.studies:
-                self.results.rebuild_tables(final=True)  # what a reader of the grid's results reads
                 self.after_grid()
             with self.stage("studies"):
                 self._studies()

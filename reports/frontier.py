@@ -86,7 +86,7 @@ def build(r: Results, budgets: pd.DataFrame | None = None, *, n_resamples: int =
     renders = renders_per_example(r, systems)
     if not any(v > 1 for v in renders.values()):
         return None
-    metrics = [m for m in METRICS if m in set(r.scores["metric"].unique())]
+    metrics = [m for m in METRICS if m in r.metrics]
     if not metrics:
         return None
     sc = r.scores[r.scores["system"].isin(systems) & r.scores["metric"].isin(metrics)]

@@ -70,6 +70,20 @@ def study_config(cfg: Config, L: LatentConfig) -> Config:
     return c
 
 
+def _scope(cfg: Config, L: LatentConfig):
+    """What a run's study covers: the grid systems it studies, the variants it trains for itself (not in the grid),
+    its effects that the run has (wild ones never), and the test of whether a system has a latent to walk."""
+    from bench.systems import SYSTEMS
+
+    def latent_api(name: str) -> bool:
+        return hasattr(SYSTEMS.get(cfg.system_base(name)), "predict_from_codes")
+
+    grid = cfg.system_names()
+    names = [n for n, es in cfg.effect_sets() if es != "wild"]
+    return ([s for s in L.systems if s in grid], [s for s in L.train if s not in grid],
+            [e for e in L.effects if e in names], latent_api)
+
+
 @register_study("latent")
 class LatentStudy(Study):
     help = "latent-space study of a trained controller on one effect (what `run` adds to the report)"
@@ -87,19 +101,14 @@ class LatentStudy(Study):
         check_system_names(cfg, "studies.latent.train", L.train)
 
     def trainings(self, cfg) -> list:
-        """The section's ``train`` variants under :func:`study_config`, when the run studies anything at all (as
-        :meth:`run` decides it): the run trains them beside its grid."""
-        from bench.systems import SYSTEMS
-
+        """The section's ``train`` variants under :func:`study_config`, when a run studies anything at all (as
+        :meth:`run` decides it, from the same :func:`_scope`): the run trains them beside its grid."""
         L = self.settings(cfg)
-        grid = cfg.system_names()
-        effects = {n for n, es in cfg.effect_sets() if es != "wild"}
-        if not any(hasattr(SYSTEMS.get(cfg.system_base(s)), "predict_from_codes") for s in L.systems if s in grid) \
-                or not effects & set(L.effects):
+        studied, trained, eff, latent_api = _scope(cfg, L)
+        if not any(map(latent_api, studied)) or not eff:
             return []
         scfg = study_config(cfg, L)
-        return [(name, scfg) for name in L.train if name not in grid
-                and hasattr(SYSTEMS.get(cfg.system_base(name)), "predict_from_codes")]
+        return [(name, scfg) for name in trained if latent_api(name)]
 
     def run(self, ctx: StudyContext) -> None:
         """Study every (system, effect) of the section. In a run, nothing is studied (and no variant trained)
@@ -107,19 +116,11 @@ class LatentStudy(Study):
         from tqdm.auto import tqdm
 
         from bench.plan import Plan
-        from bench.systems import SYSTEMS
         from models.proposed.latent import ac_features
 
         cfg, L, d, warn = ctx.cfg, self.settings(ctx.cfg), ctx.folder, ctx.warn
-
-        def latent_api(name: str) -> bool:
-            return hasattr(SYSTEMS.get(cfg.system_base(name)), "predict_from_codes")
-
-        grid = cfg.system_names()
-        studied = [s for s in L.systems if s in grid]
-        trained = [s for s in L.train if s not in grid]
+        studied, trained, eff, latent_api = _scope(cfg, L)
         names = [n for n, es in cfg.effect_sets() if es != "wild"]
-        eff = [e for e in L.effects if e in names]
         if not (any(map(latent_api, studied)) or (ctx.standalone and trained)) or not eff:
             if L.systems or L.effects:
                 ctx.log("latent study: skipped (no studied system or effect of `latent` is in this run)")
