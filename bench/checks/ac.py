@@ -14,12 +14,15 @@ the largest difference over the seven 0-100 features and the reverb agreement. T
 points, r >= 0.99, reverb agreement >= 97 %, and NaN in the same places. Exit status 1 if a feature that ``ac``
 computes itself (not listed in ``metrics.ac.reference_features``) misses a target, 2 on a usage error, else 0.
 
-``--speed`` also measures both implementations per core, one after the other in one worker process set up as the
-metric's workers are (spawned; BLAS/OpenMP, numba and torch limited to one thread; the allocator tuned, see
-``timbral.tune_allocator``), as that process's CPU time (``time.process_time``): the batched code on every clip
-compared (numpy backend, 64 clips per call as the metric, its kernels compiled beforehand) and timbral_models
-(through ``ac_ref``'s adapter, one clip at a time, as its workers run it) on ``--speed-clips`` of them. The last
-line printed is ``speed: X clips/s per core, timbral_models Y clips/s, Zx``.
+``--speed`` also measures both implementations per core in one worker process set up as the metric's workers are
+(spawned; BLAS/OpenMP, numba and torch limited to one thread; the allocator tuned, see ``timbral.tune_allocator``),
+as that process's CPU time (``time.process_time``): the batched code on every clip compared (numpy backend, 64
+clips per call as the metric, its kernels compiled beforehand) and timbral_models (through ``ac_ref``'s adapter, one
+clip at a time, as its workers run it) on ``--speed-clips`` of them, spread evenly over the clips (every corpus and
+effect set, as the batched side's). The two alternate in :data:`SPEED_ROUNDS` rounds (a quarter of each side's clips
+per round), so that a change in the machine's speed during the measurement (this shared VM's moves by +-25 % from
+minute to minute) weighs on both rates alike. The last line printed is
+``speed: X clips/s per core, timbral_models Y clips/s, Zx``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from bench.checks import Check
 MEAN_ABS_MAX = 0.5
 CORR_MIN = 0.99
 REVERB_AGREE_MIN = 0.97
+SPEED_ROUNDS = 4  # alternations of the two sides in --speed
 
 
 def _stored_clips(out: Path) -> list[tuple[str, np.ndarray, int]]:
@@ -273,9 +277,9 @@ def one_thread():
 
 
 def measure_speed(clips: list, reference_clips: int, per_feature: bool = False) -> dict:
-    """Clips per CPU-second of the batched code (``batched``, every clip) and of timbral_models (``reference``, the
-    first ``reference_clips``), measured one after the other in one worker process set up as the metric's
-    (:func:`bench.metrics.audiocommons.init_worker`); with ``per_feature``, also each feature's CPU milliseconds
+    """Clips per CPU-second of the batched code (``batched``, every clip) and of timbral_models (``reference``,
+    ``reference_clips`` spread evenly over ``clips``), the two alternating in one worker process set up as the
+    metric's (:func:`bench.metrics.audiocommons.init_worker`); with ``per_feature``, also each feature's CPU milliseconds
     per clip computed alone (``features``; each includes the shared front end, ``front``: loudness normalisation
     and resampling)."""
     import multiprocessing
@@ -291,31 +295,38 @@ def _speeds(clips: list, reference_clips: int, per_feature: bool) -> dict:
     from bench.metrics.audiocommons import FEATURES, timbral_features
     from bench.metrics.timbral import extract, warm
 
-    by_rate: dict[int, list] = {}
-    for _, x, sr in clips:
-        by_rate.setdefault(sr, []).append(np.asarray(x, np.float64))
-
-    def cpu_per_clip(features=FEATURES) -> float:
+    def cpu(batches, features=FEATURES) -> float:
         c0 = time.process_time()
-        for sr, xs in by_rate.items():
-            for s in range(0, len(xs), 64):
-                extract(xs[s:s + 64], sr, features)
-        return (time.process_time() - c0) / len(clips)
+        for sr, xs in batches:
+            extract(xs, sr, features)
+        return time.process_time() - c0
 
-    warm()
-    out: dict = {}
-    with one_thread():
-        extract(next(iter(by_rate.values()))[:2], next(iter(by_rate)))  # first calls: imports, caches
-        out["batched"] = 1.0 / cpu_per_clip()
-        if per_feature:
-            out["front"] = 1000 * cpu_per_clip(())
-            out["features"] = {f: 1000 * cpu_per_clip((f,)) for f in FEATURES}
-        some = clips[:reference_clips]
-        timbral_features(np.asarray(some[0][1], np.float64), some[0][2])
+    def reference_cpu(some) -> float:
         c0 = time.process_time()
         for _, x, sr in some:
             timbral_features(np.asarray(x, np.float64), sr)
-        out["reference"] = len(some) / (time.process_time() - c0)
+        return time.process_time() - c0
+
+    by_rate: dict[int, list] = {}
+    for _, x, sr in clips:
+        by_rate.setdefault(sr, []).append(np.asarray(x, np.float64))
+    batches = [(sr, xs[s:s + 64]) for sr, xs in by_rate.items() for s in range(0, len(xs), 64)]
+    rounds = min(SPEED_ROUNDS, len(batches))
+    some = select_evenly(clips, reference_clips)
+    warm()
+    out: dict = {}
+    with one_thread():
+        extract(batches[0][1][:2], batches[0][0])  # first calls: imports, caches
+        timbral_features(np.asarray(some[0][1], np.float64), some[0][2])
+        t_new = t_ref = 0.0
+        for r in range(rounds):  # alternating, so that both sides see the same machine
+            t_new += cpu(batches[r::rounds])
+            t_ref += reference_cpu(some[r::rounds])
+        out["batched"] = len(clips) / t_new
+        out["reference"] = len(some) / t_ref
+        if per_feature:
+            out["front"] = 1000 * cpu(batches, ()) / len(clips)
+            out["features"] = {f: 1000 * cpu(batches, (f,)) / len(clips) for f in FEATURES}
     return out
 
 

@@ -4,7 +4,7 @@ targets of its test tasks).
 
     python tests/run_marked.py perf bench/perf/test_timbral_perf.py -s
 
-``test_speed`` measures as ``afx-bench check ac --speed`` does (both implementations one after the other in one
+``test_speed`` measures as ``afx-bench check ac --speed`` does (both implementations alternating in one
 worker process set up as the metric's, CPU time with one thread; see bench.checks.ac.measure_speed) and prints its
 line and the per-feature breakdown; ``test_backend`` times the batched code with each ops backend (numpy on the
 CPU; torch on the GPU where there is one) in pytest-benchmark. BENCHMARKS.md ("AudioCommons: 20x") has the
