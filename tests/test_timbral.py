@@ -202,14 +202,78 @@ def test_median_filter_equals_scipy():
         assert np.array_equal(out_t.T, out)
 
 
-def test_float32_bandwidth_is_the_float64_one_to_the_bit(clips, prepared):
+@pytest.mark.parametrize("transform", ["default", "scipy"])
+def test_float32_bandwidth_is_the_float64_one_to_the_bit(clips, prepared, transform, monkeypatch):
+    """Whichever float32 transform the first pass uses (torch's where installed, scipy's otherwise)."""
+    from scipy import fft as sp_fft
+
     from bench.metrics.timbral import _ops
 
+    if transform == "scipy":
+        monkeypatch.setattr(_ops, "_rfft32", lambda: lambda rows: sp_fft.rfft(rows, axis=-1).view(np.float32))
     thresh = 10 ** (-75 / 20.0)
     signals = [np.pad(a, (4097, 0)) for a in prepared]
     signals.append(np.pad(np.r_[np.zeros(20000), prepared[0][:30000]], (4097, 0)))  # silence, then sound
     for x in signals:
         assert np.array_equal(_ops.bandwidth(x, thresh), _ops.bandwidth(x, thresh, exact=True))
+
+
+def _envelopes(rng, n_cases):
+    """Onset-strength-like series: noise, ties (rounded values), random walks, sparse spikes, ramps and steps, some
+    starting with zeros, 1-120 frames long."""
+    for trial in range(n_cases):
+        n = int(rng.integers(1, 120))
+        kind = trial % 5
+        if kind == 0:
+            o = rng.random(n) * 5
+        elif kind == 1:
+            o = np.round(rng.random(n) * 3, 1)
+        elif kind == 2:
+            o = np.abs(np.cumsum(rng.standard_normal(n)))
+        elif kind == 3:
+            o = np.zeros(n)
+            o[rng.integers(0, n, 3)] = rng.random(3) * 10
+        else:
+            o = np.sort(rng.random(n)) if trial % 2 else rng.integers(0, 3, n).astype(float)
+        if trial % 7 == 0:
+            o[:3] = 0
+        yield o
+
+
+def test_onset_strength_and_detection_are_librosas():
+    """The onset strength of mel power spectrograms and the onset detection with backtracking, as the models call
+    librosa: the same arrays (values, signs of zeros, dtype), and the same error where librosa raises one."""
+    import librosa
+    from librosa.util.exceptions import ParameterError
+
+    from bench.metrics.timbral import _onsets as O
+
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        m = rng.random((int(rng.choice([1, 2, 128])), int(rng.integers(1, 200)))) ** 6 * 10 ** rng.uniform(-12, 3)
+        if trial % 4 == 0:
+            m[:, :rng.integers(0, m.shape[1] + 1)] = 0
+        want = librosa.onset.onset_strength(S=librosa.power_to_db(m), sr=44100)
+        got = O.onset_strengths(m[None], 44100)[0]
+        assert np.array_equal(got, want) and np.array_equal(np.signbit(got), np.signbit(want))
+
+    def outcome(detect, o):
+        try:
+            return detect(o.copy())
+        except ParameterError as e:
+            return str(e)
+
+    errors = 0
+    for o in _envelopes(np.random.default_rng(5), 6000):
+        want = outcome(lambda e: librosa.onset.onset_detect(onset_envelope=e, sr=44100, backtrack=True,
+                                                            units="samples"), o)
+        got = outcome(lambda e: O.onset_detect(e, 44100), o)
+        if isinstance(want, str):
+            errors += 1
+            assert got == want
+        else:
+            assert np.array_equal(got, want) and got.dtype == want.dtype, o
+    assert errors > 0  # the cases where librosa's backtracking raises are covered
 
 
 def test_numba_kernels_reload_from_their_cache():

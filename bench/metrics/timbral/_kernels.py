@@ -478,3 +478,65 @@ def spectral_edges_complex(R, scale, err, thresh):
         tot = _magnitudes32(R, t, sc, row)
         lvl[t], on[t], off[t], sure[t] = _edges_of(row, tot, err[t], thresh)
     return lvl, on, off, sure
+
+
+@njit(cache=True)
+def onset_envelope(db):
+    """librosa's onset strength (lag 1, max_size 1, centred, mean over bands) of a dB spectrogram ``db`` (bands x
+    frames, as ``power_to_db`` gives it), operation for operation: each band's positive frame-to-frame rise
+    (``np.maximum(0.0, d)``), summed over the bands in band order (numpy's reduction along the outer axis) and
+    divided by their number, then shifted three frames right behind zeros (lag 1 plus n_fft // (2 hop) = 2)."""
+    M, T = db.shape
+    out = np.zeros(T)
+    acc = np.zeros(max(T - 1, 0))
+    for m in range(M):
+        for t in range(T - 1):
+            d = db[m, t + 1] - db[m, t]
+            acc[t] += 0.0 if 0.0 >= d else d
+    for t in range(3, T):
+        out[t] = acc[t - 3] / M
+    return out
+
+
+@njit(cache=True)
+def _mean(x, lo, hi):
+    """numba's ``x[lo:hi].mean()`` (one running sum, then a division), as librosa's compiled peak picker takes it."""
+    c = 0.0
+    for i in range(lo, hi):
+        c += x[i]
+    return c / (hi - lo)
+
+
+@njit(cache=True)
+def peak_backtrack(x, pre_max, post_max, pre_avg, post_avg, delta, wait):
+    """librosa's peak picking (``util.peak_pick``, sparse) of the normalised onset strength ``x``, each peak then moved
+    back to the last local minimum of ``x`` at or before it (``onset.onset_backtrack`` with ``x`` as the energy:
+    frames m in 1 .. len - 2 with x[m] <= x[m - 1] and x[m] < x[m + 1], else frame 0). The frames, in order."""
+    n = x.shape[0]
+    peaks = np.zeros(n, np.bool_)
+    hi = min(post_max, n)
+    top = x[0]
+    for i in range(1, hi):
+        top = max(top, x[i])
+    peaks[0] = (x[0] >= top) & (x[0] >= _mean(x, 0, min(post_avg, n)) + delta)
+    t = wait + 1 if peaks[0] else 1
+    while t < n:
+        lo, hi = max(0, t - pre_max), min(t + post_max, n)
+        top = x[lo]
+        for i in range(lo + 1, hi):
+            top = max(top, x[i])
+        if x[t] != top:
+            t += 1
+            continue
+        if not x[t] >= _mean(x, max(0, t - pre_avg), min(t + post_avg, n)) + delta:
+            t += 1
+            continue
+        peaks[t] = True
+        t += wait + 1
+    out = np.flatnonzero(peaks)
+    for q in range(out.shape[0]):
+        m = min(out[q], n - 2)
+        while m >= 1 and not (x[m] <= x[m - 1] and x[m] < x[m + 1]):
+            m -= 1
+        out[q] = max(m, 0)
+    return out
