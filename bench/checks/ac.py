@@ -188,7 +188,8 @@ class AcCheck(Check):
         p.add_argument("--allow-few", action="store_true", help="accept fewer than 200 clips (for tests)")
         p.add_argument("--speed", action="store_true",
                        help="also measure clips per second per core of both implementations (CPU time, one thread)")
-        p.add_argument("--speed-clips", type=int, default=8, help="with --speed: clips timed with timbral_models")
+        p.add_argument("--speed-clips", type=int, default=24,
+                       help="with --speed: clips timed with timbral_models, spread over the tasks")
 
     def __call__(self, args: argparse.Namespace) -> int:
         from bench.metrics.audiocommons import FEATURES, AudioCommonsRef
