@@ -523,7 +523,7 @@ def detrended_frames(x, nper, hop, win, nfft):
     as numpy's ``mean`` computes it, times ``win``), zero-padded to ``nfft`` columns: ``win * (fr - fr.mean(-1))``
     of the sliding frames, to the bit, written once into the array the FFT reads."""
     T = (x.shape[0] - nper) // hop + 1
-    out = np.zeros((T, nfft))
+    out = np.empty((T, nfft)) if nper == nfft else np.zeros((T, nfft))  # every entry written, or padded with zeros
     for t in range(T):
         s = t * hop
         mean = pairwise_sum(x, s, nper) / nper
