@@ -514,18 +514,11 @@ def peak_backtrack(x, pre_max, post_max, pre_avg, post_avg, delta, wait):
     frames m in 1 .. len - 2 with x[m] <= x[m - 1] and x[m] < x[m + 1], else frame 0). The frames, in order."""
     n = x.shape[0]
     peaks = np.zeros(n, np.bool_)
-    hi = min(post_max, n)
-    top = x[0]
-    for i in range(1, hi):
-        top = max(top, x[i])
-    peaks[0] = (x[0] >= top) & (x[0] >= _mean(x, 0, min(post_avg, n)) + delta)
+    peaks[0] = (x[0] >= _extent(x, 0, 1, min(post_max, n))[0]) & (x[0] >= _mean(x, 0, min(post_avg, n)) + delta)
     t = wait + 1 if peaks[0] else 1
     while t < n:
-        lo, hi = max(0, t - pre_max), min(t + post_max, n)
-        top = x[lo]
-        for i in range(lo + 1, hi):
-            top = max(top, x[i])
-        if x[t] != top:
+        lo = max(0, t - pre_max)
+        if x[t] != _extent(x, lo, 1, min(t + post_max, n) - lo)[0]:
             t += 1
             continue
         if not x[t] >= _mean(x, max(0, t - pre_avg), min(t + post_avg, n)) + delta:

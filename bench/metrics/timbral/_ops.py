@@ -213,6 +213,11 @@ def bandwidth(x: np.ndarray, thresh: float, exact: bool = False, block: int = 64
     return _bandwidth_values(lvl, on, off)
 
 
+def rfft32_scipy(rows: np.ndarray) -> np.ndarray:
+    """scipy's float32 transform of the rows, as (re, im) pairs: :func:`_rfft32`'s fallback."""
+    return sp_fft.rfft(rows, axis=-1).view(np.float32)
+
+
 @functools.lru_cache(maxsize=1)
 def _rfft32():
     """The float32 transform of :func:`bandwidth`'s first pass: rows -> their spectra as (re, im) pairs, float32.
@@ -222,7 +227,7 @@ def _rfft32():
     try:
         import torch
     except ImportError:
-        return lambda rows: sp_fft.rfft(rows, axis=-1).view(np.float32)
+        return rfft32_scipy
 
     def rfft(rows):
         spec = torch.fft.rfft(torch.from_numpy(rows), dim=-1)
