@@ -39,16 +39,16 @@ def onset_detect(oenv: np.ndarray, fs: float, hop: int = 512) -> np.ndarray:
     """librosa.onset.onset_detect(onset_envelope=oenv, sr=fs, backtrack=True, units="samples") with its defaults:
     the envelope normalised as librosa does it, peak picking and backtracking in one kernel
     (:func:`~bench.metrics.timbral._kernels.peak_backtrack`), the same samples (a tenth of the time: librosa's
-    argument handling dominated its calls; the tests compare them)."""
-    from librosa.util.exceptions import ParameterError
-
+    argument handling dominated its calls; the tests compare them). Where librosa raises (an envelope with no peak
+    to backtrack from), this raises :class:`OnsetError` with librosa's message: the clip's value is NaN with that
+    reason, as timbral_models' is, and the other clips of its batch keep theirs."""
     x = oenv - np.min(oenv, keepdims=True, axis=-1)
     x /= np.max(x, keepdims=True, axis=-1) + np.finfo(x.dtype).tiny
     if not x.any() or not np.all(np.isfinite(x)):
         return np.array([], dtype=int)
     frames = K.peak_backtrack(x, *_peak_params(float(fs), hop))
     if not len(frames):
-        raise ParameterError("Attempting to match empty event list")  # what librosa's backtracking raises
+        raise OnsetError("Attempting to match empty event list")  # librosa's backtracking's message
     return frames * hop
 
 
