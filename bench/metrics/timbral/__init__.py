@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 FEATURES = ("hardness", "depth", "brightness", "roughness", "warmth", "sharpness", "boominess", "reverb")
-VERSION = 3  # bump when any model's output can change, even by rounding: it keys the metric's cache
+VERSION = 4  # bump when any model's output can change, even by rounding: it keys the metric's cache
 _WARM = False
 
 
