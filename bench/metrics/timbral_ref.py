@@ -169,7 +169,7 @@ def timbral_features(x, sample_rate: int, *, memo_filters: bool = True) -> tuple
         raise ValueError("timbral_features: expects a finite mono clip")
     if not np.any(x):
         return dict.fromkeys(FEATURES, float("nan")), dict.fromkeys(FEATURES, "silent clip")
-    warm_librosa_numba()
+    warm_librosa_numba(onsets=True)
     feats, errors = {}, {}
     with timbral_compat(memo_filters) as tm, warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
@@ -232,7 +232,7 @@ def serve_worker() -> None:
     sys.stdout = sys.stderr
     inp = sys.stdin.buffer
     limit_threads()
-    warm_librosa_numba()  # read numba's cache only after one process has written it (see there)
+    warm_librosa_numba(onsets=True)  # read numba's cache only after one process has written it (see there)
     with timbral_compat():  # import timbral_models (and librosa, sklearn) before the first job
         pass
     while True:
@@ -260,7 +260,7 @@ class WorkerPool:
 
         import bench
 
-        warm_librosa_numba()  # the workers must not race to write numba's cache (see there)
+        warm_librosa_numba(onsets=True)  # the workers must not race to write numba's cache (see there)
         env = dict(os.environ)
         env.update(dict.fromkeys(THREAD_VARS, "1"))
         root = str(Path(bench.__file__).resolve().parent.parent)
