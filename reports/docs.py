@@ -123,7 +123,8 @@ def _git(*args: str) -> str:
 
 def source_md(out: Path, name: str, config: dict, command: str | None, recomputed: bool) -> str:
     commit = _git("rev-parse", "HEAD") or "unknown (not a git checkout)"
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    # this command's own output (docs/results/<name>, tracked) is not a change to the code that made the numbers
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude)docs/results/{name}"))
     run = config.get("run", {}) if config else {}
     seeds = run.get("seeds", run.get("seed", "not recorded"))
     cmd = command or f"afx-bench report --docs {shlex.quote(name)} --out {shlex.quote(str(out))}"
