@@ -332,8 +332,7 @@ class Runner:
         self.log(f"{name} (seed {seed}): trained in {value.seconds:.1f} s{on} ({value.device}), checkpoint {ckpt}")
         if run is not None:
             run.log_params({"system": value.settings, "device": value.device, "seed": seed})
-            for method, args, kwargs in value.logged:
-                getattr(run, method)(*args, **kwargs)
+            run.replay(value.logged)
             run.log_metrics({"train_seconds": value.seconds})
             run.set_tags({"attempts": o.attempts, "worker": value.where.get("host", "?")})
             run.log_artifact(ckpt, "checkpoint")
@@ -378,8 +377,8 @@ class Runner:
             if run is not None:
                 from bench.tracking import log_cell
 
-                run.set_tags({"task_seconds": f"{value.seconds:.2f}"})
-                log_cell(run, value.rows, name, value.not_applicable, value.n_examples)
+                log_cell(run, value.rows, name, value.not_applicable, value.n_examples,
+                         tags={"task_seconds": f"{value.seconds:.2f}"})
         self.results.refresh_tables()
         self.bar.update(1)
         self.bar.set_postfix_str(f"{name} / {task.id}")

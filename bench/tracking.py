@@ -121,13 +121,37 @@ class Run:
             self.client.log_batch(self.id, params=items[i : i + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        from mlflow.entities import Metric
+        self._log_metric_items(_metric_items(metrics, step))
 
-        now = int(time.time() * 1000)
-        # NaN (not applicable) is logged too, so every system's run has the same metric keys
-        items = [Metric(_key(k), float(v), now, step or 0) for k, v in metrics.items() if v is not None]
-        for i in range(0, len(items), 500):
-            self.client.log_batch(self.id, metrics=items[i : i + 500])
+    def log_batch(self, metrics: dict[str, float], params: dict, tags: dict) -> None:
+        """Metrics (step 0), a few params and tags in one database transaction (MLflow's limits: 100 params, 100
+        tags; metrics go in batches of 500, the params and tags with the first)."""
+        from mlflow.entities import Param, RunTag
+
+        self._log_metric_items(_metric_items(metrics), params=[Param(_key(k), str(v)) for k, v in params.items()],
+                               tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+    def _log_metric_items(self, items: list, params: list = (), tags: list = ()) -> None:
+        """``items`` in batches of 500; ``params`` and ``tags`` (at most 100 each, MLflow's limit) ride with the
+        first: one database transaction where there were three."""
+        for i in range(0, max(len(items), 1), 500):
+            if items[i : i + 500] or params or tags:
+                self.client.log_batch(self.id, metrics=items[i : i + 500], params=list(params), tags=list(tags))
+            params = tags = ()
+
+    def replay(self, calls: list[tuple[str, tuple, dict]]) -> None:
+        """Calls of this class's methods made elsewhere (a training's logged ``(method, args, kwargs)``), in order,
+        with consecutive ``log_metrics`` calls merged into batches of 500: a training logs a few values per step,
+        and one database transaction per step cost the driver seconds of CPU per training (issue 28)."""
+        pending: list = []
+        for method, args, kwargs in calls:
+            if method == "log_metrics":
+                pending += _metric_items(*args, **kwargs)
+                continue
+            self._log_metric_items(pending)
+            pending = []
+            getattr(self, method)(*args, **kwargs)
+        self._log_metric_items(pending)
 
     def set_tags(self, tags: dict) -> None:
         from mlflow.entities import RunTag
@@ -162,6 +186,14 @@ class Run:
     @property
     def uri(self) -> str:
         return f"runs:/{self.id}"
+
+
+def _metric_items(metrics: dict[str, float], step: int | None = None) -> list:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    # NaN (not applicable) is logged too, so every system's run has the same metric keys
+    return [Metric(_key(k), float(v), now, step or 0) for k, v in metrics.items() if v is not None]
 
 
 def _key(k: str) -> str:
@@ -226,16 +258,17 @@ class Tracker:
         return n
 
 
-def log_cell(run: Run, rows, name: str, not_applicable: str, n_examples: int) -> None:
+def log_cell(run: Run, rows, name: str, not_applicable: str, n_examples: int, tags: dict | None = None) -> None:
     """A cell's child run: the mean of each score over its examples (answers ``<name>:<label>`` as
-    ``<label>/<metric>``, so every system's run has the same keys), then ended."""
+    ``<label>/<metric>``, so every system's run has the same keys), with ``tags``, in one batch; then ended."""
+    tags = dict(tags or {})
     if not_applicable:
-        run.set_tags({"not_applicable": f"{name}: {not_applicable}"})
+        run.set_tags({**tags, "not_applicable": f"{name}: {not_applicable}"})
         run.end()
         return
     means = rows.groupby(["system", "metric"])["value"].mean()
-    run.log_metrics({(m if n == name else f"{n[len(name) + 1:]}/{m}"): v for (n, m), v in means.items()})
-    run.log_params({"n_examples": n_examples})
+    run.log_batch({(m if n == name else f"{n[len(name) + 1:]}/{m}"): v for (n, m), v in means.items()},
+                  params={"n_examples": n_examples}, tags=tags)
     run.end()
 
 

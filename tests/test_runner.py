@@ -120,6 +120,8 @@ def test_mlflow_runs_compare_side_by_side(tmp_path):
         for tag in ("system", "effect", "effect_set", "corpus", "corpus_set", "split", "preset", "config_hash",
                     "git_sha"):
             assert tag in r.data.tags
+        assert float(r.data.tags["task_seconds"]) > 0 and int(r.data.params["n_examples"]) == cfg.tasks.n_test
+        assert r.info.status == "FINISHED"
     assert set(cells[0].data.metrics) == set(cells[1].data.metrics) >= {"mrstft"}
     assert "run.seed" in parents[0].data.params
 
@@ -274,3 +276,28 @@ def test_a_folder_of_bad_files_warns_one_line_each(tmp_path, wav_folder):
     lines = [line for line in r.stderr.splitlines() if "left out" in line]
     assert len(lines) == 2 and all(line.startswith("warning: folder:") for line in lines), r.stderr
     assert "warnings.warn" not in r.stderr and "CorpusWarning" not in r.stderr
+
+
+def test_a_trainings_logged_calls_replay_into_mlflow_in_batches(tmp_path):
+    """Run.replay: what a training logged, in order, into a real MLflow store; consecutive log_metrics calls are
+    merged into one batch (a training logs per step), and every step's value is kept, a repeated value too."""
+    from bench.tracking import Tracker
+
+    tracker = Tracker(tmp_path)
+    run = tracker.start("train/x/seed-0", {"kind": "train"})
+    batches = []
+    log_batch = tracker.client.log_batch
+    tracker.client.log_batch = lambda *a, **k: (batches.append(k), log_batch(*a, **k))[1]
+    calls = [("log_metrics", ({"loss": 1.0 / (s + 1), "lr": 0.1},), {"step": s}) for s in range(1200)]
+    calls += [("log_metrics", ({"loss": 0.5},), {"step": 1}),  # a value logged twice at one step
+              ("set_tags", ({"phase": "controller"},), {}),
+              ("log_metrics", ({"valid": 0.25},), {"step": 7})]
+    run.replay(calls)
+    run.end()
+    assert len(batches) == 7  # 2,401 values in 5 batches of at most 500, the tag, then the last value
+    client = tracker.client
+    loss = sorted((m.step, m.value) for m in client.get_metric_history(run.id, "loss"))
+    assert len(loss) == 1201 and loss[0] == (0, 1.0) and (1, 0.5) in loss and loss[-1] == (1199, 1 / 1200)
+    assert len(client.get_metric_history(run.id, "lr")) == 1200
+    assert [(m.step, m.value) for m in client.get_metric_history(run.id, "valid")] == [(7, 0.25)]
+    assert client.get_run(run.id).data.tags["phase"] == "controller"
