@@ -23,6 +23,14 @@ def pytest_configure(config):
 
         os.environ["AFX_BENCH_CACHE"] = tempfile.mkdtemp(prefix="afx-test-cache-")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    # Tests that press Ctrl-C (a SIGINT to an afx-bench process, or to this one) need SIGINT's default handling. A
+    # background job of a non-interactive shell (`cmd &`, as CI scripts and nohup runs start it) begins with SIGINT
+    # ignored, and an ignored signal stays ignored in every child: the interrupted run would finish instead. With a
+    # handler here, children start with the default again (exec resets handlers, not SIG_IGN)
+    import signal
+
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 from bench.corpora import Corpus, SourceSpec, register_corpus  # noqa: E402
