@@ -114,9 +114,7 @@ class Run:
         return self.tracker.client
 
     def log_params(self, params: dict) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(_key(k), v) for k, v in flatten(params).items()]
+        items = _params(params)
         for i in range(0, len(items), 100):
             self.client.log_batch(self.id, params=items[i : i + 100])
 
@@ -126,10 +124,7 @@ class Run:
     def log_batch(self, metrics: dict[str, float], params: dict, tags: dict) -> None:
         """Metrics (step 0), a few params and tags in one database transaction (MLflow's limits: 100 params, 100
         tags; metrics go in batches of 500, the params and tags with the first)."""
-        from mlflow.entities import Param, RunTag
-
-        self._log_metric_items(_metric_items(metrics), params=[Param(_key(k), str(v)) for k, v in params.items()],
-                               tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+        self._log_metric_items(_metric_items(metrics), params=_params(params), tags=_tags(tags))
 
     def _log_metric_items(self, items: list, params: list = (), tags: list = ()) -> None:
         """``items`` in batches of 500; ``params`` and ``tags`` (at most 100 each, MLflow's limit) ride with the
@@ -154,9 +149,7 @@ class Run:
         self._log_metric_items(pending)
 
     def set_tags(self, tags: dict) -> None:
-        from mlflow.entities import RunTag
-
-        self.client.log_batch(self.id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+        self.client.log_batch(self.id, tags=_tags(tags))
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         path = Path(path)
@@ -186,6 +179,18 @@ class Run:
     @property
     def uri(self) -> str:
         return f"runs:/{self.id}"
+
+
+def _params(params: dict) -> list:
+    from mlflow.entities import Param
+
+    return [Param(_key(k), v) for k, v in flatten(params).items()]
+
+
+def _tags(tags: dict) -> list:
+    from mlflow.entities import RunTag
+
+    return [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
 
 
 def _metric_items(metrics: dict[str, float], step: int | None = None) -> list:
