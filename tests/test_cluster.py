@@ -313,7 +313,7 @@ def test_a_hung_cell_on_ray_is_ended_and_recorded(cluster, tmp_path):
             env=on_ray(cluster))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     fails = pd.read_csv(out / "failures.csv")
-    assert fails[["system", "stage"]].values.tolist() == [["ito_cmaes", "timeout"]]
+    assert fails[["system", "stage"]].values.tolist() == [["ito_cmaes", "timeout"]], r.stdout[-2000:] + r.stderr[-3000:]
     assert len(list((out / "cells").rglob("*.parquet"))) == 1  # bypass
 
 

@@ -87,30 +87,137 @@ class _Expired(BaseException):  # raised inside the job by the alarm; a BaseExce
     pass
 
 
+REPEAT_S = 1.0  # past the limit, the alarm repeats this often until the job has ended
+
+
+class _Limit:
+    """A job's time limit: past ``seconds``, :class:`_Expired` is raised in the job's thread, again every
+    :data:`REPEAT_S` until :meth:`disarm`. Repeating matters: a library's bare ``except:`` (cma has several, some
+    around imports) swallows one raise, and a single alarm that lands there would leave the job unlimited. Where
+    each swallowed raise landed is kept for the job's error."""
+
+    def __init__(self, seconds: float):
+        self.seconds = float(seconds)
+        self.armed = False
+        self.raised: list[str] = []  # where each raise landed, in the job's code
+
+    def __enter__(self):
+        self.armed = True
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.disarm()
+        finally:  # even when a last raise lands in disarm itself
+            self.stop()
+
+    def disarm(self) -> None:
+        """From here on, a repeat raises nothing (the job has ended)."""
+        self.armed = False
+
+    def swallowed(self) -> str:
+        """Where the raises that the job swallowed landed (all but the last), for its error."""
+        if len(self.raised) < 2:
+            return ""
+        return f" (the first {len(self.raised) - 1} alarm(s) were swallowed, at {'; '.join(self.raised[:-1][:3])})"
+
+    def _note(self, frame) -> None:
+        if frame is not None and len(self.raised) < 100:
+            self.raised.append(f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class _Alarm(_Limit):
+    """On the process's main thread (the driver's, a pool worker's, a Ray task's): SIGALRM, which also breaks a
+    sleep or a wait on a lock. The signal is unblocked for the job (a process may inherit it blocked) and the
+    thread's signal mask and handler are restored afterwards."""
+
+    def _expire(self, signum, frame):
+        if self.armed:
+            self._note(frame)
+            raise _Expired()
+
+    def start(self) -> None:
+        import signal
+
+        self.old = signal.signal(signal.SIGALRM, self._expire)
+        self.mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGALRM])
+        signal.setitimer(signal.ITIMER_REAL, self.seconds, REPEAT_S)
+
+    def stop(self) -> None:
+        import signal
+
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
+        signal.signal(signal.SIGALRM, self.old)
+
+
+class _Watchdog(_Limit):
+    """On any other thread (a signal handler runs only on the main thread): a watchdog thread raises the exception
+    in the job's thread through CPython's ``PyThreadState_SetAsyncExc``; it lands at the job's next Python
+    instruction, so a job blocked in one long C call ends when that call returns."""
+
+    def _set(self, exc) -> None:
+        import ctypes
+
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.job), exc)
+
+    def _watch(self) -> None:
+        import ctypes
+
+        wait = self.seconds
+        while not self.stopped.wait(wait):
+            with self.lock:
+                if self.armed:
+                    self.raised.append("(a thread's job: where it landed is not known)")
+                    self._set(ctypes.py_object(_Expired))
+            wait = REPEAT_S
+
+    def start(self) -> None:
+        import threading
+
+        self.job = threading.get_ident()
+        self.lock, self.stopped = threading.Lock(), threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="afx-cell-timeout", daemon=True)
+        self.thread.start()
+
+    def disarm(self) -> None:
+        with self.lock:
+            self.armed = False
+            self._set(None)  # a raise set but not yet landed is dropped
+
+    def stop(self) -> None:
+        self.disarm()
+        self.stopped.set()
+        self.thread.join()
+
+
 def timed(fn, timeout_s: float, on_timeout, *args):
     """``fn(*args)``, ended after ``timeout_s`` seconds (0: no limit) at its next Python instruction: then
-    ``on_timeout()`` (if given) frees what the interrupted job held, and a :class:`JobTimeout` is returned. The
-    alarm is SIGALRM, so the limit holds in a process's main thread (the driver's, a Ray worker's)."""
-    import signal
+    ``on_timeout()`` (if given) frees what the interrupted job held, and a :class:`JobTimeout` is returned. On the
+    process's main thread the limit is SIGALRM (:class:`_Alarm`), on any other thread a watchdog
+    (:class:`_Watchdog`); either way it repeats until the job has ended."""
     import threading
 
-    if not timeout_s or threading.current_thread() is not threading.main_thread():
+    if not timeout_s:
         return fn(*args)
-
-    def expire(signum, frame):
-        raise _Expired()
-
-    old = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, float(timeout_s))
+    limit = (_Alarm if threading.current_thread() is threading.main_thread() else _Watchdog)(timeout_s)
     try:
-        return fn(*args)
+        with limit:
+            try:
+                return fn(*args)
+            finally:
+                limit.disarm()
     except _Expired:
         if on_timeout is not None:
             on_timeout()
-        return JobTimeout(f"ended after run.cell_timeout_s = {timeout_s:g} s")
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+        return JobTimeout(f"ended after run.cell_timeout_s = {timeout_s:g} s{limit.swallowed()}")
 
 
 @dataclass
