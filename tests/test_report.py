@@ -571,7 +571,8 @@ def test_report_docs_round_trip(built, tmp_path, monkeypatch):
     assert (d / "summary.csv").read_bytes() == (out / "summary.csv").read_bytes()
     source = (d / "SOURCE.md").read_text()
     assert f"afx-bench report --docs syn --out {out}" in source and "preset: `synthetic`" in source
-    assert "seeds: `[0, 1]`" in source and re.search(r"commit: `([0-9a-f]{40}|unknown)", source)
+    assert "seeds: `[0, 1]`" in source and re.search(r"- commit: `([0-9a-f]{40}|unknown)", source)
+    assert f"commit that made the numbers: `{'0' * 40}` (the run's `git_sha` tag)" in source  # the run's, not HEAD's
     assert D.check(d) == ""
     md = (d / "tables.md").read_text()
     summary = pd.read_csv(d / "summary.csv")
